@@ -1,0 +1,42 @@
+# The README's commands. `make demo` is the main job, `make test` the test suite; both set up from a clean clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch that lies on the build machines; users may install any torch>=2.4 themselves.
+TORCH_WHEEL ?= /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: venv test lint typecheck demo fmnist clean
+
+$(BIN)/ditkit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	if [ -f "$(TORCH_WHEEL)" ]; then $(BIN)/pip install -q "$(TORCH_WHEEL)"; \
+	else $(BIN)/pip install -q "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu || $(BIN)/pip install -q "torch>=2.4"; fi
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/ditkit
+
+venv: $(BIN)/ditkit
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: venv
+	$(BIN)/mypy src/ditkit
+
+test: venv lint
+	$(BIN)/python -m pytest -q
+
+fmnist:
+	@if [ ! -f "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ]; then \
+		echo "Installing Debian's dataset-fashion-mnist package"; \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
+		{ echo "error: could not install dataset-fashion-mnist; install it or set FMNIST_DIR" >&2; exit 1; }; \
+	fi
+
+demo: venv fmnist
+	$(BIN)/ditkit demo --data $(FMNIST_DIR) --out runs/demo
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,5 @@
+import sys
+
+from ditkit.cli.main import main
+
+sys.exit(main())

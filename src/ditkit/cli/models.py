@@ -1,0 +1,71 @@
+"""`ditkit models`: the presets with their parameter counts and Gflops."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  ditkit models                      # the paper's 12 configs at 256x256 (32x32x4 latents)
+  ditkit models --image-size 512     # at 512x512 (64x64 latents)
+  ditkit models --all --json         # every preset, as JSON
+  ditkit models --block in-context   # the cost of another conditioning design
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list model presets with parameters and Gflops",
+        description="List DiT presets with their parameter count and Gflops (multiply-accumulates of one "
+        "forward pass, attention included, as the paper counts them), measured from a real forward pass.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--image-size", type=int, default=256, help="image size in pixels (default 256)")
+    p.add_argument(
+        "--downsample", type=int, default=8, help="first-stage downsampling factor (default 8, the SD VAE)"
+    )
+    p.add_argument("--in-channels", type=int, default=4, help="latent channels (default 4)")
+    p.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000)")
+    p.add_argument(
+        "--block",
+        default="adaln-zero",
+        choices=["adaln-zero", "adaln", "cross-attention", "in-context"],
+        help="conditioning design (default adaln-zero)",
+    )
+    p.add_argument("--all", action="store_true", help="include the small presets (T, XS)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {name, params, gflops}")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ditkit.errors import UserError
+    from ditkit.model.flops import model_table
+
+    if args.image_size % args.downsample:
+        raise UserError(
+            f"image size {args.image_size} is not a multiple of the downsampling {args.downsample}"
+        )
+    rows = model_table(
+        input_size=args.image_size // args.downsample,
+        in_channels=args.in_channels,
+        num_classes=args.num_classes,
+        block=args.block,
+        include_small=args.all,
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    latent = args.image_size // args.downsample
+    print(f"DiT presets at {args.image_size}x{args.image_size} ({latent}x{latent}x{args.in_channels} inputs)")
+    print(
+        f"{'model':<12}{'depth':>6}{'hidden':>8}{'heads':>7}{'patch':>7}{'tokens':>8}{'params':>11}{'Gflops':>10}"
+    )
+    for r in rows:
+        print(
+            f"{r['name']:<12}{r['depth']:>6}{r['hidden_size']:>8}{r['num_heads']:>7}{r['patch_size']:>7}"
+            f"{r['tokens']:>8}{r['params'] / 1e6:>10.1f}M{r['gflops']:>10.2f}"
+        )
+    return 0

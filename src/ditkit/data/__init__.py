@@ -1,0 +1,1 @@
+"""Datasets: image folders, Fashion-MNIST, and the VAE latent cache."""

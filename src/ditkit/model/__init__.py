@@ -1,0 +1,1 @@
+"""The DiT model family: the network, its named presets and its compute cost."""

@@ -1,0 +1,204 @@
+"""The Diffusion Transformer (Peebles & Xie 2023, Sec. 3): a ViT over patches of a (latent) image.
+
+Inputs x (B, C, H, W), timesteps t (B,) and labels y (B,); output (B, C or 2C, H, W): the
+predicted noise, followed by the variance interpolation values when sigma is learned. The
+state-dict keys are those of the official implementation, so its checkpoints load as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ditkit.model.blocks import BLOCK_DESIGNS, DiTBlock, FinalLayer
+from ditkit.model.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d
+
+# Probability of replacing a label by the null class during training (DiT, Sec. 3.1 / App. A).
+DEFAULT_CLASS_DROPOUT = 0.1
+
+
+@dataclass
+class DiTConfig:
+    """Everything needed to build a DiT; plain data, JSON-serialisable via `to_dict`.
+
+    Attributes:
+        input_size: spatial size of the model input (latent), an int or (height, width).
+        patch_size: side p of the square patches; input sides must be multiples of it.
+        in_channels: channels of the input (4 for SD-VAE latents).
+        hidden_size, depth, num_heads, mlp_ratio: the transformer's width, blocks, heads, MLP ratio.
+        class_dropout_prob: label dropout for classifier-free guidance.
+        num_classes: number of classes; 0 or 1 makes the model unconditional.
+        learn_sigma: output the variance interpolation values too (2 * in_channels outputs).
+        block: conditioning design, one of "adaln-zero", "adaln", "cross-attention", "in-context".
+        checkpointing: recompute the activations of the first `checkpointing` blocks in backward
+            (0: none; depth or more: all) to save memory.
+    """
+
+    input_size: int | tuple[int, int] = 32
+    patch_size: int = 2
+    in_channels: int = 4
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    class_dropout_prob: float = DEFAULT_CLASS_DROPOUT
+    num_classes: int = 1000
+    learn_sigma: bool = True
+    block: str = "adaln-zero"
+    checkpointing: int = 0
+    name: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.input_size, list):
+            self.input_size = tuple(self.input_size)  # type: ignore[assignment]
+        if self.block not in BLOCK_DESIGNS:
+            raise ValueError(f"unknown block design {self.block!r}; choose one of {', '.join(BLOCK_DESIGNS)}")
+        h, w = self.size_hw
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"input size {h}x{w} is not a multiple of the patch size {self.patch_size}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        s = self.input_size
+        return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 1
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * 2 if self.learn_sigma else self.in_channels
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if isinstance(self.input_size, tuple):
+            d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown DiT config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class DiT(nn.Module):
+    """Diffusion Transformer. Call as `model(x, t, y)`, the official signature."""
+
+    def __init__(self, config: DiTConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        config = config if config is not None else DiTConfig(**kwargs)
+        self.config = config
+        self.in_channels = config.in_channels
+        self.out_channels = config.out_channels
+        self.learn_sigma = config.learn_sigma
+        self.patch_size = config.patch_size
+        self.num_classes = config.num_classes if config.conditional else 0
+        # Index of the null-class row used for classifier-free guidance; None when unconditional.
+        self.null_class = self.num_classes if config.conditional else None
+        self.grid_hw = (config.size_hw[0] // config.patch_size, config.size_hw[1] // config.patch_size)
+        D = config.hidden_size
+
+        self.x_embedder = PatchEmbed(config.patch_size, config.in_channels, D)
+        self.t_embedder = TimestepEmbedder(D)
+        if config.conditional:
+            self.y_embedder = LabelEmbedder(config.num_classes, D, config.class_dropout_prob)
+        num_patches = self.grid_hw[0] * self.grid_hw[1]
+        # Fixed sin-cos positions; a frozen Parameter so that it sits in the state dict as officially.
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, D), requires_grad=False)
+        self.blocks = nn.ModuleList(
+            [DiTBlock(D, config.num_heads, config.mlp_ratio, config.block) for _ in range(config.depth)]
+        )
+        self.final_layer = FinalLayer(D, config.patch_size, self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """The official initialisation; adaLN-Zero blocks start as the identity, the output at 0."""
+
+        def _xavier(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(_xavier)
+        pos = sincos_2d(self.config.hidden_size, *self.grid_hw)
+        self.pos_embed.data.copy_(torch.from_numpy(pos).float().unsqueeze(0))
+        # Patch embedding initialised like a linear layer on flattened patches.
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        if self.config.conditional:
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.config.block == "adaln-zero":
+            for block in self.blocks:
+                nn.init.zeros_(block.adaLN_modulation[-1].weight)
+                nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, h*w, p*p*C) tokens -> (B, C, h*p, w*p) image."""
+        p, c = self.patch_size, self.out_channels
+        h, w = self.grid_hw
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        x = torch.einsum("nhwpqc->nchpwq", x)  # (B, C, h, p, w, q)
+        return x.reshape(x.shape[0], c, h * p, w * p)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        force_drop_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict noise (and variance values) for noisy inputs.
+
+        Args:
+            x: (B, C, H, W) noisy inputs.
+            t: (B,) diffusion timesteps (int or float, 0..T-1).
+            y: (B,) int64 class labels; `null_class` or None means no class.
+            force_drop_ids: optional (B,) mask; where 1, the label is replaced by the null class.
+
+        Returns:
+            (B, out_channels, H, W).
+        """
+        if tuple(x.shape[-2:]) != self.config.size_hw:
+            raise ValueError(f"model expects inputs of size {self.config.size_hw}, got {tuple(x.shape[-2:])}")
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        tokens = self.x_embedder(x) + self.pos_embed  # (B, N, D)
+        c = self.t_embedder(t)  # (B, D)
+        context = [c]
+        if self.null_class is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
+            y_emb = self.y_embedder(y, self.training, force_drop_ids)
+            c = c + y_emb
+            context.append(y_emb)
+        cond_tokens = torch.stack(context, dim=1)  # (B, 1 or 2, D)
+
+        n_image = tokens.shape[1]
+        if self.config.block == "in-context":
+            tokens = torch.cat([tokens, cond_tokens.to(tokens.dtype)], dim=1)  # (B, N + 2, D)
+        n_ckpt = self.config.checkpointing
+        for i, block in enumerate(self.blocks):
+            if self.training and i < n_ckpt and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, c, cond_tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens, c, cond_tokens)
+        tokens = tokens[:, :n_image]
+        return self.unpatchify(self.final_layer(tokens, c))  # (B, out_channels, H, W)

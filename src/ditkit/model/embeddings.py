@@ -1,0 +1,102 @@
+"""Input embeddings of DiT: patches, fixed 2-D sin-cos positions, timesteps and class labels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+# Width of the sinusoidal timestep features fed to the timestep MLP (DiT, Sec. 3.1; as in ADM).
+TIMESTEP_FREQ_DIM = 256
+# Longest period of the sinusoidal timestep features (Transformer positional encoding).
+MAX_PERIOD = 10_000
+
+
+def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """Sin-cos features of 1-D positions: (M,) -> (M, dim), sines first, in float64."""
+    if dim % 2:
+        raise ValueError(f"sin-cos embedding width must be even, got {dim}")
+    omega = 1.0 / MAX_PERIOD ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = np.outer(positions.reshape(-1).astype(np.float64), omega)  # (M, dim/2)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
+    """Fixed 2-D sin-cos position embedding of a grid_h x grid_w patch grid: (grid_h * grid_w, dim).
+
+    Patches are numbered row-major. Half of the width encodes the column, half the row, in
+    that order (the layout of the official DiT and MAE code, so official weights line up).
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos embedding width must be divisible by 4, got {dim}")
+    cols, rows = np.meshgrid(np.arange(grid_w), np.arange(grid_h))  # each (grid_h, grid_w)
+    return np.concatenate([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], axis=1)
+
+
+def timestep_features(t: torch.Tensor, dim: int = TIMESTEP_FREQ_DIM) -> torch.Tensor:
+    """Sinusoidal features of (possibly fractional) timesteps: (B,) -> (B, dim), as [cos, sin]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]  # (B, half)
+    features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        features = torch.cat([features, torch.zeros_like(features[:, :1])], dim=-1)
+    return features
+
+
+class PatchEmbed(nn.Module):
+    """Patchify: a convolution with kernel = stride = p, then flatten to tokens.
+
+    (B, C, H, W) -> (B, H/p * W/p, D).
+    """
+
+    def __init__(self, patch_size: int, in_channels: int, hidden_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
+
+
+class TimestepEmbedder(nn.Module):
+    """Timestep -> 256-d sinusoidal features -> MLP (Linear, SiLU, Linear) -> (B, D)."""
+
+    def __init__(self, hidden_size: int, freq_dim: int = TIMESTEP_FREQ_DIM) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(freq_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        features = timestep_features(t, self.freq_dim).to(self.mlp[0].weight.dtype)
+        return self.mlp(features)
+
+
+class LabelEmbedder(nn.Module):
+    """Class label -> (B, D), with one extra row (index num_classes) for the null class.
+
+    During training, labels are replaced by the null class with probability `dropout_prob`,
+    which is what classifier-free guidance needs.
+    """
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+        self.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
+
+    def forward(
+        self, labels: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if force_drop_ids is not None:
+            drop = force_drop_ids.to(labels.device).bool()
+        elif train and self.dropout_prob > 0:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        else:
+            drop = None
+        if drop is not None:
+            labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        return self.embedding_table(labels)

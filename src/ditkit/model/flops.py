@@ -1,0 +1,75 @@
+"""Compute cost of a DiT the way the paper counts "Gflops": multiply-accumulates of one forward
+pass (attention included), for one image. Counted from a real forward pass, not from a table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ditkit.model.dit import DiT
+
+
+def count_gflops(model: DiT) -> float:
+    """Giga multiply-accumulates of one forward pass of `model` on one input.
+
+    Runs the forward on the meta device when possible, so even DiT-XL/2 at 512 costs nothing
+    to count. torch's FLOP counter reports 2 FLOPs per multiply-accumulate.
+    """
+    h, w = model.config.size_hw
+    device = next(model.parameters()).device
+    x = torch.zeros(1, model.in_channels, h, w, device=device)
+    t = torch.zeros(1, device=device)
+    y = torch.zeros(1, dtype=torch.long, device=device) if model.null_class is not None else None
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x, t, y)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """All parameters, the frozen position embedding included, as the official code counts them."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_table(
+    input_size: int = 32,
+    in_channels: int = 4,
+    num_classes: int = 1000,
+    block: str = "adaln-zero",
+    include_small: bool = False,
+) -> list[dict[str, Any]]:
+    """Parameters and Gflops of every preset, built on the meta device (no memory, no weights).
+
+    Returns:
+        One dict per preset with name, depth, hidden_size, num_heads, patch_size, tokens, params, gflops.
+    """
+    from ditkit.model.presets import PAPER_PRESETS, PRESETS, create_model
+
+    names = list(PRESETS) if include_small else list(PAPER_PRESETS)
+    rows = []
+    for name in names:
+        with torch.device("meta"):
+            model = create_model(
+                name, input_size=input_size, in_channels=in_channels, num_classes=num_classes, block=block
+            )
+        cfg = model.config
+        rows.append(
+            {
+                "name": name,
+                "depth": cfg.depth,
+                "hidden_size": cfg.hidden_size,
+                "num_heads": cfg.num_heads,
+                "patch_size": cfg.patch_size,
+                "tokens": model.grid_hw[0] * model.grid_hw[1],
+                "params": count_params(model),
+                "gflops": round(count_gflops(model), 3),
+            }
+        )
+    return rows

@@ -1,0 +1,212 @@
+"""The DiT model: shapes, identity at init, conditioning, checkpointing, presets and the Gflops table."""
+
+import json
+
+import pytest
+import torch
+
+from ditkit.cli.main import main
+from ditkit.errors import UserError
+from ditkit.model.blocks import BLOCK_DESIGNS
+from ditkit.model.dit import DiT, DiTConfig
+from ditkit.model.embeddings import sincos_2d, timestep_features
+from ditkit.model.flops import count_gflops, count_params, model_table
+from ditkit.model.presets import PAPER_PRESETS, create_model, get_config
+
+
+def tiny(**kw):
+    cfg = dict(
+        input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10
+    )
+    cfg.update(kw)
+    return DiT(DiTConfig(**cfg))
+
+
+def randomise(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name != "pos_embed":
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def inputs(b=3, c=4, h=8, w=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(b, c, h, w, generator=g),
+        torch.randint(0, 1000, (b,), generator=g),
+        torch.tensor([1, 5, 9]),
+    )
+
+
+@pytest.mark.parametrize("block", BLOCK_DESIGNS)
+@pytest.mark.parametrize("learn_sigma", [True, False])
+def test_output_shape_every_design(block, learn_sigma):
+    model = randomise(tiny(block=block, learn_sigma=learn_sigma)).eval()
+    x, t, y = inputs()
+    out = model(x, t, y)
+    assert out.shape == (3, 8 if learn_sigma else 4, 8, 8)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+
+
+@pytest.mark.parametrize("family", ["S", "B", "L", "XL"])
+def test_paper_preset_shapes_on_meta(family):
+    for patch in (2, 4, 8):
+        with torch.device("meta"):
+            model = create_model(f"DiT-{family}/{patch}")
+            out = model(torch.zeros(2, 4, 32, 32), torch.zeros(2), torch.zeros(2, dtype=torch.long))
+        assert out.shape == (2, 8, 32, 32)
+
+
+def test_adaln_zero_blocks_start_as_identity_and_output_zero():
+    model = tiny().eval()
+    x, t, y = inputs()
+    tokens = torch.randn(3, 16, 32)
+    c = torch.randn(3, 32)
+    for block in model.blocks:
+        assert torch.equal(block(tokens, c, c[:, None]), tokens)
+    assert torch.count_nonzero(model(x, t, y)) == 0
+
+
+def test_labels_change_the_output_and_null_class_is_last_row():
+    model = randomise(tiny()).eval()
+    x, t, y = inputs()
+    assert model.null_class == 10
+    assert model.y_embedder.embedding_table.weight.shape == (11, 32)
+    out_y = model(x, t, y)
+    out_null = model(x, t, torch.full_like(y, 10))
+    assert not torch.allclose(out_y, out_null)
+    assert torch.equal(model(x, t, None), out_null)
+    forced = model(x, t, y, force_drop_ids=torch.ones(3))
+    assert torch.equal(forced, out_null)
+
+
+def test_class_dropout_in_training_mode():
+    model = randomise(tiny(class_dropout_prob=1.0))
+    x, t, y = inputs()
+    model.train()
+    out_train = model(x, t, y)
+    model.eval()
+    assert torch.allclose(out_train, model(x, t, None))
+
+
+@pytest.mark.parametrize("num_classes", [0, 1])
+def test_unconditional_model_ignores_labels(num_classes):
+    model = randomise(tiny(num_classes=num_classes)).eval()
+    x, t, y = inputs()
+    assert model.null_class is None and not hasattr(model, "y_embedder")
+    assert torch.equal(model(x, t, y), model(x, t))
+
+
+def test_non_square_inputs_and_other_channels():
+    model = randomise(tiny(input_size=(8, 12), in_channels=1)).eval()
+    x = torch.randn(2, 1, 8, 12)
+    assert model(x, torch.tensor([3, 7]), torch.tensor([0, 1])).shape == (2, 2, 8, 12)
+    with pytest.raises(ValueError, match="expects inputs of size"):
+        model(torch.randn(2, 1, 8, 8), torch.tensor([3, 7]))
+
+
+def test_unpatchify_inverts_patch_layout():
+    model = tiny(learn_sigma=False, input_size=(4, 6))
+    img = torch.randn(2, 4, 4, 6)
+    p = 2
+    # Tokens as the final layer lays them out: row-major patches, each (p, p, C) flattened.
+    tokens = img.reshape(2, 4, 2, p, 3, p).permute(0, 2, 4, 3, 5, 1).reshape(2, 6, p * p * 4)
+    assert torch.equal(model.unpatchify(tokens), img)
+
+
+def test_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    a = randomise(tiny())
+    b = randomise(tiny(checkpointing=2))
+    x, t, y = inputs()
+    for m in (a, b):
+        m.train()
+        m(x, t, y, force_drop_ids=torch.zeros(3)).square().mean().backward()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        if pa.grad is not None:
+            assert torch.allclose(pa.grad, pb.grad, atol=1e-6), n
+
+
+def test_timestep_features_are_cos_then_sin():
+    f = timestep_features(torch.tensor([0.0, 10.0]), 8)
+    assert torch.allclose(f[0], torch.tensor([1.0] * 4 + [0.0] * 4))
+    freqs = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(4) / 4)
+    assert torch.allclose(f[1], torch.cat([torch.cos(10 * freqs), torch.sin(10 * freqs)]))
+
+
+def test_sincos_2d_layout():
+    emb = sincos_2d(8, 2, 3)  # 2 rows, 3 columns
+    assert emb.shape == (6, 8)
+    # First half encodes the column: patches in the same column share it.
+    assert (emb[1, :4] == emb[4, :4]).all() and (emb[0, 4:] == emb[2, 4:]).all()
+    assert not (emb[0, :4] == emb[1, :4]).all()
+
+
+# Table 4 of the paper: Gflops at 256x256.
+PAPER_GFLOPS = {
+    "DiT-S/8": 0.36, "DiT-S/4": 1.41, "DiT-S/2": 6.06,
+    "DiT-B/8": 1.42, "DiT-B/4": 5.56, "DiT-B/2": 23.01,
+    "DiT-L/8": 5.01, "DiT-L/4": 19.70, "DiT-L/2": 80.71,
+    "DiT-XL/8": 7.39, "DiT-XL/4": 29.05, "DiT-XL/2": 118.64,
+}  # fmt: skip
+PAPER_PARAMS_M = {"S": 33, "B": 130, "L": 458, "XL": 675}
+
+
+def test_gflops_and_params_match_the_paper():
+    rows = {r["name"]: r for r in model_table()}
+    assert set(rows) == set(PAPER_PRESETS)
+    for name, gflops in PAPER_GFLOPS.items():
+        assert rows[name]["gflops"] == pytest.approx(gflops, rel=0.01), name
+        size = name[4:].split("/")[0]
+        assert rows[name]["params"] / 1e6 == pytest.approx(PAPER_PARAMS_M[size], rel=0.01), name
+
+
+def test_gflops_of_block_designs_and_512():
+    # Paper, Fig. 5 legend (XL/2 at 256) and Table 4 (XL/2 at 512).
+    expected = {"adaln-zero": 118.64, "adaln": 118.56, "cross-attention": 137.62, "in-context": 119.37}
+    for block, gflops in expected.items():
+        with torch.device("meta"):
+            model = create_model("DiT-XL/2", block=block)
+        assert count_gflops(model) == pytest.approx(gflops, rel=0.01), block
+    with torch.device("meta"):
+        model = create_model("DiT-XL/2", input_size=64)
+    assert count_gflops(model) == pytest.approx(524.6, rel=0.01)
+    assert count_params(model) > 675e6
+
+
+def test_preset_names_and_overrides():
+    cfg = get_config("xl/2", input_size=64, num_classes=10)
+    assert (cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.patch_size) == (28, 1152, 16, 2)
+    assert cfg.input_size == 64 and cfg.num_classes == 10 and cfg.name == "DiT-XL/2"
+    assert get_config("DiT-B-4").patch_size == 4
+    with pytest.raises(UserError, match="ditkit models"):
+        get_config("DiT-XXL/2")
+
+
+def test_config_round_trip_and_validation():
+    cfg = DiTConfig(input_size=(8, 12), patch_size=4, hidden_size=32, depth=2, num_heads=2, block="adaln")
+    again = DiTConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        DiTConfig(input_size=10, patch_size=4)
+    with pytest.raises(ValueError, match="block design"):
+        DiTConfig(block="film")
+    with pytest.raises(ValueError, match="unknown DiT config keys"):
+        DiTConfig.from_dict({"hidden": 3})
+
+
+def test_models_cli_json(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(PAPER_PRESETS)
+    assert {"name", "params", "gflops"} <= set(rows[0])
+    assert main(["models", "--image-size", "512"]) == 0
+    assert "524.5" in capsys.readouterr().out
+
+
+def test_models_cli_bad_image_size(capsys):
+    assert main(["models", "--image-size", "250"]) == 2
+    assert "multiple" in capsys.readouterr().err
