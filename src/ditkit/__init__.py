@@ -20,6 +20,14 @@ _LAZY: dict[str, str] = {
     "get_config": "ditkit.model.presets",
     "count_gflops": "ditkit.model.flops",
     "UserError": "ditkit.errors",
+    "create_diffusion": "ditkit.diffusion.compat",
+    "GaussianDiffusion": "ditkit.diffusion.gaussian",
+    "Schedule": "ditkit.diffusion.schedule",
+    "make_schedule": "ditkit.diffusion.schedule",
+    "nll_bpd": "ditkit.diffusion.likelihood",
+    "sample": "ditkit.samplers.api",
+    "classifier_free_guidance": "ditkit.samplers.guidance",
+    "ClassifierFreeGuidance": "ditkit.samplers.guidance",
 }
 
 

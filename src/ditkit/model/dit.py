@@ -92,8 +92,16 @@ class DiTConfig:
         return cls(**d)
 
 
+def _linear(module: nn.Module) -> nn.Linear:
+    if not isinstance(module, nn.Linear):
+        raise TypeError(f"expected a Linear layer, got {type(module).__name__}")
+    return module
+
+
 class DiT(nn.Module):
     """Diffusion Transformer. Call as `model(x, t, y)`, the official signature."""
+
+    y_embedder: LabelEmbedder  # present only when the model is class-conditional
 
     def __init__(self, config: DiTConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -137,16 +145,15 @@ class DiT(nn.Module):
         # Patch embedding initialised like a linear layer on flattened patches.
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
+        self.x_embedder.proj.bias.data.zero_()  # type: ignore[union-attr]
         if self.config.conditional:
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for layer in (_linear(self.t_embedder.mlp[0]), _linear(self.t_embedder.mlp[2])):
+            nn.init.normal_(layer.weight, std=0.02)
+        zero_init = [_linear(self.final_layer.adaLN_modulation[-1]), self.final_layer.linear]
         if self.config.block == "adaln-zero":
-            for block in self.blocks:
-                nn.init.zeros_(block.adaLN_modulation[-1].weight)
-                nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            zero_init += [_linear(block.get_submodule("adaLN_modulation.1")) for block in self.blocks]
+        for layer in zero_init:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 

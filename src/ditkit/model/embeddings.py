@@ -71,8 +71,12 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        features = timestep_features(t, self.freq_dim).to(self.mlp[0].weight.dtype)
-        return self.mlp(features)
+        features = timestep_features(t, self.freq_dim)
+        return self.mlp(features.to(self.weight_dtype()))
+
+    def weight_dtype(self) -> torch.dtype:
+        """dtype of the MLP's weights (features are computed in float32, then cast)."""
+        return next(self.mlp.parameters()).dtype
 
 
 class LabelEmbedder(nn.Module):
