@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU wheel of torch that lies on the build machines; users may install any torch>=2.4 themselves.
+# The CPU wheel of torch that lies on the build machines; users may install any torch>=2.5 themselves.
 TORCH_WHEEL ?= /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
@@ -12,7 +12,7 @@ $(BIN)/ditkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	if [ -f "$(TORCH_WHEEL)" ]; then $(BIN)/pip install -q "$(TORCH_WHEEL)"; \
-	else $(BIN)/pip install -q "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu || $(BIN)/pip install -q "torch>=2.4"; fi
+	else $(BIN)/pip install -q "torch>=2.5" --index-url https://download.pytorch.org/whl/cpu || $(BIN)/pip install -q "torch>=2.5"; fi
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(BIN)/ditkit
 
