@@ -1,0 +1,245 @@
+"""The official DiT state-dict layout: recognising it, inferring a config from its shapes, loading it.
+
+The keys are those of facebookresearch/DiT `models.py` (ditkit's `DiT` uses the same names):
+`pos_embed`, `x_embedder.proj.*`, `t_embedder.mlp.{0,2}.*`, `y_embedder.embedding_table.weight`,
+`blocks.N.{attn.qkv, attn.proj, mlp.fc1, mlp.fc2, adaLN_modulation.1}.*`, `final_layer.*`.
+Everything in a `DiTConfig` can be read from the tensor shapes except the number of attention
+heads (and, for a non-square grid, the input's aspect ratio); those come from a hint or an override.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ditkit.errors import UserError
+from ditkit.model.dit import DiT, DiTConfig
+from ditkit.model.presets import PRESETS, SIZES
+
+StateDict = dict[str, torch.Tensor]
+
+# Keys without which a state dict cannot be a DiT (checked before anything else).
+REQUIRED_KEYS = (
+    "x_embedder.proj.weight",
+    "pos_embed",
+    "t_embedder.mlp.0.weight",
+    "blocks.0.attn.qkv.weight",
+    "blocks.0.mlp.fc1.weight",
+    "final_layer.linear.weight",
+)
+# Head width of the paper's S, B and L models (Table 1: hidden size / heads = 64); the fallback
+# guess for the number of heads, which no tensor shape records.
+DEFAULT_HEAD_DIM = 64
+# Prefixes added by DistributedDataParallel and torch.compile around a model's own keys.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# How many offending key names an error message lists before "...".
+SHOWN_KEYS = 4
+
+_BLOCK_INDEX = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _list_keys(keys: list[str]) -> str:
+    shown = ", ".join(keys[:SHOWN_KEYS])
+    return shown + (f" (+{len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else "")
+
+
+def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Remove DDP / torch.compile prefixes ("module.", "_orig_mod.") shared by every key."""
+    sd = dict(state_dict)
+    for prefix in WRAPPER_PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def check_is_dit(state_dict: Mapping[str, Any], source: str) -> None:
+    """Raise a one-line UserError unless `state_dict` holds DiT tensors under the official keys."""
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state_dict.get(k), torch.Tensor)]
+    if missing:
+        found = _list_keys(sorted(state_dict)) if state_dict else "nothing"
+        raise UserError(
+            f"{source} has no DiT weights: missing keys {_list_keys(missing)} (found {found}); "
+            "is this a DiT checkpoint?"
+        )
+
+
+def block_design(state_dict: Mapping[str, torch.Tensor], hidden_size: int) -> str:
+    """The conditioning design of the blocks, read from which keys block 0 has."""
+    mod = state_dict.get("blocks.0.adaLN_modulation.1.weight")
+    if mod is not None:
+        return "adaln-zero" if mod.shape[0] == 6 * hidden_size else "adaln"
+    if "blocks.0.cross_attn.q.weight" in state_dict:
+        return "cross-attention"
+    return "in-context"
+
+
+def preset_name(depth: int, hidden_size: int, num_heads: int, patch_size: int) -> str | None:
+    """The preset ("DiT-XL/2", ...) with these dimensions, if there is one."""
+    for name, (size, patch) in PRESETS.items():
+        if SIZES[size] == (depth, hidden_size, num_heads) and patch == patch_size:
+            return name
+    return None
+
+
+def guess_num_heads(depth: int, hidden_size: int) -> tuple[int, str]:
+    """Heads for a (depth, hidden) pair: the preset's if one matches, else hidden / 64. Also a note."""
+    for size, (d, h, heads) in SIZES.items():
+        if (d, h) == (depth, hidden_size):
+            return (
+                heads,
+                f"num_heads={heads} taken from the DiT-{size} preset (heads are not stored in the file)",
+            )
+    if hidden_size % DEFAULT_HEAD_DIM == 0:
+        heads = hidden_size // DEFAULT_HEAD_DIM
+        return heads, (
+            f"num_heads={heads} guessed as hidden/{DEFAULT_HEAD_DIM} (no preset has depth {depth}, hidden "
+            f"{hidden_size}); pass num_heads if the model was trained with another value"
+        )
+    raise UserError(
+        f"cannot tell the number of attention heads of a DiT with depth {depth} and hidden size {hidden_size}; "
+        "pass it explicitly (--num-heads, or config={'num_heads': ...})"
+    )
+
+
+def _input_size(tokens: int, patch: int, overrides: Mapping[str, Any]) -> int | tuple[int, int]:
+    if "input_size" in overrides:
+        return overrides["input_size"]  # type: ignore[no-any-return]
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise UserError(
+            f"the position embedding has {tokens} tokens, not a square grid; pass the input size "
+            "(--input-size H W, or config={'input_size': (H, W)})"
+        )
+    return side * patch
+
+
+def infer_config(
+    state_dict: Mapping[str, torch.Tensor],
+    overrides: Mapping[str, Any] | None = None,
+    num_heads_hint: int | None = None,
+) -> tuple[DiTConfig, list[str]]:
+    """Infer the `DiTConfig` of an official-layout state dict from its tensor shapes.
+
+    Args:
+        state_dict: official-layout tensors (`check_is_dit` passed).
+        overrides: config fields that win over what is inferred (e.g. num_heads, input_size,
+            class_dropout_prob); they must agree with the shapes.
+        num_heads_hint: heads known from elsewhere (e.g. the training arguments' model name).
+
+    Returns:
+        The config and notes saying which fields were guessed.
+    """
+    overrides = dict(overrides or {})
+    hidden, in_channels, patch, patch_w = state_dict["x_embedder.proj.weight"].shape  # (D, C, p, p)
+    if patch != patch_w:
+        raise UserError(
+            f"the patch embedding has non-square {patch}x{patch_w} kernels; DiT patches are square"
+        )
+    depth = 1 + max(int(m.group(1)) for k in state_dict if (m := _BLOCK_INDEX.match(k)))
+    out_channels = state_dict["final_layer.linear.weight"].shape[0] // (patch * patch)
+    if out_channels not in (in_channels, 2 * in_channels):
+        raise UserError(
+            f"the final layer predicts {out_channels} channels for {in_channels} input channels; "
+            "a DiT predicts C (fixed sigma) or 2C (learned sigma)"
+        )
+    table = state_dict.get("y_embedder.embedding_table.weight")
+    notes: list[str] = []
+    if "num_heads" in overrides:
+        heads = int(overrides["num_heads"])
+    elif num_heads_hint is not None:
+        heads = num_heads_hint
+    else:
+        heads, note = guess_num_heads(depth, hidden)
+        notes.append(note)
+    fields: dict[str, Any] = dict(
+        input_size=_input_size(state_dict["pos_embed"].shape[1], patch, overrides),
+        patch_size=patch,
+        in_channels=in_channels,
+        hidden_size=hidden,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=state_dict["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
+        # The table has one extra row, the null class of classifier-free guidance.
+        num_classes=table.shape[0] - 1 if table is not None else 0,
+        learn_sigma=out_channels == 2 * in_channels,
+        block=block_design(state_dict, hidden),
+    )
+    fields.update(overrides)
+    if fields["num_classes"] == 1 and table is not None:
+        raise UserError("the label table has 2 rows (1 class + null); ditkit treats 1 class as unconditional")
+    try:
+        config = DiTConfig(**fields)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"cannot build a DiT config from this checkpoint: {err}") from None
+    if config.name is None:
+        config.name = preset_name(config.depth, config.hidden_size, config.num_heads, config.patch_size)
+    return config, notes
+
+
+def build_model(config: DiTConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> DiT:
+    """A DiT of `config` holding `state_dict` (strict: every key and shape must match), in eval mode."""
+    try:
+        model = DiT(config)
+    except ValueError as err:
+        raise UserError(f"invalid DiT config for {source}: {err}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_list_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_list_keys(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shapes {_list_keys(wrong)} (file vs config)")
+    if problems:
+        raise UserError(f"{source} does not fit a {_describe(config)}: {'; '.join(problems)}")
+    model.load_state_dict(dict(state_dict), strict=True)
+    return model.eval()
+
+
+def _describe(config: DiTConfig) -> str:
+    h, w = config.size_hw
+    return (
+        f"DiT (depth {config.depth}, hidden {config.hidden_size}, patch {config.patch_size}, "
+        f"input {h}x{w}x{config.in_channels}, {config.num_classes} classes, {config.block})"
+    )
+
+
+@dataclass
+class RawCheckpoint:
+    """What a reader found in a checkpoint, before a model is built.
+
+    Attributes:
+        kind: "ditkit", "official" or "diffusers".
+        source: the path, for messages.
+        weights: weight-set name ("ema", "model" or "weights" for an unnamed single set) -> a
+            function that reads that set's official-layout state dict (sets are read on demand).
+        config: the stored config, or None when it must be inferred from the tensor shapes.
+        extra: plain data stored beside the weights (first stage, diffusion settings, class names...).
+        notes: what the reader had to assume or could not carry over, for the user to see.
+        num_heads_hint: heads known from the file's metadata when the config is inferred.
+    """
+
+    kind: str
+    source: str
+    weights: dict[str, Callable[[], StateDict]]
+    config: DiTConfig | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    num_heads_hint: int | None = None
+
+
+def in_memory(state_dict: StateDict) -> Callable[[], StateDict]:
+    """A weight-set reader for tensors already in memory."""
+    return lambda: state_dict
