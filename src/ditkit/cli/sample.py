@@ -1,0 +1,224 @@
+"""`ditkit sample`: images from a checkpoint, for looking at (grid + PNGs) or at FID scale (.npz)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ditkit.sampling.pipeline import DiTPipeline
+
+EPILOG = """examples:
+  ditkit sample DiT-XL-2-256x256.pt --class "golden retriever" --class 88 --num-per-class 4
+  ditkit sample runs/fmnist/checkpoints/last --class sneaker --sampler ddim --steps 50 --out samples/
+  ditkit sample ckpt --class "golden retreiver"            # a typo: the closest names are suggested
+  ditkit sample --list-classes retriever                   # ImageNet classes whose names contain a word
+
+  # FID-50K (ADM layout, resumable; any number of processes gives the same images):
+  ditkit sample DiT-XL-2-256x256.pt --num 50000 --cfg-scale 1.5 --guided-channels first3 --fid-out fid/
+  torchrun --nproc-per-node 8 -m ditkit sample DiT-XL-2-256x256.pt --num-samples 50000 --fid-out fid/
+  (torchrun reads a bare --num as an abbreviation of its own --numa-binding: use --num-samples there)
+
+image i uses seed SEED + i (class-major: class k's j-th image is i = k * per_class + j); in FID
+mode its label is fixed by --labels and SEED, so `--seed SEED+i --class LABEL --num-per-class 1`
+redraws it alone.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sample",
+        help="generate images from a checkpoint (grid, PNGs, or an FID-scale .npz)",
+        description="Generate class-conditional images from any checkpoint ditkit loads (ditkit, official "
+        ".pt, diffusers). Classes are given by index or by name (ImageNet's 1000 names with their synonyms "
+        "ship with ditkit). Writes a grid PNG, the single images and samples.json; with --num, writes "
+        "resumable shards and a samples.npz in the ADM evaluator's layout.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or folder")
+    p.add_argument(
+        "--class", dest="classes", action="append", metavar="C", help="class index or name (repeatable)"
+    )
+    p.add_argument("--num-per-class", type=int, default=4, help="images per class in the grid (default 4)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the first image; image i uses SEED + i (default 0)"
+    )
+    p.add_argument(
+        "--cfg-scale", type=float, help="guidance scale (default 4.0; 1.5 with --num); 1 disables it"
+    )
+    p.add_argument(
+        "--sampler", default="ddpm", choices=["ddpm", "ddim", "dpm++2m"], help="sampler (default ddpm)"
+    )
+    p.add_argument("--steps", type=int, help="sampling steps (default 250 ddpm, 50 ddim, 20 dpm++2m)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (default 0: deterministic)")
+    p.add_argument(
+        "--guided-channels",
+        default="all",
+        choices=["all", "first3"],
+        help="channels guidance applies to; first3 reproduces the official sampler (default all)",
+    )
+    p.add_argument(
+        "--guidance-interval",
+        nargs=2,
+        type=float,
+        metavar=("T_MIN", "T_MAX"),
+        help="guide only at model timesteps in [T_MIN, T_MAX]",
+    )
+    p.add_argument(
+        "--image-size", type=int, help="expected image size in pixels (checked against the checkpoint)"
+    )
+    p.add_argument(
+        "--first-stage",
+        help="decoder overriding the checkpoint's: sd-vae-ft-ema, sd-vae-ft-mse, a folder, identity",
+    )
+    p.add_argument(
+        "--weights", default="ema", choices=["ema", "model"], help="weight set to use (default ema)"
+    )
+    p.add_argument("--bf16", action="store_true", help="run the DiT under bfloat16 autocast")
+    p.add_argument(
+        "--device", help="device (default: cuda when present, else cpu; cuda:LOCAL_RANK under torchrun)"
+    )
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default: all / a whole shard)")
+    p.add_argument("--out", default="samples", help="output folder for the grid and PNGs (default samples/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    fid = p.add_argument_group("FID-scale sampling")
+    fid.add_argument(
+        "--num",
+        "--num-samples",
+        dest="num",
+        type=int,
+        help="number of samples (e.g. 50000): writes shards and samples.npz (under torchrun write --num-samples)",
+    )
+    fid.add_argument("--fid-out", help="folder of the shards and samples.npz (default: OUT/fid)")
+    fid.add_argument(
+        "--labels",
+        default="uniform",
+        choices=["uniform", "balanced"],
+        help="uniform random labels (from the seed) or class-balanced (i mod K) (default uniform)",
+    )
+    fid.add_argument("--shard-size", type=int, default=1000, help="samples per shard file (default 1000)")
+    fid.add_argument("--max-shards", type=int, help="stop after computing this many shards (resume later)")
+    p.add_argument(
+        "--list-classes",
+        nargs="?",
+        const="",
+        metavar="QUERY",
+        help="list the class names (the checkpoint's, else ImageNet's), optionally those containing QUERY",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ditkit.errors import UserError
+
+    if args.list_classes is not None:
+        return _list_classes(args)
+    if not args.checkpoint:
+        raise UserError("give a checkpoint (or --list-classes)")
+    from ditkit.sampling import distributed
+
+    device = distributed.init_from_env()
+    try:
+        pipe = _pipeline(args, args.device or device)
+        return _fid(args, pipe) if args.num is not None else _grid(args, pipe)
+    finally:
+        distributed.shutdown()
+
+
+def _pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
+    from ditkit.sampling.distributed import rank
+    from ditkit.sampling.pipeline import DiTPipeline
+
+    pipe = DiTPipeline.from_pretrained(
+        args.checkpoint,
+        device=device,  # type: ignore[arg-type]  # a str or torch.device
+        dtype="bf16" if args.bf16 else None,
+        first_stage=args.first_stage,
+        image_size=args.image_size,
+        which=args.weights,
+    )
+    if rank() == 0:
+        for note in pipe.notes:
+            print(f"note: {note}")
+    return pipe
+
+
+def _grid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
+    from ditkit.sampling.save import sample_to_folder
+
+    saved = sample_to_folder(
+        pipe,
+        args.classes,
+        args.out,
+        per_class=args.num_per_class,
+        seed=args.seed,
+        guidance_scale=4.0 if args.cfg_scale is None else args.cfg_scale,
+        num_steps=args.steps,
+        sampler=args.sampler,
+        guided_channels=args.guided_channels,
+        guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
+        eta=args.eta,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        settings={"checkpoint": str(args.checkpoint), "bf16": args.bf16},
+    )
+    print(f"wrote {saved.grid}, {len(saved.images)} images in {saved.images[0].parent}/ and {saved.record}")
+    return 0
+
+
+def _fid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
+    from pathlib import Path
+
+    from ditkit.sampling.distributed import rank
+    from ditkit.sampling.sharded import FID_GUIDANCE_SCALE, ShardedSettings, generate_sharded
+
+    classes = None
+    if args.classes:
+        classes = tuple(pipe.resolve_labels(args.classes))
+    settings = ShardedSettings(
+        num_samples=args.num,
+        seed=args.seed,
+        label_mode=args.labels,
+        classes=classes,
+        shard_size=args.shard_size,
+        guidance_scale=FID_GUIDANCE_SCALE if args.cfg_scale is None else args.cfg_scale,
+        num_steps=args.steps,
+        sampler=args.sampler,
+        guided_channels=args.guided_channels,
+        guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
+        eta=args.eta,
+    )
+    out = Path(args.fid_out) if args.fid_out else Path(args.out) / "fid"
+    result = generate_sharded(
+        pipe,
+        out,
+        settings,
+        batch_size=args.batch_size,
+        max_shards=args.max_shards,
+        progress=not args.quiet,
+    )
+    if rank() != 0:
+        return 0
+    done = f"computed {len(result.computed)} shards here, {len(result.skipped)} were already done"
+    if result.packed is not None:
+        print(f"{done}; wrote {result.packed} ({args.num} samples, ADM layout)")
+    elif result.missing:
+        print(
+            f"{done}; {len(result.missing)} shards still missing in {out}: run the same command again to finish"
+        )
+    return 0
+
+
+def _list_classes(args: argparse.Namespace) -> int:
+    from ditkit.sampling.class_names import ClassNames
+
+    names = ClassNames.imagenet()
+    if args.checkpoint:
+        from ditkit.sampling.loading import stored_class_names
+
+        names = stored_class_names(args.checkpoint) or names
+    labels = names.search(args.list_classes) if args.list_classes else range(len(names))
+    for label in labels:
+        print(f"{label:>5}  {', '.join(names.synonyms[label])}")
+    return 0

@@ -1,0 +1,109 @@
+"""What sampling needs from a checkpoint: the model, its first stage, diffusion settings and class names.
+
+Checkpoints that say nothing about their surroundings (the released official .pt files) get DiT's:
+the SD VAE `sd-vae-ft-ema` for 4-channel latents (the identity for other channel counts), the linear
+1000-step process, and ImageNet's class names for 1000 classes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ditkit.errors import UserError
+from ditkit.first_stage.base import FirstStage
+from ditkit.model.dit import DiT
+from ditkit.sampling.class_names import ClassNames
+from ditkit.sampling.pipeline import DiffusionSettings
+
+# DiT's first stage (train.py default --vae ema) for checkpoints that do not name one.
+DEFAULT_LATENT_FIRST_STAGE = "sd-vae-ft-ema"
+# Channels of SD-VAE latents (the official DiT in_channels).
+SD_VAE_LATENT_CHANNELS = 4
+
+
+@dataclass
+class SamplingBundle:
+    """A loaded model with what is needed around it to sample images.
+
+    Attributes:
+        model: the DiT (eval mode).
+        first_stage: decodes its latents to images in [-1, 1].
+        diffusion: the training process's settings.
+        class_names: stored names (list or {name: label}), or None (ImageNet's are used for 1000 classes).
+        source: the checkpoint path.
+        notes: assumptions made while loading, one line each.
+    """
+
+    model: DiT
+    first_stage: FirstStage
+    diffusion: DiffusionSettings
+    class_names: Sequence[str] | Mapping[str, int] | None
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def first_stage_for(
+    extra: Mapping[str, Any], in_channels: int, override: str | None = None
+) -> tuple[FirstStage, str | None]:
+    """The first stage a checkpoint describes (or `override`, a spec for `load_first_stage`); and a note."""
+    from ditkit.first_stage.load import first_stage_from_dict, load_first_stage
+
+    if override is not None:
+        return load_first_stage(override, channels=in_channels), None
+    stored = extra.get("first_stage")
+    if isinstance(stored, Mapping):
+        return first_stage_from_dict(stored), None
+    if in_channels == SD_VAE_LATENT_CHANNELS:
+        note = f"the checkpoint names no first stage; decoding with {DEFAULT_LATENT_FIRST_STAGE} (DiT's VAE)"
+        return load_first_stage(DEFAULT_LATENT_FIRST_STAGE), note
+    note = f"the checkpoint names no first stage; treating its {in_channels}-channel inputs as pixels"
+    return load_first_stage("identity", channels=in_channels), note
+
+
+def load_for_sampling(
+    path: str | os.PathLike[str],
+    *,
+    first_stage: str | None = None,
+    image_size: int | None = None,
+    which: str = "ema",
+) -> SamplingBundle:
+    """Load a checkpoint (ditkit, official or diffusers) and everything sampling needs around it.
+
+    Args:
+        path: the checkpoint.
+        first_stage: a first-stage spec overriding the stored one ("sd-vae-ft-ema", a folder, "identity").
+        image_size: the expected image side in pixels; a mismatch with the checkpoint is an error.
+        which: "ema" (default) or "model" weights.
+    """
+    from ditkit.checkpoints import load_checkpoint
+
+    loaded = load_checkpoint(path, which=which)
+    model = loaded.model
+    stage, note = first_stage_for(loaded.extra, int(model.in_channels), first_stage)
+    notes = list(loaded.notes) + ([note] if note else [])
+    down = int(getattr(stage, "downsample", 1))
+    sides = {side * down for side in model.config.size_hw}
+    if image_size is not None and sides != {image_size}:
+        shown = "x".join(str(s * down) for s in model.config.size_hw)
+        raise UserError(
+            f"{path} makes {shown} images, not {image_size}; drop --image-size or pick another checkpoint"
+        )
+    return SamplingBundle(
+        model=model,
+        first_stage=stage,
+        diffusion=DiffusionSettings.from_dict(loaded.extra.get("diffusion")),
+        class_names=loaded.extra.get("class_names"),
+        source=str(path),
+        notes=notes,
+    )
+
+
+def stored_class_names(path: str | os.PathLike[str]) -> ClassNames | None:
+    """The class names a checkpoint stores (without loading its weights), or None."""
+    from ditkit.checkpoints import read_checkpoint
+
+    names = read_checkpoint(path).extra.get("class_names")
+    return None if not names else ClassNames.from_names(names)

@@ -1,0 +1,384 @@
+"""`DiTPipeline`: a DiT, its first stage and its diffusion settings, sampled in one call.
+
+    pipe = DiTPipeline.from_pretrained("DiT-XL-2-256x256.pt")
+    images = pipe(["golden retriever", 88], guidance_scale=4.0, num_steps=250, seeds=[0, 1])
+
+Image i depends only on its class, its seed and the settings: not on the batch it was drawn in,
+the batch size or the device count (per-sample noise streams, `ditkit.diffusion.noise`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ditkit.diffusion.gaussian import ModelFn
+from ditkit.diffusion.noise import SeededNoise
+from ditkit.errors import UserError
+from ditkit.first_stage.base import FirstStage, IdentityFirstStage
+from ditkit.model.dit import DiT
+from ditkit.sampling.class_names import IMAGENET_NUM_CLASSES, ClassNames, ClassQuery
+from ditkit.sampling.images import to_pil
+from ditkit.visual import images_to_uint8
+
+# Guidance scale of the DiT paper's sample figures (sample.py's default --cfg-scale).
+DEFAULT_GUIDANCE_SCALE = 4.0
+OutputType = Literal["uint8", "tensor", "pil"]
+AUTOCAST_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """The training process a model was trained with (what sampling must match).
+
+    Attributes:
+        noise_schedule: "linear" (DiT) or "cosine".
+        diffusion_steps: length of the training chain (1000 for DiT).
+        fixed_variance: "large" (beta_t, DiT) or "small", for models that do not learn sigma.
+    """
+
+    noise_schedule: str = "linear"
+    diffusion_steps: int = 1000
+    fixed_variance: str = "large"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> DiffusionSettings:
+        """Read the settings from a checkpoint's record; keys it does not know are ignored."""
+        data = dict(data or {})
+        if "fixed_variance" not in data and "sigma_small" in data:
+            data["fixed_variance"] = "small" if data["sigma_small"] else "large"
+        known = {k: data[k] for k in ("noise_schedule", "diffusion_steps", "fixed_variance") if k in data}
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def autocast_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """None / "fp32" -> no autocast; "bf16" or torch.bfloat16 (or fp16) -> that autocast dtype."""
+    if dtype is None or dtype in ("fp32", "float32", torch.float32):
+        return None
+    if isinstance(dtype, torch.dtype) and dtype in AUTOCAST_DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in AUTOCAST_DTYPES:
+        return AUTOCAST_DTYPES[dtype]
+    raise UserError(f"unsupported dtype {dtype!r}; use fp32, bf16 or fp16")
+
+
+class DiTPipeline:
+    """Class-conditional image generation with a DiT: labels and seeds in, images out.
+
+    Args:
+        model: the DiT.
+        first_stage: decodes latents to images in [-1, 1]; default: the identity (pixel models).
+        diffusion: the process the model was trained with (default: DiT's).
+        class_names: names of the labels, for asking by name; default ImageNet's for 1000 classes.
+        device: where to sample (default: CUDA when present, else the CPU).
+        dtype: "bf16" (or torch.bfloat16, "fp16") runs the DiT under autocast; None keeps float32.
+
+    The model and first stage are moved to `device` and put in eval mode (in place).
+
+    Example:
+        >>> pipe = DiTPipeline(model, first_stage)
+        >>> images = pipe(["golden retriever", "tennis ball"], num_steps=50, sampler="ddim", seeds=[0, 1])
+        >>> images.shape  # (2, 256, 256, 3) uint8
+    """
+
+    def __init__(
+        self,
+        model: DiT,
+        first_stage: FirstStage | None = None,
+        diffusion: DiffusionSettings | Mapping[str, Any] | None = None,
+        class_names: ClassNames | Sequence[str] | Mapping[str, int] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        if first_stage is None:
+            first_stage = IdentityFirstStage(model.in_channels)
+        self.first_stage = first_stage.eval().requires_grad_(False).to(self.device)
+        latent_channels = int(getattr(first_stage, "latent_channels", model.in_channels))
+        if latent_channels != model.in_channels:
+            raise UserError(
+                f"the first stage makes {latent_channels}-channel latents but the model takes "
+                f"{model.in_channels} channels; pass the first stage it was trained with"
+            )
+        if isinstance(diffusion, DiffusionSettings):
+            self.diffusion = diffusion
+        else:
+            self.diffusion = DiffusionSettings.from_dict(diffusion)
+        self.class_names = _class_names(class_names, int(getattr(model, "num_classes", 0) or 0))
+        self.autocast = autocast_dtype(dtype)
+        # What loading had to assume (e.g. the first stage of an official .pt file), one line each.
+        self.notes: list[str] = []
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        first_stage: str | None = None,
+        image_size: int | None = None,
+        which: str = "ema",
+    ) -> DiTPipeline:
+        """Load any checkpoint `ditkit.checkpoints` reads: ours, an official DiT .pt, a diffusers folder.
+
+        Args:
+            path: the checkpoint file or folder.
+            device, dtype: as for the constructor.
+            first_stage: override the stored first stage ("sd-vae-ft-ema", a VAE folder, "identity").
+            image_size: the expected image side in pixels; a checkpoint making another size is an error.
+            which: "ema" (default) or "model" weights.
+        """
+        from ditkit.sampling.loading import load_for_sampling
+
+        loaded = load_for_sampling(path, first_stage=first_stage, image_size=image_size, which=which)
+        pipe = cls(
+            loaded.model, loaded.first_stage, loaded.diffusion, loaded.class_names, device=device, dtype=dtype
+        )
+        pipe.notes = loaded.notes
+        return pipe
+
+    # ---- shapes and labels ----
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one latent, the model's input."""
+        h, w = self.model.config.size_hw
+        return int(self.model.in_channels), int(h), int(w)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the decoded images."""
+        down = int(getattr(self.first_stage, "downsample", 1))
+        _, h, w = self.latent_shape
+        return h * down, w * down
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.model, "num_classes", 0) or 0)
+
+    def resolve_labels(self, class_labels: ClassQuery | Sequence[ClassQuery]) -> list[int]:
+        """Class indices for ids or names (names need `class_names`)."""
+        queries = [class_labels] if isinstance(class_labels, int | str) else list(class_labels)
+        if self.num_classes == 0:
+            raise UserError("this model is unconditional; call it with class_labels=None and seeds")
+        if self.class_names is not None:
+            return self.class_names.resolve_all(queries)
+        labels = []
+        for q in queries:
+            if isinstance(q, str) and not q.strip().lstrip("+-").isdigit():
+                raise UserError(
+                    f"this model has no class names; give class indices 0..{self.num_classes - 1}, not {q!r}"
+                )
+            label = int(q)
+            if not 0 <= label < self.num_classes:
+                raise UserError(
+                    f"class index {label} is out of range; this model has classes 0..{self.num_classes - 1}"
+                )
+            labels.append(label)
+        return labels
+
+    def class_name(self, label: int) -> str:
+        """The display name of a label ("golden retriever"), or "class 3" without names."""
+        return self.class_names.name(label) if self.class_names is not None else f"class {label}"
+
+    def initial_noise(self, seeds: Sequence[int]) -> Tensor:
+        """x_T for each seed, (B, C, h, w) float32 on the device: what sampling with these seeds starts from."""
+        return SeededNoise(seeds, self.device).randn(self.latent_shape)
+
+    # ---- sampling ----
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        if self.autocast is None:
+            yield
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                yield
+
+    def model_fn(self, model: ModelFn | None = None) -> ModelFn:
+        """The denoiser the samplers call: `model` (default the DiT) under autocast, output in float32."""
+        base: ModelFn = model if model is not None else self.model
+
+        def call(x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+            with self._autocast():
+                return base(x, t, y).float()
+
+        return call
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        labels: Sequence[int] | None,
+        *,
+        seeds: Sequence[int],
+        noise: Tensor | None = None,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        num_steps: int | None = None,
+        sampler: str = "ddpm",
+        guided_channels: str = "all",
+        guidance_interval: tuple[float, float] | None = None,
+        eta: float = 0.0,
+        batch_size: int | None = None,
+        progress: bool = True,
+        model: ModelFn | None = None,
+        null_label: int | None = None,
+    ) -> Tensor:
+        """Sample latents (B, C, h, w) float32 for labels (B,) (None: unconditional) and seeds (B,).
+
+        Args:
+            labels: class indices; passed to the model as they are.
+            seeds: one per sample; sample i depends only on seeds[i] (and noise[i]).
+            noise: (B, C, h, w) starting noise; default `initial_noise(seeds)`.
+            guidance_scale: classifier-free guidance scale (1: none).
+            num_steps: sampling steps (default: the sampler's, 250 for ddpm).
+            sampler: "ddpm", "ddim" or "dpm++2m".
+            guided_channels: "all" or "first3" (the official DiT sampler's behaviour).
+            guidance_interval: optional (t_min, t_max) in model timesteps to guide in.
+            eta: DDIM stochasticity (0: deterministic).
+            batch_size: at most this many samples per forward pass (default: all).
+            progress: show progress bars.
+            model: a stand-in for the DiT (e.g. a label-mixing wrapper), called as model(x, t, y).
+            null_label: the label meaning "no class" for guidance (default `model.null_class`).
+        """
+        from ditkit.samplers.api import sample
+
+        seeds = [int(s) for s in seeds]
+        if labels is not None and len(labels) != len(seeds):
+            raise UserError(f"got {len(labels)} labels for {len(seeds)} seeds; give one seed per image")
+        x_T = self.initial_noise(seeds) if noise is None else noise.to(self.device, torch.float32)
+        if x_T.shape[0] != len(seeds) or tuple(x_T.shape[1:]) != self.latent_shape:
+            raise UserError(
+                f"noise has shape {tuple(x_T.shape)}, expected ({len(seeds)}, {', '.join(map(str, self.latent_shape))})"
+            )
+        conditional = labels is not None
+        null = null_label if null_label is not None else getattr(self.model, "null_class", None)
+        step = batch_size or len(seeds)
+        out = []
+        for start in range(0, len(seeds), step):
+            part = slice(start, start + step)
+            out.append(
+                sample(
+                    self.model_fn(model),
+                    noise=x_T[part],
+                    labels=list(labels[part]) if conditional else None,  # type: ignore[index]
+                    sampler=sampler,
+                    steps=num_steps,
+                    cfg_scale=guidance_scale if conditional else 1.0,
+                    guided_channels=guided_channels,  # type: ignore[arg-type]
+                    guidance_interval=guidance_interval,
+                    null_label=null,
+                    seeds=seeds[part],
+                    eta=eta,
+                    noise_schedule=self.diffusion.noise_schedule,
+                    diffusion_steps=self.diffusion.diffusion_steps,
+                    fixed_variance=self.diffusion.fixed_variance,  # type: ignore[arg-type]
+                    progress=progress,
+                    device=self.device,
+                )
+            )
+        latents = torch.cat(out)
+        if not torch.isfinite(latents).all():
+            raise UserError("sampling produced NaN or inf; try without --bf16, or check the checkpoint")
+        return latents
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor, batch_size: int | None = None) -> Tensor:
+        """Latents (B, C, h, w) -> images (B, image channels, H, W) in about [-1, 1], float32."""
+        step = batch_size or latents.shape[0]
+        return torch.cat(
+            [self.first_stage.decode(latents[i : i + step]).float() for i in range(0, len(latents), step)]
+        )
+
+    def __call__(
+        self,
+        class_labels: ClassQuery | Sequence[ClassQuery] | None,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        num_steps: int | None = None,
+        sampler: str = "ddpm",
+        seeds: Sequence[int] | None = None,
+        *,
+        guided_channels: str = "all",
+        guidance_interval: tuple[float, float] | None = None,
+        eta: float = 0.0,
+        noise: Tensor | None = None,
+        batch_size: int | None = None,
+        output_type: OutputType = "uint8",
+        progress: bool = True,
+    ) -> np.ndarray | Tensor | list[Any]:
+        """Generate one image per class label.
+
+        Args:
+            class_labels: ids and/or names ("golden retriever", 207, "207"); None for an
+                unconditional model (then one image per seed).
+            guidance_scale: classifier-free guidance scale (1: none; DiT's figures use 4).
+            num_steps: sampling steps (default: 250 for ddpm, 50 for ddim, 20 for dpm++2m).
+            sampler: "ddpm", "ddim" or "dpm++2m".
+            seeds: one per image (default 0, 1, ...); image i depends only on seeds[i].
+            guided_channels, guidance_interval, eta, noise, batch_size, progress: see `sample_latents`.
+            output_type: "uint8" -> numpy (B, H, W, C); "tensor" -> float (B, C, H, W) in [-1, 1];
+                "pil" -> list of PIL images.
+        """
+        if output_type not in ("uint8", "tensor", "pil"):
+            raise UserError(f"output_type must be uint8, tensor or pil, got {output_type!r}")
+        labels = None if class_labels is None else self.resolve_labels(class_labels)
+        if labels is None and self.num_classes > 0:
+            raise UserError(
+                "this model is class-conditional; give classes by id or name (--class on the command line)"
+            )
+        if seeds is None:
+            if labels is None:
+                raise UserError("an unconditional model needs seeds=[...] (one image per seed)")
+            seeds = list(range(len(labels)))
+        latents = self.sample_latents(
+            labels,
+            seeds=seeds,
+            noise=noise,
+            guidance_scale=guidance_scale,
+            num_steps=num_steps,
+            sampler=sampler,
+            guided_channels=guided_channels,
+            guidance_interval=guidance_interval,
+            eta=eta,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        images = self.decode(latents, batch_size)
+        if output_type == "tensor":
+            return images
+        array = images_to_uint8(images)
+        return [to_pil(a) for a in array] if output_type == "pil" else array
+
+    def to(self, device: torch.device | str) -> DiTPipeline:
+        """Move the model and first stage; returns self."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.first_stage.to(self.device)
+        return self
+
+
+def _class_names(
+    names: ClassNames | Sequence[str] | Mapping[str, int] | None, num_classes: int
+) -> ClassNames | None:
+    if names is None:
+        return ClassNames.imagenet() if num_classes == IMAGENET_NUM_CLASSES else None
+    resolved = names if isinstance(names, ClassNames) else ClassNames.from_names(names)
+    if len(resolved) != num_classes:
+        raise UserError(f"got {len(resolved)} class names for a model with {num_classes} classes")
+    return resolved

@@ -1,0 +1,341 @@
+"""FID-scale sampling: N images across processes, in resumable shards, packed for ADM's evaluator.
+
+Sample i (0 <= i < N) has seed `seed + i` and a label from a fixed plan (uniform draws from the
+seed, or class-balanced: i mod K), so `ditkit sample --seed <seed + i> --class <label i>` redraws
+it alone. Samples are grouped into shards of `shard_size`; process r of W computes shards r, r + W,
+..., each written atomically as `shard_XXXXX.npz` (uint8 images, labels, seeds). A shard that exists
+is finished and is never recomputed, so an interrupted run resumes where it stopped, and since a
+shard's content depends only on its indices, the result is the same for any number of processes.
+Rank 0 finally packs `samples.npz` (`arr_0`: uint8 (N, H, W, 3), `labels`: int64 (N,)).
+
+The shards are computed with the same batch composition whatever the process count; changing
+`batch_size` between runs may change pixels by rounding (float reductions differ by batch size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ditkit.atomic import atomic_path, atomic_write_text
+from ditkit.errors import UserError
+from ditkit.evaluation.npz_io import to_rgb
+from ditkit.sampling import distributed
+from ditkit.sampling.pipeline import DiTPipeline
+from ditkit.visual import images_to_uint8
+
+# Samples per shard file: 50,000 samples -> 50 shards, each small enough to redo after a crash.
+DEFAULT_SHARD_SIZE = 1000
+# Number of samples of the FID-50K protocol (ADM, Dhariwal & Nichol 2021; DiT Sec. 5).
+FID_NUM_SAMPLES = 50_000
+# Guidance scale of the DiT paper's best FID (Table 4: DiT-XL/2-G, cfg = 1.50, FID 2.27).
+FID_GUIDANCE_SCALE = 1.5
+LABEL_MODES = ("uniform", "balanced")
+MANIFEST_FILE = "manifest.json"
+PACKED_FILE = "samples.npz"
+FORMAT = "ditkit-samples"
+FORMAT_VERSION = 1
+# Stream number of the label draws, kept apart from the per-sample noise seeds.
+_LABEL_STREAM = 0x1AB3
+
+
+@dataclass(frozen=True)
+class ShardedSettings:
+    """Everything that decides the images of a sharded run (recorded in the manifest).
+
+    Attributes:
+        num_samples: N.
+        seed: sample i uses seed `seed + i`; the label plan is drawn from it too.
+        label_mode: "uniform" (independent uniform labels) or "balanced" (label of i is classes[i mod K]).
+        classes: labels to draw from (default: all of the model's classes).
+        shard_size: samples per shard file.
+        guidance_scale, num_steps, sampler, guided_channels, guidance_interval, eta: as for `DiTPipeline`.
+    """
+
+    num_samples: int = FID_NUM_SAMPLES
+    seed: int = 0
+    label_mode: str = "uniform"
+    classes: tuple[int, ...] | None = None
+    shard_size: int = DEFAULT_SHARD_SIZE
+    guidance_scale: float = FID_GUIDANCE_SCALE
+    num_steps: int | None = None
+    sampler: str = "ddpm"
+    guided_channels: str = "all"
+    guidance_interval: tuple[float, float] | None = None
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1 or self.shard_size < 1:
+            raise UserError(
+                f"need at least one sample and shard size >= 1, got {self.num_samples} and {self.shard_size}"
+            )
+        if self.label_mode not in LABEL_MODES:
+            raise UserError(f"label mode must be one of {', '.join(LABEL_MODES)}, got {self.label_mode!r}")
+        if self.seed < 0:
+            raise UserError(f"the seed must be non-negative, got {self.seed}")
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_samples // self.shard_size)
+
+    def shard_range(self, shard: int) -> range:
+        """Global sample indices of a shard."""
+        return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.num_samples))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classes"] = None if self.classes is None else list(self.classes)
+        d["guidance_interval"] = None if self.guidance_interval is None else list(self.guidance_interval)
+        return d
+
+
+@dataclass
+class ShardedResult:
+    """What a call of `generate_sharded` did.
+
+    Attributes:
+        out_dir: the run folder.
+        computed: shards this process computed now.
+        skipped: shards of this process that were already finished.
+        packed: path of `samples.npz` if this process packed it (or found it packed), else None.
+        missing: shards not finished yet (after this process's work), when known.
+    """
+
+    out_dir: Path
+    computed: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    packed: Path | None = None
+    missing: list[int] = field(default_factory=list)
+
+
+def label_plan(settings: ShardedSettings, num_classes: int) -> np.ndarray | None:
+    """Labels (N,) int64 of all samples, or None for an unconditional model."""
+    if num_classes == 0:
+        if settings.classes:
+            raise UserError("this model is unconditional; it takes no classes")
+        return None
+    classes = np.asarray(settings.classes if settings.classes else range(num_classes), dtype=np.int64)
+    if classes.min() < 0 or classes.max() >= num_classes:
+        raise UserError(f"classes must lie in 0..{num_classes - 1}")
+    if settings.label_mode == "balanced":
+        return classes[np.arange(settings.num_samples) % len(classes)]
+    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, _LABEL_STREAM]))
+    return classes[rng.integers(0, len(classes), settings.num_samples)]
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights (names, shapes, float64 sums), to tell checkpoints apart."""
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            t = tensor.detach().double()
+            digest.update(
+                f"{name}:{tuple(t.shape)}:{t.sum().item():.12e}:{t.abs().sum().item():.12e};".encode()
+            )
+    return digest.hexdigest()[:16]
+
+
+def shard_path(out_dir: Path, shard: int) -> Path:
+    return out_dir / f"shard_{shard:05d}.npz"
+
+
+def _manifest(pipe: DiTPipeline, settings: ShardedSettings) -> dict[str, Any]:
+    h, w = pipe.image_size
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "settings": settings.to_dict(),
+        "model": model_fingerprint(pipe.model),
+        "diffusion": pipe.diffusion.to_dict(),
+        "image_shape": [h, w, 3],
+        "autocast": str(pipe.autocast) if pipe.autocast is not None else None,
+    }
+
+
+def check_or_write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write the run's manifest, or check that an existing one describes the same run."""
+    path = out_dir / MANIFEST_FILE
+    if not path.exists():
+        atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path} ({err}); delete the folder or pick another output") from err
+    if old.get("format") != FORMAT:
+        raise UserError(f"{out_dir} holds something else than ditkit samples; pick another output folder")
+    changed = _differences(old, json.loads(json.dumps(manifest)))
+    if changed:
+        raise UserError(
+            f"{out_dir} holds samples made with other settings ({'; '.join(changed)}); "
+            "rerun with the same settings to resume, or pick another output folder"
+        )
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} then, {b!r} now")
+    return out
+
+
+def _write_shard(path: Path, images: np.ndarray, labels: np.ndarray | None, seeds: Sequence[int]) -> None:
+    arrays = {"images": images, "seeds": np.asarray(seeds, dtype=np.int64)}
+    if labels is not None:
+        arrays["labels"] = labels
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would add ".npz"
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+
+
+def compute_shard(
+    pipe: DiTPipeline,
+    settings: ShardedSettings,
+    labels: np.ndarray | None,
+    shard: int,
+    batch_size: int | None,
+) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+    """Images uint8 (n, H, W, 3), labels (n,) or None and seeds of one shard."""
+    indices = settings.shard_range(shard)
+    seeds = [settings.seed + i for i in indices]
+    shard_labels = None if labels is None else labels[indices.start : indices.stop]
+    latents = pipe.sample_latents(
+        None if shard_labels is None else shard_labels.tolist(),
+        seeds=seeds,
+        guidance_scale=settings.guidance_scale,
+        num_steps=settings.num_steps,
+        sampler=settings.sampler,
+        guided_channels=settings.guided_channels,
+        guidance_interval=settings.guidance_interval,
+        eta=settings.eta,
+        batch_size=batch_size,
+        progress=False,
+    )
+    images = np.ascontiguousarray(to_rgb(images_to_uint8(pipe.decode(latents, batch_size))))
+    return images, shard_labels, seeds
+
+
+def generate_sharded(
+    pipe: DiTPipeline,
+    out_dir: str | os.PathLike[str],
+    settings: ShardedSettings,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+    batch_size: int | None = None,
+    max_shards: int | None = None,
+    pack: bool = True,
+    progress: bool = True,
+) -> ShardedResult:
+    """Compute this process's unfinished shards, then (rank 0, once all are done) pack `samples.npz`.
+
+    Args:
+        pipe: the pipeline to sample with.
+        out_dir: the run folder (created; reused to resume).
+        settings: what to sample.
+        rank, world_size: this process's share (default: from torch.distributed, else 0 and 1).
+        batch_size: samples per forward pass (default: a whole shard).
+        max_shards: stop after computing this many shards (a time-limited job; resume later).
+        pack: pack `samples.npz` when every shard is finished (rank 0 only).
+        progress: show a progress bar over this process's shards.
+
+    Raises:
+        UserError: the folder holds a run with other settings or another model.
+    """
+    rank = distributed.rank() if rank is None else rank
+    world_size = distributed.world_size() if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise UserError(f"rank {rank} is outside 0..{world_size - 1}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_or_write_manifest(out, _manifest(pipe, settings))
+    labels = label_plan(settings, pipe.num_classes)
+    result = ShardedResult(out)
+    mine = range(rank, settings.num_shards, world_size)
+    for shard in tqdm(mine, desc=f"shards (rank {rank})", disable=not progress):
+        if shard_path(out, shard).exists():
+            result.skipped.append(shard)
+            continue
+        if max_shards is not None and len(result.computed) >= max_shards:
+            break
+        images, shard_labels, seeds = compute_shard(pipe, settings, labels, shard, batch_size)
+        _write_shard(shard_path(out, shard), images, shard_labels, seeds)
+        result.computed.append(shard)
+    distributed.barrier()
+    result.missing = [k for k in range(settings.num_shards) if not shard_path(out, k).exists()]
+    if pack and rank == 0 and not result.missing:
+        packed = out / PACKED_FILE
+        result.packed = packed if packed.exists() else pack_shards(out)
+    return result
+
+
+def pack_shards(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None) -> Path:
+    """Concatenate the shards of a finished run into ADM's `.npz` layout, streaming (never all in memory).
+
+    Writes `arr_0` (uint8 (N, H, W, 3)) and, for a conditional model, `labels` (int64 (N,)).
+    """
+    out = Path(out_dir)
+    manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    settings = manifest["settings"]
+    n, size = int(settings["num_samples"]), int(settings["shard_size"])
+    num_shards = -(-n // size)
+    missing = [k for k in range(num_shards) if not shard_path(out, k).exists()]
+    if missing:
+        raise UserError(
+            f"{out} lacks {len(missing)} of {num_shards} shards (first: {missing[0]}); run again to finish"
+        )
+    shape = (n, *manifest["image_shape"])
+    labels: list[np.ndarray] = []
+    target = Path(dest) if dest is not None else out / PACKED_FILE
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                "fortran_order": False,
+                "shape": shape,
+            }
+            np.lib.format.write_array_header_1_0(f, header)
+            for k in range(num_shards):
+                images, shard_labels = _read_shard(
+                    shard_path(out, k), len(range(k * size, min((k + 1) * size, n))), shape[1:]
+                )
+                f.write(images.tobytes())
+                if shard_labels is not None:
+                    labels.append(shard_labels)
+        if labels:
+            with zf.open("labels.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.concatenate(labels).astype(np.int64))
+    return target
+
+
+def _read_shard(path: Path, count: int, image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path) as data:
+            images = data["images"]
+            labels = data["labels"] if "labels" in data.files else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path} is unreadable ({err}); delete it and run again to recompute it") from err
+    if images.dtype != np.uint8 or images.shape != (count, *image_shape):
+        raise UserError(
+            f"{path} holds {images.dtype} {images.shape}, expected uint8 {(count, *image_shape)}; delete it and rerun"
+        )
+    return images, labels
+
+
+def load_packed(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a packed `samples.npz` whole: images (N, H, W, 3) uint8 and labels (N,) or None."""
+    with np.load(path) as data:
+        return data["arr_0"], (data["labels"] if "labels" in data.files else None)
