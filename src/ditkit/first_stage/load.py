@@ -1,0 +1,63 @@
+"""Building a first stage from a command-line spec or from the description stored in a checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ditkit.errors import UserError
+from ditkit.first_stage.base import FirstStage, IdentityFirstStage
+
+# Names accepted besides paths and hub repo ids, for --help texts.
+FIRST_STAGE_NAMES = ("identity", "sd-vae-ft-ema", "sd-vae-ft-mse")
+
+
+def load_first_stage(spec: str, *, channels: int = 3, device: str | torch.device = "cpu") -> FirstStage:
+    """Load a first stage.
+
+    Args:
+        spec: "identity" (pixels, `channels` channels); "sd-vae-ft-ema" or "sd-vae-ft-mse" (from the
+            hub cache, downloaded when online); a hub repo id "owner/name"; a local diffusers VAE
+            folder; or a single .safetensors/.ckpt file (diffusers or original LDM key layout).
+        channels: image channels of the identity first stage (the SD VAE always takes 3).
+        device: where to put its weights.
+
+    Raises:
+        UserError: the spec names nothing loadable (the message says what to pass instead).
+    """
+    if spec == "identity":
+        first_stage: FirstStage = IdentityFirstStage(channels)
+    else:
+        from ditkit.first_stage.sd_vae import load_sd_vae
+
+        first_stage = load_sd_vae(spec)
+    return first_stage.to(device)
+
+
+def first_stage_from_dict(
+    data: Mapping[str, Any], *, source: str | None = None, device: str | torch.device = "cpu"
+) -> FirstStage:
+    """Rebuild the first stage described by `FirstStage.to_dict()` (as stored in checkpoints and caches).
+
+    Args:
+        data: the stored description.
+        source: a replacement for the stored VAE location (e.g. a local folder on another machine).
+        device: where to put its weights.
+    """
+    kind = data.get("kind")
+    if kind == "identity":
+        return IdentityFirstStage(int(data["channels"])).to(device)
+    if kind == "sd-vae":
+        first_stage = load_first_stage(source or str(data["source"]), device=device)
+        stored = float(data.get("scale", first_stage.scale))
+        if abs(first_stage.scale - stored) > 1e-9 * stored:
+            raise UserError(
+                f"the VAE at {source or data['source']} has latent scale {first_stage.scale}, but the stored "
+                f"first stage used {stored}; pass the VAE it was made with"
+            )
+        return first_stage
+    raise UserError(
+        f"unknown first stage kind {kind!r} in the stored description; expected identity or sd-vae"
+    )

@@ -1,0 +1,251 @@
+"""The Stable Diffusion VAE (diffusers' AutoencoderKL) as a first stage, and its loaders.
+
+DiT encodes images with `stabilityai/sd-vae-ft-ema` (or `-mse`: the paper reports the choice barely
+matters) and multiplies latents by 0.18215. The VAE comes from a local diffusers folder, a single
+weights file (diffusers or original LDM key layout), or the Hugging Face hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ditkit.errors import UserError
+from ditkit.first_stage.base import FirstStage, check_channels
+
+# Latent scale of the SD VAE (Rombach et al. 2022, LDM sec. 4.3.2: makes latents about unit variance);
+# DiT's train.py multiplies latents by it and sample.py divides by it before decoding.
+SD_VAE_LATENT_SCALE = 0.18215
+# Short names -> hub repositories of the two VAEs DiT offers (train.py --vae ema|mse).
+SD_VAE_REPOS = {"sd-vae-ft-ema": "stabilityai/sd-vae-ft-ema", "sd-vae-ft-mse": "stabilityai/sd-vae-ft-mse"}
+# config.json of stabilityai/sd-vae-ft-ema (identical for -mse): used for a weights file that has no
+# config.json beside it.
+SD_VAE_CONFIG: dict[str, Any] = {
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 256,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+# Attention weight names of diffusers < 0.14, still found in older single-file exports.
+_LEGACY_ATTENTION_NAMES = {
+    ".query.": ".to_q.",
+    ".key.": ".to_k.",
+    ".value.": ".to_v.",
+    ".proj_attn.": ".to_out.0.",
+}
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+class SDVAEFirstStage(FirstStage):
+    """A frozen diffusers `AutoencoderKL`; latents are multiplied by `scale` after encoding.
+
+    Args:
+        vae: the autoencoder (put in eval mode, gradients off).
+        source: where it came from (hub repo id or absolute path), stored by `to_dict`.
+    """
+
+    kind = "sd-vae"
+    deterministic = False
+
+    def __init__(self, vae: Any, source: str) -> None:
+        super().__init__()
+        self.vae = vae.eval().requires_grad_(False)
+        self.source = source
+        config = vae.config
+        self.image_channels = int(config.in_channels)
+        self.latent_channels = int(config.latent_channels)
+        # Each encoder block but the last halves the resolution.
+        self.downsample = 2 ** (len(config.block_out_channels) - 1)
+        self.scale = float(config.get("scaling_factor", SD_VAE_LATENT_SCALE))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_channels(images, self.image_channels, "images")
+        weight = next(self.vae.parameters())
+        posterior = self.vae.encode(images.to(weight.device, weight.dtype)).latent_dist
+        return posterior.mean * self.scale, posterior.std * self.scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        check_channels(latents, self.latent_channels, "latents")
+        weight = next(self.vae.parameters())
+        return self.vae.decode(latents.to(weight.device, weight.dtype) / self.scale).sample
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "scale": self.scale,
+            "latent_channels": self.latent_channels,
+            "downsample": self.downsample,
+        }
+
+
+def load_sd_vae(spec: str) -> SDVAEFirstStage:
+    """Load an AutoencoderKL from a folder, a weights file, a short name or a hub repo id.
+
+    Args:
+        spec: a diffusers folder (config.json + weights, or a pipeline folder with vae/), a
+            .safetensors/.ckpt/.pt/.bin file, "sd-vae-ft-ema", "sd-vae-ft-mse" or "owner/name".
+
+    Raises:
+        UserError: nothing loadable at `spec`, or the hub is unreachable and the VAE not cached.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return SDVAEFirstStage(_from_folder(path), str(path.absolute()))
+    if path.is_file():
+        return SDVAEFirstStage(_from_single_file(path), str(path.absolute()))
+    repo = SD_VAE_REPOS.get(spec, spec)
+    if not _REPO_ID.fullmatch(repo):
+        raise UserError(
+            f"unknown first stage {spec!r} (no such file or folder); use identity, "
+            f"{', '.join(SD_VAE_REPOS)}, a hub repo id, a diffusers VAE folder or a .safetensors/.ckpt file"
+        )
+    return SDVAEFirstStage(_from_hub(repo), repo)
+
+
+def _from_folder(folder: Path) -> Any:
+    from diffusers import AutoencoderKL
+
+    subfolder = None
+    if not (folder / "config.json").is_file():
+        if not (folder / "vae" / "config.json").is_file():
+            raise UserError(
+                f"{folder} has no config.json (nor vae/config.json); pass a folder written by "
+                "AutoencoderKL.save_pretrained or a single .safetensors/.ckpt file"
+            )
+        subfolder = "vae"
+    try:
+        return AutoencoderKL.from_pretrained(folder, subfolder=subfolder, low_cpu_mem_usage=False)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"cannot load a VAE from {folder}: {_first_line(err)}") from err
+
+
+def _from_hub(repo: str) -> Any:
+    try:  # the local cache first: no network, no retries
+        return _hub_pretrained(repo, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    local_hint = "pass a local VAE folder or a .safetensors/.ckpt file to --first-stage"
+    if _hub_offline():
+        raise UserError(f"{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {local_hint}")
+    try:
+        return _hub_pretrained(repo, local_files_only=False)
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"cannot get {repo} from the Hugging Face hub ({_first_line(err)}); "
+            f"check the network and the name, or {local_hint}"
+        ) from err
+
+
+def _hub_pretrained(repo: str, local_files_only: bool) -> Any:
+    from diffusers import AutoencoderKL
+
+    with warnings.catch_warnings():  # diffusers passes an argument the hub client has deprecated
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+        return AutoencoderKL.from_pretrained(repo, local_files_only=local_files_only, low_cpu_mem_usage=False)
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return flag in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
+
+
+def _from_single_file(path: Path) -> Any:
+    """Build the VAE from config.json beside the file (else SD_VAE_CONFIG) and load the weights.
+
+    Done here rather than with `AutoencoderKL.from_single_file`, which fetches a config from the hub
+    when none is given and so fails offline.
+    """
+    from diffusers import AutoencoderKL
+
+    weights = _read_weights(path)  # first: a bad file fails before a large model is built
+    config_file = path.parent / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else SD_VAE_CONFIG
+    vae = AutoencoderKL.from_config(config)
+    state = _to_diffusers_layout(weights, vae.config, set(vae.state_dict()), path)
+    try:
+        vae.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise UserError(
+            f"{path} does not fit the VAE config ({_first_line(err)}); put its config.json beside it"
+        ) from err
+    return vae
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise UserError(f"{path} is not a weights file; expected one of {', '.join(WEIGHT_SUFFIXES)}")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        if suffix == ".safetensors":
+            state: Any = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
+        raise UserError(
+            f"cannot read weights from {path}: {_first_line(err)}; convert it to .safetensors"
+        ) from err
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]  # original LDM / Lightning checkpoints nest the weights
+    if not isinstance(state, Mapping):
+        raise UserError(f"{path} holds no state dict")
+    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def _to_diffusers_layout(
+    state: dict[str, torch.Tensor], config: Any, expected: set[str], path: Path
+) -> dict[str, torch.Tensor]:
+    """Return the weights under diffusers' names: as stored, legacy attention names, or LDM names."""
+    if expected <= state.keys():
+        return {key: state[key] for key in expected}
+    renamed = {_rename_legacy(key): value for key, value in state.items()}
+    if expected <= renamed.keys():
+        return {key: renamed[key] for key in expected}
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    try:
+        converted = convert_ldm_vae_checkpoint(state, config)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        converted = {}
+    if expected <= converted.keys():
+        return {key: converted[key] for key in expected}
+    missing = sorted(expected - converted.keys()) if converted else sorted(expected - state.keys())
+    raise UserError(
+        f"{path} is not a VAE checkpoint of this architecture: {len(missing)} weights missing "
+        f"(e.g. {missing[0]}); pass the VAE's diffusers folder or put its config.json beside the file"
+    )
+
+
+def _rename_legacy(key: str) -> str:
+    if ".attentions." not in key:
+        return key
+    for old, new in _LEGACY_ATTENTION_NAMES.items():
+        key = key.replace(old, new)
+    return key
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
