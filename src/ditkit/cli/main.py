@@ -18,6 +18,15 @@ from ditkit.errors import UserError
 # Subcommand name -> module under ditkit.cli. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
     "models": "ditkit.cli.models",
+    "demo": "ditkit.cli.demo",
+    "prepare": "ditkit.cli.prepare",
+    "train": "ditkit.cli.train",
+    "sample": "ditkit.cli.sample",
+    "walk": "ditkit.cli.walk",
+    "evaluate": "ditkit.cli.evaluate",
+    "reference": "ditkit.cli.reference",
+    "convert": "ditkit.cli.convert",
+    "bench": "ditkit.cli.bench",
 }
 
 

@@ -1,0 +1,166 @@
+"""`bench_train`: images/s, achieved TFLOP/s, MFU and peak memory of DiT training steps."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ditkit.bench.step import StepOptions, TrainStep
+from ditkit.bench.timing import (
+    matmul_peak_tflops,
+    median,
+    peak_memory_gb,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+    time_calls,
+)
+from ditkit.errors import UserError
+from ditkit.model.dit import DiT
+from ditkit.model.fast import apply_compile
+from ditkit.model.flops import count_gflops
+from ditkit.model.presets import get_config
+
+# A training image costs one forward and a backward of about twice the forward (the usual count).
+TRAIN_FLOP_MULTIPLIER = 3
+# FLOPs per multiply-accumulate (`count_gflops` counts multiply-accumulates, as the paper does).
+FLOP_PER_MAC = 2
+
+
+@dataclass
+class TrainBenchConfig:
+    """What to time. Checkpointing is a block count (0 none, -1 all), as `DiTConfig.checkpointing`."""
+
+    model: str = "DiT-XL/2"
+    input_size: int = 32
+    num_classes: int = 1000
+    batch: int = 64
+    precision: str = "bf16"
+    compile: str = "none"
+    compile_backend: str = "inductor"
+    checkpointing: int = 0
+    steps: int = 10
+    warmup: int = 3
+    device: str = "auto"
+    attention: str = "auto"
+    optimizer: str = "fused"
+    ema: str = "multi-tensor"
+    draws: str = "per-sample"
+    seed: int = 0
+    measure_peak: bool = True
+
+
+def build_model(name: str, input_size: int, num_classes: int, device: torch.device, **overrides: Any) -> DiT:
+    """A freshly initialised preset, built directly on `device` (fast even for XL on a GPU)."""
+    config = get_config(name, input_size=input_size, num_classes=num_classes, **overrides)
+    with torch.device(device):
+        return DiT(config)
+
+
+def forward_gflop_per_image(model: DiT) -> float:
+    """Forward FLOPs (not MACs) of one image, in GFLOP, counted on a meta copy of the model."""
+    with torch.device("meta"):
+        meta = DiT(model.config)
+    return FLOP_PER_MAC * count_gflops(meta)
+
+
+def throughput_metrics(
+    images_per_s: float, gflop_per_image: float, peak_tflops: float | None
+) -> dict[str, float | None]:
+    """Achieved model TFLOP/s and MFU (achieved / measured matmul peak) from images/s."""
+    tflops = images_per_s * gflop_per_image / 1e3
+    mfu = tflops / peak_tflops if peak_tflops else None
+    return {"images_per_s": images_per_s, "tflops": tflops, "peak_tflops": peak_tflops, "mfu": mfu}
+
+
+def synthetic_batch(
+    model: DiT, batch: int, device: torch.device, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random latents (B, C, H, W) and labels (B,): the step's cost does not depend on the data."""
+    g = torch.Generator(device).manual_seed(seed)
+    h, w = model.config.size_hw
+    x = torch.randn(batch, model.in_channels, h, w, device=device, generator=g)
+    y = torch.randint(0, max(model.num_classes, 1), (batch,), device=device, generator=g)
+    return x, y
+
+
+def _checkpoint_blocks(checkpointing: int, depth: int) -> int:
+    if checkpointing < -1:
+        raise UserError(f"checkpointing must be a block count >= 0, or -1 for all; got {checkpointing}")
+    return depth if checkpointing == -1 else checkpointing
+
+
+def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[str, Any]:
+    """Time `cfg.steps` training steps after `cfg.warmup` untimed ones.
+
+    Returns:
+        The config fields plus step_ms (median), step_ms_min, images_per_s (batch / median step),
+        tflops (model FLOPs: 3 x forward per image), peak_tflops (measured matmul peak in the
+        same precision), mfu, peak_mem_gb, warmup_s (includes compilation), loss (mean of the
+        timed steps) and device_name.
+    """
+    device = resolve_device(cfg.device)
+    if cfg.steps < 1 or cfg.warmup < 0 or cfg.batch < 1:
+        raise UserError("steps and batch must be at least 1 and warmup at least 0")
+    if model is None:
+        depth = get_config(cfg.model).depth
+        ckpt = _checkpoint_blocks(cfg.checkpointing, depth)
+        model = build_model(cfg.model, cfg.input_size, cfg.num_classes, device, checkpointing=ckpt)
+    if not isinstance(model, DiT):
+        raise UserError(f"bench_train times a DiT, got {type(model).__name__}")
+    model.train()
+    gflop_per_image = TRAIN_FLOP_MULTIPLIER * forward_gflop_per_image(model)
+    apply_compile(model, cfg.compile, backend=cfg.compile_backend)
+    options = StepOptions(cfg.precision, cfg.attention, cfg.optimizer, cfg.ema, cfg.draws)
+    step = TrainStep(model, options, seed=cfg.seed)
+    x, y = synthetic_batch(model, cfg.batch, device, cfg.seed)
+
+    start = time.perf_counter()
+    for _ in range(cfg.warmup):
+        step(x, y)
+    synchronize(device)
+    warmup_s = time.perf_counter() - start
+    reset_peak_memory(device)
+    losses: list[torch.Tensor] = []
+    times = time_calls(lambda: losses.append(step(x, y)), cfg.steps, device)
+    loss = float(torch.stack(losses).mean())  # the one host synchronisation, after timing
+    if not torch.isfinite(torch.tensor(loss)):
+        raise UserError(
+            f"training loss is {loss} in {cfg.precision}; the fast path is not numerically sound here"
+        )
+    step_s = median(times)
+    peak = matmul_peak_tflops(str(device), cfg.precision) if cfg.measure_peak else None
+    return {
+        **asdict(cfg),
+        "device": str(device),
+        "device_name": device_name(device),
+        "checkpointing": model.config.checkpointing,
+        "step_ms": step_s * 1e3,
+        "step_ms_min": min(times) * 1e3,
+        **throughput_metrics(cfg.batch / step_s, gflop_per_image, peak),
+        "gflop_per_image": gflop_per_image,
+        "peak_mem_gb": peak_memory_gb(device),
+        "warmup_s": warmup_s,
+        "loss": loss,
+    }
+
+
+def device_name(device: torch.device) -> str:
+    """Human name of the device: the GPU model, or the CPU model with the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    from pathlib import Path
+
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name} ({torch.get_num_threads()} threads)"

@@ -1,0 +1,219 @@
+"""`ditkit bench train|sample|cpu-compare|check|peak`: speed, MFU, memory and numerics of the fast path."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  ditkit bench train --model DiT-XL/2 --batch 64 --precision bf16 --compile blocks
+  ditkit bench train --model DiT-XL/2 --batch 256 --checkpointing all      # memory at batch 256
+  ditkit bench sample --model DiT-XL/2 --batch 64 --timed-steps 25         # 250-step DDPM, CFG 4
+  ditkit bench train --model DiT-XS/2 --num-classes 10 --batch 8 --device cpu
+  ditkit bench cpu-compare                     # fast path vs plain float32 step, interleaved
+  ditkit bench check --model DiT-S/2 --device cpu   # bf16 / compiled / sampling vs float32
+  ditkit bench peak --precision bf16           # the matmul peak MFU is measured against
+  python -m ditkit.bench train --help          # the same commands
+
+Images/s use the median step time. TFLOP/s count model FLOPs (a training image is 3 x the forward,
+as `ditkit models` counts it x 2 FLOPs per multiply-accumulate); MFU divides them by a dense matmul
+peak measured on this device in the same precision.
+"""
+
+
+def _common(p: argparse.ArgumentParser, batch: int) -> None:
+    p.add_argument("--model", default="DiT-XL/2", help="preset name (default DiT-XL/2; see `ditkit models`)")
+    p.add_argument("--input-size", type=int, default=32, help="latent side (default 32: 256x256 images)")
+    p.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000)")
+    p.add_argument("--batch", type=int, default=batch, help=f"batch size (default {batch})")
+    p.add_argument(
+        "--precision", choices=["fp32", "tf32", "bf16"], default=None,
+        help="fp32, tf32 (CUDA) or bf16 autocast with float32 weights (default: bf16 on CUDA, fp32 on CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--compile", choices=["none", "blocks", "model"], default=None,
+        help="torch.compile each block, the whole model, or nothing (default: blocks on CUDA, none on CPU)",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and noise")
+    p.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak (no MFU)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", default=None, help="also write the result as JSON to this file")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark training and sampling speed (images/s, TFLOP/s, MFU, memory)",
+        description="Benchmark DiT training steps and DDPM sampling on synthetic data.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="bench_command", metavar="WHAT")
+    sub.required = True
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    t = sub.add_parser("train", help="time training steps", epilog=EPILOG, formatter_class=fmt)
+    _common(t, batch=64)
+    t.add_argument(
+        "--checkpointing", default="0",
+        help="activation checkpointing: number of blocks to recompute, or 'all' (default 0)",
+    )  # fmt: skip
+    t.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    t.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    t.add_argument("--attention", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"])
+    t.add_argument("--optimizer", default="fused", choices=["fused", "foreach", "loop"], help="AdamW kernel")
+    t.add_argument(
+        "--ema", default="multi-tensor", choices=["multi-tensor", "loop"], help="EMA update kernel"
+    )
+    t.add_argument(
+        "--draws", default="per-sample", choices=["per-sample", "device"],
+        help="timesteps and noise: the trainer's per-sample CPU generators (default) or one on the device",
+    )  # fmt: skip
+    t.set_defaults(func=run)
+
+    s = sub.add_parser("sample", help="time DDPM sampling with guidance", epilog=EPILOG, formatter_class=fmt)
+    _common(s, batch=64)
+    s.add_argument("--steps", type=int, default=250, help="DDPM steps of a chain (default 250)")
+    s.add_argument(
+        "--timed-steps", type=int, default=None,
+        help="time this many steps and report per-step time x --steps (default: the whole chain)",
+    )  # fmt: skip
+    s.add_argument("--cfg-scale", type=float, default=4.0, help="guidance scale; 1 disables it (default 4)")
+    s.add_argument(
+        "--cuda-graph", choices=["on", "off"], default="on", help="replay the forward as a CUDA graph"
+    )
+    s.add_argument("--warmup", type=int, default=2, help="untimed 2-step chains first (default 2)")
+    s.set_defaults(func=run)
+
+    c = sub.add_parser(
+        "cpu-compare", help="the project's training step vs a plain float32 one, interleaved",
+        epilog=EPILOG, formatter_class=fmt,
+    )  # fmt: skip
+    c.add_argument("--model", default="DiT-XS/2", help="preset (default DiT-XS/2)")
+    c.add_argument("--input-size", type=int, default=32, help="latent side (default 32)")
+    c.add_argument("--num-classes", type=int, default=10, help="number of classes (default 10)")
+    c.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
+    c.add_argument("--steps", type=int, default=3, help="timed steps per repeat (default 3)")
+    c.add_argument("--repeats", type=int, default=5, help="rounds over the variants (default 5)")
+    c.add_argument("--warmup", type=int, default=1, help="untimed steps per variant (default 1)")
+    c.add_argument(
+        "--variants", default="baseline,ditkit,ditkit-bf16",
+        help="comma-separated, the first is the reference; also ditkit-compiled",
+    )  # fmt: skip
+    c.add_argument("--device", default="cpu", help="device (default cpu)")
+    c.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    c.set_defaults(func=run)
+
+    h = sub.add_parser(
+        "check", help="numerical checks: bf16 / compiled / sampling against float32 eager",
+        epilog=EPILOG, formatter_class=fmt,
+    )  # fmt: skip
+    h.add_argument("--model", default="DiT-S/2", help="preset (default DiT-S/2)")
+    h.add_argument("--input-size", type=int, default=32, help="latent side (default 32)")
+    h.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000)")
+    h.add_argument(
+        "--batch", type=int, default=4, help="batch of the compiled and sampling checks (default 4)"
+    )
+    h.add_argument("--compile", choices=["none", "blocks", "model"], default="none", help="default none")
+    h.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    h.add_argument(
+        "--sample-steps", type=int, default=10, help="DDPM steps of the sampling check (default 10)"
+    )
+    h.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
+    h.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    h.add_argument("--json", action="store_true", help="print the result as JSON")
+    h.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    h.set_defaults(func=run)
+
+    k = sub.add_parser(
+        "peak", help="measure the dense matmul peak (TFLOP/s)", epilog=EPILOG, formatter_class=fmt
+    )
+    k.add_argument(
+        "--precision", choices=["fp32", "tf32", "bf16"], default=None, help="default: all that apply"
+    )
+    k.add_argument("--size", type=int, default=None, help="matrix side (default 8192 on CUDA, 1024 on CPU)")
+    k.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
+    k.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    k.add_argument("--json", action="store_true", help="print the result as JSON")
+    k.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    k.set_defaults(func=run)
+
+
+def _checkpointing(value: str) -> int:
+    from ditkit.errors import UserError
+
+    if value == "all":
+        return -1
+    if not value.isdigit():
+        raise UserError(f"--checkpointing takes a block count or 'all', got {value!r}")
+    return int(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from ditkit.atomic import atomic_write_text
+    from ditkit.bench import report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    what = args.bench_command
+    if what == "check":
+        from ditkit.bench.correctness import run_checks
+
+        result = run_checks(
+            model=args.model, input_size=args.input_size, num_classes=args.num_classes, batch=args.batch,
+            compile=args.compile, backend=args.backend, sample_steps=args.sample_steps, device=args.device,
+        )  # fmt: skip
+    elif what == "peak":
+        result = report.peak_table(args.device, args.precision, args.size)
+    elif what == "cpu-compare":
+        from ditkit.bench.compare import CompareConfig, compare_steps
+
+        variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+        result = compare_steps(
+            CompareConfig(
+                model=args.model, input_size=args.input_size, num_classes=args.num_classes, batch=args.batch,
+                steps=args.steps, repeats=args.repeats, warmup=args.warmup, variants=variants,
+                device=args.device,
+            )
+        )  # fmt: skip
+    else:
+        from ditkit.bench.timing import resolve_device
+        from ditkit.model.fast import default_compile, default_precision
+
+        device = resolve_device(args.device)
+        common = dict(
+            model=args.model, input_size=args.input_size, num_classes=args.num_classes, batch=args.batch,
+            precision=args.precision or default_precision(device),
+            compile=args.compile or default_compile(device),
+            device=str(device), seed=args.seed, measure_peak=not args.no_peak, warmup=args.warmup,
+        )  # fmt: skip
+        if what == "train":
+            from ditkit.bench.train import TrainBenchConfig, bench_train
+
+            result = bench_train(
+                TrainBenchConfig(
+                    **common, checkpointing=_checkpointing(args.checkpointing), steps=args.steps,
+                    attention=args.attention, optimizer=args.optimizer, ema=args.ema, draws=args.draws,
+                )
+            )  # fmt: skip
+        else:
+            from ditkit.bench.sample import SampleBenchConfig, bench_sample
+
+            result = bench_sample(
+                SampleBenchConfig(
+                    **common, cuda_graph=args.cuda_graph == "on", steps=args.steps,
+                    timed_steps=args.timed_steps, cfg_scale=args.cfg_scale,
+                )
+            )  # fmt: skip
+    text = json.dumps(result, indent=2)
+    if args.out:
+        atomic_write_text(args.out, text + "\n")
+    print(text if args.json else report.format_result(what, result))
+    return 1 if what == "check" and not result["passed"] else 0

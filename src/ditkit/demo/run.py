@@ -1,0 +1,164 @@
+"""`ditkit demo`: train the demo recipe on Fashion-MNIST, sample every class, and measure the result.
+
+Everything lands in one folder (default runs/demo): samples.npz, grid.png, loss_curve.png,
+report.md / report.json, metrics.jsonl and the checkpoint. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ditkit.atomic import atomic_path
+from ditkit.demo.recipe import DEMO_RECIPE, DEMO_SAMPLES_PER_CLASS, DemoRecipe
+from ditkit.demo.report import describe_machine, summary_lines, write_report
+from ditkit.errors import UserError
+
+SAMPLES_FILE = "samples.npz"
+GRID_FILE = "grid.png"
+# Columns of the demo grid (samples per class shown) and its enlargement.
+GRID_PER_CLASS = 10
+GRID_SCALE = 2
+# Files a previous demo leaves in its folder; they are replaced by a new run.
+_DEMO_OUTPUTS = ("checkpoints", "samples", "metrics.jsonl", "train_summary.json", "report.json", "report.md")
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove an earlier demo's outputs so that the new one trains from scratch and is timed honestly."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder")
+    if any(out.iterdir()) and not (out / "train_config.json").exists():
+        raise UserError(f"--out {out} holds files that are not a ditkit demo's; pass an empty or new folder")
+    for name in _DEMO_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _save_samples(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, images=images, labels=labels)
+
+
+def _grid(images: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The first GRID_PER_CLASS samples of each class, one class per row."""
+    rows = [images[labels == c][:GRID_PER_CLASS] for c in range(num_classes)]
+    return np.concatenate(rows)
+
+
+def run_demo(
+    data_dir: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str] = "runs/demo",
+    *,
+    recipe: DemoRecipe = DEMO_RECIPE,
+    steps: int | None = None,
+    per_class: int = DEMO_SAMPLES_PER_CLASS,
+    device: str = "auto",
+    progress: bool = True,
+    started_at: float | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train, sample and evaluate the demo; return the report (also written to `out`).
+
+    Args:
+        data_dir: folder of the Fashion-MNIST IDX files (None: Debian's location).
+        out: the output folder (an earlier demo there is replaced).
+        recipe: training and sampling settings.
+        steps: override the recipe's number of steps (e.g. a quick smoke run).
+        per_class: samples per class to draw and evaluate.
+        device: "auto" (GPU when present), "cpu" or "cuda".
+        progress: show progress bars.
+        started_at: a `time.time()` value to count the wall time from (e.g. when `make demo` began).
+        echo: where progress messages go.
+    """
+    from ditkit.checkpoints import load_model
+    from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES
+    from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier, score_fmnist_samples
+    from ditkit.first_stage.load import load_first_stage
+    from ditkit.training import train
+    from ditkit.training.distributed import pick_device
+    from ditkit.training.metrics import LOSS_CURVE_FILE
+    from ditkit.training.previews import sample_images
+
+    t_start = time.time() if started_at is None else started_at
+    out = Path(out)
+    classifier = load_fmnist_classifier()  # fail early, before training, if the weights are missing
+    _clear_previous(out)
+    config = recipe.train_config(None if data_dir is None else str(data_dir), str(out), device, steps)
+    echo(f"training {recipe.model} {recipe.overrides} on Fashion-MNIST for {config.steps} steps -> {out}")
+    t0 = time.time()
+    result = train(config, progress=progress, echo=echo)
+    train_seconds = time.time() - t0
+    if result.checkpoint is None:
+        raise UserError("the demo's training wrote no checkpoint")
+
+    t1 = time.time()
+    dev = pick_device(device)
+    model = load_model(result.checkpoint, which="ema", device=dev)
+    labels = np.repeat(np.arange(len(FASHION_MNIST_CLASSES)), per_class)
+    echo(
+        f"sampling {len(labels)} images ({recipe.sampler}, {recipe.sample_steps} steps, guidance {recipe.cfg_scale})"
+    )
+    images = sample_images(
+        model,
+        load_first_stage("identity", channels=1),
+        labels.tolist(),
+        len(labels),
+        cfg_scale=recipe.cfg_scale,
+        steps=recipe.sample_steps,
+        diffusion={"noise_schedule": config.noise_schedule, "diffusion_steps": config.diffusion_steps},
+        sampler=recipe.sampler,
+        batch_size=500,
+        progress=progress,
+    )[..., 0]  # (N, 28, 28)
+    _save_samples(out / SAMPLES_FILE, images, labels)
+    from ditkit.visual import save_grid
+
+    grid = _grid(images, labels, len(FASHION_MNIST_CLASSES))
+    save_grid(grid, out / GRID_FILE, min(GRID_PER_CLASS, per_class), scale=GRID_SCALE)
+    sample_seconds = time.time() - t1
+
+    t2 = time.time()
+    scores = score_fmnist_samples(images, labels, classifier=classifier, data_root=data_dir)
+    eval_seconds = time.time() - t2
+    report = {
+        "recipe": asdict(recipe),
+        "params": sum(p.numel() for p in model.parameters()),
+        "samples_per_class": per_class,
+        "training": {
+            "steps": result.step,
+            "stopped": result.stopped,
+            "steps_per_second": result.steps_per_second,
+            "final_loss": result.loss,
+            "checkpoint": str(result.checkpoint),
+        },
+        "scores": scores,
+        "timing": {
+            "train_seconds": train_seconds,
+            "sample_seconds": sample_seconds,
+            "eval_seconds": eval_seconds,
+            "total_seconds": time.time() - t_start,
+            "counted_from": "the given start time"
+            if started_at is not None
+            else "the start of `ditkit demo`",
+        },
+        "machine": describe_machine(dev),
+        "files": {"samples": SAMPLES_FILE, "grid": GRID_FILE, "loss_curve": LOSS_CURVE_FILE},
+    }
+    write_report(out, report)
+    for line in summary_lines(report):
+        echo(line)
+    echo(f"report: {out / 'report.md'}")
+    return report

@@ -1,0 +1,85 @@
+"""The per-sample randomness of a training step: timestep, noise and label dropout.
+
+Sample j of the global batch at step s draws everything from its own generator, keyed by
+(seed, s, j). The draws therefore depend neither on which rank holds the sample, nor on the
+micro-batch it falls in, nor on what ran before: one process and N processes see the same
+numbers, and a resumed run needs no generator state to continue exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Mixed into every key so that these streams never coincide with the datasets' per-item streams,
+# which hash (seed, epoch, index) (see ditkit.data.item_seed).
+_STREAM_TAG = 0x7D17_2A1B
+
+
+def sample_generator(seed: int, step: int, index: int) -> torch.Generator:
+    """CPU generator of global sample `index` at training step `step` (all non-negative)."""
+    if seed < 0 or step < 0 or index < 0:
+        raise ValueError(f"seed, step and index must be non-negative, got {(seed, step, index)}")
+    (state,) = np.random.SeedSequence([_STREAM_TAG, seed, step, index]).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state))
+
+
+@dataclass
+class StepDraws:
+    """What a training step draws for its samples.
+
+    Attributes:
+        t: (B,) int64 chain indices in [0, num_timesteps).
+        noise: (B, *sample_shape) float32 standard normal noise.
+        drop: (B,) bool, True where the label is replaced by the null class.
+        posterior_noise: (B, *sample_shape) float32 noise for sampling latents from an encoder's
+            posterior (images encoded on the fly), else None.
+    """
+
+    t: torch.Tensor
+    noise: torch.Tensor
+    drop: torch.Tensor
+    posterior_noise: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> StepDraws:
+        post = None if self.posterior_noise is None else self.posterior_noise.to(device)
+        return StepDraws(self.t.to(device), self.noise.to(device), self.drop.to(device), post)
+
+
+def draw_step(
+    seed: int,
+    step: int,
+    indices: Sequence[int],
+    sample_shape: Sequence[int],
+    num_timesteps: int,
+    drop_prob: float,
+    posterior: bool = False,
+) -> StepDraws:
+    """Draw timesteps, noise and label-dropout flags for the given global sample indices.
+
+    Args:
+        seed: the run's seed.
+        step: the optimizer step (0-based).
+        indices: positions of the samples in the step's global batch (0..global_batch-1).
+        sample_shape: (C, H, W) of one sample.
+        num_timesteps: length of the diffusion chain.
+        drop_prob: probability of dropping a label (classifier-free guidance training).
+        posterior: also draw `posterior_noise`.
+
+    Returns:
+        StepDraws on the CPU with batch size len(indices).
+    """
+    ts, noises, drops, posts = [], [], [], []
+    shape = tuple(sample_shape)
+    for index in indices:
+        g = sample_generator(seed, step, int(index))
+        ts.append(torch.randint(0, num_timesteps, (1,), generator=g))
+        drops.append(torch.rand(1, generator=g) < drop_prob)
+        noises.append(torch.randn(shape, generator=g))
+        if posterior:
+            posts.append(torch.randn(shape, generator=g))
+    post = torch.stack(posts) if posterior else None
+    return StepDraws(torch.cat(ts), torch.stack(noises), torch.cat(drops), post)

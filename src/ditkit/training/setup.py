@@ -1,0 +1,141 @@
+"""Building a run's pieces from its options: the data, the first stage, the model and the optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ditkit.errors import UserError
+from ditkit.model.dit import DiT, DiTConfig
+from ditkit.training.config import TrainConfig
+
+# DiT's first stage for image folders (Peebles & Xie 2023, sec. 3: the Stable Diffusion VAE).
+DEFAULT_IMAGE_FIRST_STAGE = "sd-vae-ft-ema"
+
+
+@dataclass
+class DataSetup:
+    """The training data and what the model sees of it.
+
+    Attributes:
+        dataset: items (x, label); x float32 (C, H, W): model inputs, or images when `encoder` is set.
+        info: the dataset's description (ditkit.data.build.DatasetInfo).
+        encoder: a first stage to encode image batches on the fly, or None when items are model inputs.
+        first_stage: the stored description of the first stage (kept in checkpoints for sampling).
+        sample_shape: (C, H, W) of one model input.
+    """
+
+    dataset: Dataset[Any]
+    info: Any
+    encoder: Any
+    first_stage: dict[str, Any]
+    sample_shape: tuple[int, int, int]
+
+
+def build_data(config: TrainConfig, echo: Callable[[str], None]) -> DataSetup:
+    """Open the training data and decide the first stage (see `TrainConfig.first_stage`)."""
+    from ditkit.data.build import FASHION_MNIST, build_dataset
+    from ditkit.first_stage.load import load_first_stage
+
+    dataset, info = build_dataset(
+        config.data,
+        data_dir=config.data_dir,
+        image_size=config.image_size,
+        flip=config.flip,
+        seed=config.seed,
+    )
+    if info.first_stage is not None:  # a latent cache: items are already latents
+        if config.first_stage is not None:
+            raise UserError(
+                f"{config.data} is a latent cache made with its own first stage; drop --first-stage"
+            )
+        shape = (info.channels, info.input_size, info.input_size)
+        return DataSetup(dataset, info, None, dict(info.first_stage), shape)
+    spec = config.first_stage or ("identity" if config.data == FASHION_MNIST else DEFAULT_IMAGE_FIRST_STAGE)
+    stage = load_first_stage(spec, channels=info.channels)
+    c, h, _ = stage.latent_shape(info.image_size)
+    if spec == "identity":
+        return DataSetup(dataset, info, None, stage.to_dict(), (c, h, h))
+    echo(
+        f"encoding images with {spec} at every step is slow; make a latent cache once with "
+        f"`ditkit prepare {config.data} --out CACHE` and train with --data CACHE"
+    )
+    return DataSetup(dataset, info, stage.requires_grad_(False).eval(), stage.to_dict(), (c, h, h))
+
+
+def model_config(config: TrainConfig, data: DataSetup) -> DiTConfig:
+    """The DiT config: the preset, sized by the data, with the run's overrides."""
+    from ditkit.model.presets import get_config
+
+    c, h, _ = data.sample_shape
+    fields: dict[str, Any] = dict(
+        input_size=h,
+        in_channels=c,
+        num_classes=data.info.num_classes,
+        learn_sigma=config.learn_sigma,
+        class_dropout_prob=config.class_dropout,
+        checkpointing=config.checkpointing,
+    )
+    fields.update(config.model_overrides)
+    try:
+        return get_config(config.model, **fields)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"invalid model options for {config.model}: {err}") from err
+
+
+def build_model(cfg: DiTConfig, seed: int, device: torch.device) -> DiT:
+    """A freshly initialised DiT; its initialisation depends only on `seed` (the global RNG is restored)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = DiT(cfg)
+        except ValueError as err:
+            raise UserError(f"cannot build {cfg.name or 'the model'}: {err}") from err
+    return model.to(device)
+
+
+def fused_supported(device: torch.device, params: Iterable[nn.Parameter]) -> bool:
+    """Fused AdamW runs on CUDA and CPU float tensors; FSDP's DTensors take the foreach path."""
+    from torch.distributed.tensor import DTensor
+
+    return device.type in ("cuda", "cpu") and not any(isinstance(p, DTensor) for p in params)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over all parameters, as DiT (frozen ones, the positional table, never get a gradient)."""
+    params = list(model.parameters())
+    return torch.optim.AdamW(
+        params,
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        fused=fused_supported(device, params) or None,
+    )
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Learning rate of (0-based) step `step`: linear warmup over `warmup_steps`, then constant (DiT)."""
+    if config.warmup_steps <= 0:
+        return config.lr
+    return config.lr * min(1.0, (step + 1) / config.warmup_steps)
+
+
+def checkpoint_extra(config: TrainConfig, data: DataSetup, step: int) -> dict[str, Any]:
+    """Metadata stored with the weights: what `ditkit sample` needs, and the run's options."""
+    return {
+        "first_stage": data.first_stage,
+        "diffusion": {
+            "noise_schedule": config.noise_schedule,
+            "diffusion_steps": config.diffusion_steps,
+            "fixed_variance": "large",
+            "learn_sigma": config.learn_sigma,
+        },
+        "class_names": list(data.info.class_names),
+        "image_size": int(data.info.image_size),
+        "train": {"step": step, "config": config.to_dict()},
+    }

@@ -1,0 +1,397 @@
+"""The training loop: DiT's recipe on 1 or N processes, with exact resume and a graceful stop.
+
+One optimizer step takes a global batch (see `data_order`), split over processes and
+micro-batches; every sample's timestep, noise and label dropout come from its own keyed
+generator (see `randomness`), so the weights after step s do not depend on how many processes
+computed them, nor on whether the run was interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ditkit.atomic import atomic_write_text
+from ditkit.errors import UserError
+from ditkit.model.fast import apply_compile, default_precision
+from ditkit.training import distributed as D
+from ditkit.training.config import TrainConfig, resume_mismatches
+from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
+from ditkit.training.ema import EMA
+from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
+from ditkit.training.randomness import draw_step
+from ditkit.training.setup import (
+    build_data,
+    build_model,
+    build_optimizer,
+    checkpoint_extra,
+    lr_at,
+    model_config,
+)
+from ditkit.training.signals import GracefulStop
+from ditkit.training.snapshot import gather_state, restore_optimizer, weights_finite, weights_holder
+from ditkit.training.state import (
+    checkpoint_path,
+    load_training_checkpoint,
+    prune_checkpoints,
+    resolve_resume,
+    restore_rng,
+    rng_snapshot,
+    save_training_checkpoint,
+)
+from ditkit.training.step import LogWindow, StepStats, forward_backward, reduce_step
+
+SUMMARY_FILE = "train_summary.json"
+SAMPLES_DIR = "samples"
+
+
+@dataclass
+class TrainResult:
+    """How a run ended.
+
+    Attributes:
+        out: the run folder.
+        step: steps done (the step of the last checkpoint).
+        total_steps: steps the run was asked for.
+        checkpoint: the last checkpoint written.
+        stopped: "finished", "time budget" or the signal's name ("SIGTERM", "SIGINT").
+        loss: the last logged loss (mean over the global batch and the log window).
+        steps_per_second: optimizer steps per second of this session.
+        elapsed_seconds: wall time of this session's loop.
+    """
+
+    out: Path
+    step: int
+    total_steps: int
+    checkpoint: Path | None
+    stopped: str
+    loss: float | None
+    steps_per_second: float
+    elapsed_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"], d["checkpoint"] = str(self.out), str(self.checkpoint) if self.checkpoint else None
+        return d
+
+
+def _stderr(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def train(
+    config: TrainConfig,
+    resume: str | Path | bool | None = None,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = _stderr,
+) -> TrainResult:
+    """Train a DiT as `config` says; under torchrun every process calls this.
+
+    Args:
+        config: the run's options.
+        resume: None/False to start fresh (refusing an `out` that holds checkpoints), True/"latest" for
+            the newest checkpoint in `config.out` (fresh start if none), or a checkpoint / run folder.
+        progress: show a progress bar (on rank 0).
+        echo: where rank 0's messages go.
+
+    Returns:
+        The TrainResult (the same on every process).
+
+    Raises:
+        UserError: bad options or data, an unreadable checkpoint, or a non-finite loss.
+    """
+    ctx = D.init_distributed(config.device)
+    try:
+        trainer = Trainer(config, ctx, echo if ctx.rank == 0 else (lambda _: None))
+        return trainer.run(resume, progress=progress and ctx.rank == 0)
+    finally:
+        D.shutdown(ctx)
+
+
+class Trainer:
+    """The pieces of one run and its loop; build with `train()` unless embedding it."""
+
+    def __init__(self, config: TrainConfig, ctx: D.DistContext, echo: Callable[[str], None]) -> None:
+        self.config, self.ctx, self.echo = config, ctx, echo
+        self.out = Path(config.out)
+        self.data = build_data(config, echo)
+        self.model_config = model_config(config, self.data)
+        self.order = DataOrder(len(self.data.dataset), config.global_batch, config.seed)  # type: ignore[arg-type]
+        self.layout = BatchLayout.create(config.global_batch, ctx.world_size, config.micro_batch)
+        self.total_steps = config.total_steps(self.order.num_items)
+        auto = default_precision(ctx.device)  # bf16 on GPUs that support it, else fp32
+        self.use_bf16 = (auto if config.precision == "auto" else config.precision) == "bf16"
+        from ditkit.diffusion.gaussian import GaussianDiffusion
+        from ditkit.diffusion.schedule import make_schedule
+
+        self.diffusion = GaussianDiffusion(make_schedule(config.noise_schedule, config.diffusion_steps))
+        if self.data.encoder is not None:
+            self.data.encoder.to(ctx.device)
+
+    # ---- setup -------------------------------------------------------------------------------------
+    def _build(self, checkpoint: Any) -> None:
+        cfg = self.config
+        raw = build_model(self.model_config, cfg.seed, self.ctx.device)
+        if checkpoint is not None:
+            raw.load_state_dict(checkpoint.model)
+        apply_compile(raw, cfg.compile)  # in place: parameters and state-dict keys are unchanged
+        self.raw = raw
+        self.model = D.wrap_model(raw, cfg.parallel, self.ctx)
+        self.ema = EMA(raw, cfg.ema_decay, cfg.ema_warmup)
+        self.optimizer = build_optimizer(self.model, cfg, self.ctx.device)
+        self.step = 0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    def _restore(self, checkpoint: Any) -> None:
+        state = checkpoint.state
+        mismatched = resume_mismatches(state.get("config", {}), self.config)
+        if mismatched:
+            raise UserError(
+                f"cannot resume {checkpoint.path}: it was trained with other {', '.join(mismatched)}; "
+                "resume with the same options or start a new --out"
+            )
+        self.order.check_resumable(state["data"])
+        self.ema.load_weights(checkpoint.ema)
+        self.ema.load_state_dict(state["ema"])
+        restore_optimizer(self.model, self.optimizer, state["optimizer"])
+        rngs = state.get("rng", [])
+        if len(rngs) == self.ctx.world_size:  # the global RNGs only map back onto the same processes
+            restore_rng(rngs[self.ctx.rank])
+        self.step = checkpoint.step
+        self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
+
+    def _start(self, resume: str | Path | bool | None) -> None:
+        path = resolve_resume(resume, self.out)
+        if path is None and not resume and (self.out / "checkpoints").is_dir():
+            if any((self.out / "checkpoints").iterdir()):
+                raise UserError(
+                    f"{self.out} already holds checkpoints; pass --resume to continue that run or choose a new --out"
+                )
+        checkpoint = load_training_checkpoint(path) if path is not None else None
+        self.elapsed_before = 0.0
+        self._build(checkpoint)
+        self.last_checkpoint = path
+        if checkpoint is not None:
+            self.echo(f"resuming from {path} at step {self.step}")
+        elif resume:
+            self.echo(f"no checkpoint in {self.out}; starting a new run")
+        if D.is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.config.save(self.out)
+        self.metrics = (
+            MetricsLog(self.out, resume_step=self.step if checkpoint is not None else None)
+            if D.is_main()
+            else None
+        )
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def run(self, resume: str | Path | bool | None = None, *, progress: bool = True) -> TrainResult:
+        self._start(resume)
+        cfg = self.config
+        start_step, self.t0 = self.step, time.perf_counter()
+        window, last_loss, stopped = LogWindow(), None, "finished"
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True
+        )
+        batches = iterate_micro_batches(
+            self.data.dataset,
+            self.order,
+            self.layout,
+            self.ctx.rank,
+            self.step,
+            self.total_steps,
+            num_workers=cfg.num_workers,
+            pin_memory=self.ctx.device.type == "cuda",
+        )
+        stats, tick = StepStats(), time.perf_counter()
+        with GracefulStop() as stop, bar:
+            for step, micro, (x, y) in batches:
+                if micro == 0:
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr_at(cfg, step)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    stats = StepStats()
+                stats.add(self._micro_step(step, micro, x, y))
+                if micro < self.layout.accumulation - 1:
+                    continue
+                grad_norm = self._optimizer_step()
+                elapsed = time.perf_counter() - self.t0
+                over_time = cfg.time_budget_minutes is not None and elapsed > 60 * cfg.time_budget_minutes
+                values, nonfinite, stop_now = reduce_step(stats, stop.requested or over_time)
+                if nonfinite:
+                    raise self._nonfinite_error(step, values["loss"])
+                self.step = step + 1
+                if grad_norm is not None:
+                    values["grad_norm"] = grad_norm
+                window.add(values, time.perf_counter() - tick)
+                last_loss = values["loss"]
+                bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                bar.update(1)
+                if self._due(cfg.log_every) or stop_now or self.step == self.total_steps:
+                    self._log(window, step, elapsed)
+                    window = LogWindow()
+                if self._due(cfg.sample_every):
+                    self._preview()
+                if stop_now:
+                    stopped = stop.signal_name or "time budget"
+                    self.echo(f"stopping at step {self.step} ({stopped}); saving a checkpoint")
+                    break
+                if self._due(cfg.ckpt_every) and self.step < self.total_steps:
+                    self._save()
+                tick = time.perf_counter()
+            if self.step > start_step and self.last_checkpoint != checkpoint_path(self.out, self.step):
+                self._save()
+        elapsed = time.perf_counter() - self.t0
+        rate = (self.step - start_step) / elapsed if elapsed > 0 else 0.0
+        result = TrainResult(
+            self.out, self.step, self.total_steps, self.last_checkpoint, stopped, last_loss, rate, elapsed
+        )
+        if D.is_main():
+            if self.step == start_step:  # nothing new was saved (and plotted)
+                self._plot()
+            atomic_write_text(self.out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
+        return result
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def _micro_step(self, step: int, micro: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, device = self.config, self.ctx.device
+        positions = self.layout.positions(self.ctx.rank, micro)
+        draws = draw_step(
+            cfg.seed,
+            step,
+            positions,
+            self.data.sample_shape,
+            self.diffusion.num_timesteps,
+            cfg.class_dropout,
+            posterior=self.data.encoder is not None,
+        ).to(device)
+        x = x.to(device, non_blocking=True)
+        labels = y.to(device, non_blocking=True) if self.raw.null_class is not None else None
+        if self.data.encoder is not None:
+            with torch.no_grad():
+                mean, std = self.data.encoder.encode(x)
+                x = mean + std * draws.posterior_noise
+        last = micro == self.layout.accumulation - 1
+        with self._grad_sync(last):
+            scale = 1.0 / self.layout.local_batch
+            return forward_backward(self.model, self.diffusion, x, labels, draws, scale, self.use_bf16)
+
+    def _grad_sync(self, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        if enabled or self.ctx.world_size == 1:
+            return contextlib.nullcontext()
+        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            return self.model.no_sync()
+        return _fsdp_no_sync(self.model)
+
+    def _optimizer_step(self) -> float | None:
+        grad_norm = None
+        if self.config.grad_clip is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        self.optimizer.step()
+        self.ema.update(self.raw)
+        return grad_norm
+
+    def _nonfinite_error(self, step: int, loss: float) -> UserError:
+        where = (
+            f"the last good checkpoint is {self.last_checkpoint}"
+            if self.last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        return UserError(
+            f"the loss became {loss} at step {step + 1}; stopped without saving, {where}; "
+            "lower --lr or set --grad-clip (e.g. 1.0) and resume"
+        )
+
+    # ---- outputs -----------------------------------------------------------------------------------
+    def _log(self, window: LogWindow, step: int, elapsed: float) -> None:
+        if self.metrics is not None and window.count:
+            record: dict[str, Any] = {"step": self.step, "epoch": self.order.position(step)[0]}
+            record.update(window.summary(self.config.global_batch))
+            record.update(lr=lr_at(self.config, step), elapsed_sec=self.elapsed_before + elapsed)
+            self.metrics.write(record)
+
+    def _plot(self) -> None:
+        if self.metrics is not None:
+            plot_loss_curve(
+                self.metrics.records(), self.out / LOSS_CURVE_FILE, title=f"{self.model_config.name} loss"
+            )
+
+    def _save(self) -> None:
+        if not weights_finite(self.raw, self.ctx.device):
+            raise UserError(
+                f"the weights became non-finite by step {self.step}; stopped without saving "
+                f"(last good checkpoint: {self.last_checkpoint}); lower --lr or set --grad-clip"
+            )
+        model_sd, ema_sd, optim_sd = gather_state(self.model, self.raw, self.optimizer, self.ema)
+        rngs = D.all_gather_objects(rng_snapshot())
+        path = checkpoint_path(self.out, self.step)
+        if D.is_main():
+            state = {
+                "step": self.step,
+                "optimizer": optim_sd,
+                "ema": self.ema.state_dict(),
+                "data": {**self.order.state_dict(), "epoch": self.order.position(self.step)[0]},
+                "rng": rngs,
+                "world_size": self.ctx.world_size,
+                "config": self.config.to_dict(),
+                "elapsed_seconds": self.elapsed_before + time.perf_counter() - self.t0,
+            }
+            sharded = self.config.parallel == "fsdp" and self.ctx.world_size > 1
+            holder = weights_holder(self.raw, self.model_config, model_sd, sharded)
+            extra = checkpoint_extra(self.config, self.data, self.step)
+            save_training_checkpoint(path, holder, ema_sd, state, extra)
+            prune_checkpoints(self.out, self.config.keep_checkpoints)
+            self._plot()
+        D.barrier()
+        self.last_checkpoint = path
+
+    def _preview(self) -> None:
+        from ditkit.training.previews import write_preview
+
+        ema_sd = self.ema.weights(self.raw)
+        if D.is_main():
+            encoder = self.data.encoder
+            if encoder is None:
+                from ditkit.first_stage.load import first_stage_from_dict
+
+                encoder = first_stage_from_dict(self.data.first_stage)
+            path = self.out / SAMPLES_DIR / f"step_{self.step:07d}.png"
+            write_preview(
+                path,
+                self.model_config,
+                ema_sd,
+                encoder,
+                checkpoint_extra(self.config, self.data, self.step)["diffusion"],
+                cfg_scale=self.config.sample_cfg_scale,
+                steps=self.config.sample_steps,
+                device=self.ctx.device,
+            )
+        D.barrier()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: torch.nn.Module) -> Iterator[None]:
+    """FSDP2's counterpart of DDP's no_sync: keep unsharded gradients until the last micro-batch."""
+    toggle = getattr(model, "set_requires_gradient_sync", None)
+    if toggle is None:
+        yield
+        return
+    toggle(False)
+    try:
+        yield
+    finally:
+        toggle(True)

@@ -1,0 +1,191 @@
+"""The benchmarks run end to end on the CPU and report what they claim (no timing thresholds)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ditkit.bench.compare import CompareConfig, compare_steps
+from ditkit.bench.correctness import (
+    BF16_GRAD_TOL,
+    BF16_LOSS_TOL,
+    BF16_SAMPLE_TOL,
+    Check,
+    perturb_zero_init_,
+    sample_error,
+    train_step_errors,
+)
+from ditkit.bench.sample import SampleBenchConfig, bench_sample
+from ditkit.bench.step import StepOptions, TrainStep, loop_ema_
+from ditkit.bench.timing import time_calls
+from ditkit.bench.train import TrainBenchConfig, bench_train, build_model
+from ditkit.cli.main import main
+from ditkit.errors import UserError
+from ditkit.training.ema import EMA
+
+TINY = dict(model="DiT-T/2", input_size=8, num_classes=10, device="cpu")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def positive(value):
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_bench_train_reports_positive_numbers():
+    r = bench_train(TrainBenchConfig(**TINY, batch=4, precision="fp32", steps=2, warmup=1, checkpointing=-1))
+    for key in ("step_ms", "step_ms_min", "images_per_s", "tflops", "peak_tflops", "mfu", "peak_mem_gb"):
+        assert positive(r[key]), key
+    assert r["checkpointing"] == 2  # -1 means every block of DiT-T (depth 2)
+    assert math.isclose(r["images_per_s"], 4 / (r["step_ms"] / 1e3))
+    assert math.isclose(r["mfu"], r["tflops"] / r["peak_tflops"])
+    assert 0.5 < r["loss"] < 5  # the hybrid loss of a fresh model on unit-variance data, about 1
+
+
+def test_bench_sample_extrapolates_and_says_so():
+    cfg = SampleBenchConfig(**TINY, batch=2, precision="bf16", steps=10, timed_steps=2, warmup=1)
+    r = bench_sample(cfg)
+    assert r["extrapolated"] and r["timed_steps"] == 2 and r["cuda_graph"] is False
+    assert math.isclose(r["sample_s"], r["step_ms"] / 1e3 * 10)
+    assert math.isclose(r["images_per_s"], 2 / r["sample_s"])
+    assert positive(r["tflops"]) and positive(r["mfu"])
+    with pytest.raises(UserError, match="timed steps"):
+        bench_sample(SampleBenchConfig(**TINY, steps=10, timed_steps=11))
+
+
+def test_compare_steps_interleaves_variants():
+    cfg = CompareConfig(
+        "DiT-T/2", 8, 10, batch=4, steps=1, repeats=2, warmup=0, variants=("baseline", "ditkit")
+    )
+    r = compare_steps(cfg)
+    assert [row["variant"] for row in r["rows"]] == ["baseline", "ditkit"]
+    assert r["rows"][0]["speedup"] == 1.0
+    for row in r["rows"]:
+        assert len(row["step_ms_repeats"]) == 2 and positive(row["step_ms"]) and positive(row["loss"])
+    assert r["rows"][0]["attention"] == "math" and r["rows"][1]["optimizer"] == "fused"
+    with pytest.raises(UserError, match="unknown variant"):
+        compare_steps(CompareConfig(variants=("fastest",)))
+
+
+def test_train_step_returns_a_device_loss_and_updates_ema():
+    model = build_model("DiT-T/2", 8, 10, torch.device("cpu"))
+    x, y = torch.randn(2, 4, 8, 8), torch.tensor([1, 2])
+    for draws in ("per-sample", "device"):
+        step = TrainStep(model, StepOptions(ema_decay=0.5, draws=draws))
+        before = [e.clone() for e in step.ema.shadow]
+        loss = step(x, y)
+        assert loss.ndim == 0 and not loss.requires_grad and torch.isfinite(loss)
+        assert any(not torch.equal(a, b) for a, b in zip(before, step.ema.shadow, strict=True))
+    # The trainer's draws depend only on (seed, step, sample): a new step object draws the same.
+    a, b = TrainStep(model, StepOptions()), TrainStep(model, StepOptions())
+    torch.testing.assert_close(a.draws(x).noise, b.draws(x).noise)
+    with pytest.raises(UserError, match="optimizer"):
+        TrainStep(model, StepOptions(optimizer="sgd"))
+
+
+def test_correctness_checks_on_a_tiny_model():
+    model = perturb_zero_init_(build_model("DiT-T/2", 8, 10, torch.device("cpu")))
+    errors = train_step_errors(model, "bf16", 4)
+    assert 0 < errors["loss"] < BF16_LOSS_TOL and 0 < errors["grad"] < BF16_GRAD_TOL
+    assert 0 < sample_error(model, "bf16", 2, 4, 4.0) < BF16_SAMPLE_TOL
+    assert Check("x", 0.1, 0.2).passed and not Check("x", float("nan"), 1.0).passed
+
+
+def test_trainer_ema_equals_the_loop_and_the_closed_form():
+    model = build_model("DiT-T/2", 8, 10, torch.device("cpu"))
+    ema = EMA(model, decay=0.9)
+    loop = [s.clone() for s in ema.shadow]
+    start = [s.clone() for s in ema.shadow]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g))
+    ema.update(model)
+    loop_ema_(loop, list(model.parameters()), 0.9)
+    for fused, naive, s0, p in zip(ema.shadow, loop, start, model.parameters(), strict=True):
+        torch.testing.assert_close(fused, naive)
+        torch.testing.assert_close(fused, 0.9 * s0 + 0.1 * p.detach())
+
+
+def test_time_calls():
+    times = time_calls(lambda: sum(range(1000)), 3, torch.device("cpu"))
+    assert len(times) == 3 and all(t > 0 for t in times)
+    with pytest.raises(UserError):
+        time_calls(lambda: None, 0, torch.device("cpu"))
+
+
+def test_cli_train_json_and_out_file(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    argv = [
+        "bench",
+        "train",
+        "--model",
+        "DiT-T/2",
+        "--input-size",
+        "8",
+        "--num-classes",
+        "10",
+        "--batch",
+        "2",
+    ]
+    argv += ["--device", "cpu", "--steps", "1", "--warmup", "0", "--no-peak", "--json", "--out", str(out)]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert printed["mfu"] is None and positive(printed["images_per_s"])
+
+
+def test_cli_text_reports_and_errors(capsys):
+    assert main(["bench", "peak", "--device", "cpu", "--precision", "fp32", "--size", "64"]) == 0
+    assert "TFLOP/s" in capsys.readouterr().out
+    argv = [
+        "bench",
+        "train",
+        "--model",
+        "DiT-T/2",
+        "--input-size",
+        "8",
+        "--num-classes",
+        "10",
+        "--batch",
+        "2",
+    ]
+    assert main([*argv, "--device", "cpu", "--steps", "1", "--warmup", "0", "--no-peak"]) == 0
+    assert "images/s" in capsys.readouterr().out
+    assert main([*argv, "--device", "cpu", "--checkpointing", "some"]) == 2
+    assert "--checkpointing" in capsys.readouterr().err
+    assert main([*argv, "--device", "cpu", "--precision", "tf32"]) == 2
+
+
+def test_cli_check_reports_every_check(capsys):
+    argv = ["bench", "check", "--model", "DiT-T/2", "--input-size", "8", "--num-classes", "10"]
+    assert main([*argv, "--batch", "2", "--device", "cpu", "--sample-steps", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = [c["name"] for c in result["checks"]]
+    assert names[0] == "forward bf16 vs fp32" and any("DDPM" in n for n in names)
+    assert result["passed"] and all(0 <= c["value"] <= c["tolerance"] for c in result["checks"])
+    assert result["checks"][0]["value"] > 0  # bf16 really ran: its forward differs from fp32
+
+
+def test_module_entry_point_help():
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run(
+        [sys.executable, "-m", "ditkit.bench", "--help"], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0 and "cpu-compare" in run.stdout
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, str(ROOT / "bench" / "gpu.py"), "--dry-run", "--batch", "2", "--timed-steps", "2"]
+    run = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads((tmp_path / "gpu_results.json").read_text())
+    assert results["correctness"] and all(c["passed"] for c in results["correctness"])
+    assert all(row["status"] == "ok" for row in results["train"] + results["sample"])
+    assert "| check |" in (tmp_path / "gpu_results.md").read_text()

@@ -1,0 +1,67 @@
+"""The demo's pipeline on a tiny recipe: files, formats and the report (its bar is measured by `make demo`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_train_support import write_fake_fmnist
+
+from ditkit.demo.recipe import DemoRecipe
+from ditkit.demo.report import verdict
+from ditkit.demo.run import run_demo
+from ditkit.errors import UserError
+from ditkit.evaluation import fmnist_classifier
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+TINY = DemoRecipe(
+    model="DiT-T/2", overrides={"depth": 1}, global_batch=8, steps=2, sample_steps=2, cfg_scale=2.0
+)
+
+
+@pytest.fixture
+def untrained_classifier(monkeypatch):
+    """The demo's pipeline does not depend on the shipped weights; an untrained classifier scores it."""
+    torch.manual_seed(0)
+    model = fmnist_classifier.FashionMNISTClassifier().eval()
+    monkeypatch.setattr(fmnist_classifier, "load_fmnist_classifier", lambda path=None: model)
+
+
+def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifier, capsys):
+    torch.set_num_threads(1)
+    data = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "demo"
+    report = run_demo(data, out, recipe=TINY, per_class=3, device="cpu", progress=False)
+
+    with np.load(out / "samples.npz") as npz:
+        images, labels = npz["images"], npz["labels"]
+    assert images.dtype == np.uint8 and images.shape == (30, 28, 28)
+    assert labels.tolist() == [c for c in range(10) for _ in range(3)]
+    grid = Image.open(out / "grid.png")
+    assert grid.size == (2 * (3 * 30 + 2), 2 * (10 * 30 + 2))  # 10 rows of 3 (28 px + 2 px padding), x2
+    assert Image.open(out / "loss_curve.png").format == "PNG"
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["training"]["steps"] == 2 and saved["samples_per_class"] == 3
+    assert 0.0 <= saved["scores"]["agreement"] <= 1.0 and np.isfinite(saved["scores"]["frechet_distance"])
+    assert set(verdict(saved)) == {"agreement", "time"}
+    assert "classifier agreement" in (out / "report.md").read_text()
+    printed = capsys.readouterr().out
+    assert "classifier agreement:" in printed and "Frechet distance" in printed and "wall time" in printed
+    assert report["scores"]["num_samples"] == 30
+
+    # A second demo replaces the first one's outputs rather than resuming it.
+    run_demo(data, out, recipe=TINY, per_class=1, device="cpu", progress=False)
+    with np.load(out / "samples.npz") as npz:
+        assert npz["images"].shape[0] == 10
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path, untrained_classifier):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("do not delete")
+    with pytest.raises(UserError, match="not a ditkit demo"):
+        run_demo(tmp_path / "fmnist", tmp_path / "mine", recipe=TINY, device="cpu", progress=False)
+    assert (tmp_path / "mine" / "thesis.tex").exists()

@@ -1,0 +1,79 @@
+"""One process and two (torchrun, gloo on CPU) give the same weights at the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_train_support import assert_state_equal, tiny_config
+
+from ditkit.training import train
+from ditkit.training.state import checkpoint_path, load_training_checkpoint
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+
+def _torchrun(cfg, parallel: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += [
+        "-m",
+        "ditkit",
+        "train",
+        "--model",
+        cfg.model,
+        "--data",
+        "fashion-mnist",
+        "--data-dir",
+        cfg.data_dir,
+    ]
+    command += ["--image-size", "8", "--global-batch", str(cfg.global_batch), "--micro-batch", "2"]
+    command += ["--steps", str(cfg.steps), "--lr", str(cfg.lr), "--ema-decay", str(cfg.ema_decay)]
+    command += ["--ckpt-every", "2", "--log-every", "1", "--device", "cpu", "--parallel", parallel]
+    command += ["--out", cfg.out, "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _optimizer(state):
+    """The optimizer state without the kernel choice (FSDP runs foreach, one process fused)."""
+    groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in state["param_groups"]]
+    return {"state": state["state"], "param_groups": groups}
+
+
+def _losses(folder):
+    return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, parallel):
+    torch.set_num_threads(1)
+    single = train(tiny_config(tmp_path, out=str(tmp_path / "one"), steps=3), progress=False)
+    two = tiny_config(tmp_path, out=str(tmp_path / "two"), steps=3)
+    done = _torchrun(two, parallel)
+    assert done.stdout.count("trained 3 steps") == 1  # only rank 0 reports
+
+    a = load_training_checkpoint(single.checkpoint)
+    b = load_training_checkpoint(checkpoint_path(two.out, 3))
+    # Gradients averaged over ranks differ from one process's only in the order of summation.
+    assert_state_equal(a.model, b.model, exact=False)
+    assert_state_equal(a.ema, b.ema, exact=False)
+    assert_state_equal(_optimizer(a.state["optimizer"]), _optimizer(b.state["optimizer"]), exact=False)
+    assert b.state["world_size"] == 2 and len(b.state["rng"]) == 2
+    assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-5)
+
+    # A two-process checkpoint resumes in one process and continues the same run.
+    resumed = train(
+        tiny_config(tmp_path, out=str(tmp_path / "two"), steps=3),
+        resume=checkpoint_path(two.out, 2),
+        progress=False,
+    )
+    c = load_training_checkpoint(resumed.checkpoint)
+    assert c.step == 3
+    assert_state_equal(a.model, c.model, exact=False)
+    assert_state_equal(_optimizer(a.state["optimizer"]), _optimizer(c.state["optimizer"]), exact=False)
