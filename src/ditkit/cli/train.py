@@ -106,14 +106,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="continue from the newest checkpoint in --out (or a fresh start if none), or from PATH",
     )
     r.add_argument("--time-budget-minutes", type=float, help="save and stop after this long")
-    r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 on GPU")
+    r.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "tf32", "bf16"],
+        help="auto: bf16 autocast on GPU (float32 weights, optimizer state and EMA), fp32 on CPU; "
+        "tf32: TensorFloat-32 matmuls (CUDA)",
+    )
     r.add_argument(
         "--compile",
-        default="none",
-        choices=["none", "blocks", "model"],
-        help="torch.compile each block (one shared graph) or the whole model (default none)",
+        default="auto",
+        choices=["auto", "none", "blocks", "model"],
+        help="torch.compile each block (one shared graph) or the whole model; auto: blocks on GPU, "
+        "none on CPU (compiling rarely pays off in short CPU runs)",
     )
     r.add_argument("--checkpointing", type=int, default=0, help="recompute activations of N blocks (memory)")
+    r.add_argument(
+        "--checkpoint-policy",
+        default="full",
+        choices=["full", "selective"],
+        help="what checkpointed blocks recompute: everything (full), or only elementwise ops, keeping "
+        "matmul and attention outputs (selective: less memory saved, less recompute)",
+    )
     r.add_argument("--parallel", default="ddp", choices=["ddp", "fsdp"], help="under torchrun (default ddp)")
     r.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
     r.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
@@ -156,6 +170,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         precision=args.precision,
         compile=args.compile,
         checkpointing=args.checkpointing,
+        checkpoint_policy=args.checkpoint_policy,
         parallel=args.parallel,
         learn_sigma=args.learn_sigma,
         noise_schedule=args.noise_schedule,

@@ -19,9 +19,10 @@ OFFICIAL_EMA_DECAY = 0.9999
 OFFICIAL_CLASS_DROPOUT = 0.1
 # AdamW's default betas, which DiT keeps.
 ADAM_BETAS = (0.9, 0.999)
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 PARALLEL_MODES = ("ddp", "fsdp")
-COMPILE_MODES = ("none", "blocks", "model")
+COMPILE_MODES = ("auto", "none", "blocks", "model")
+CHECKPOINT_POLICIES = ("full", "selective")
 NOISE_SCHEDULES = ("linear", "cosine")
 FLIP_MODES = ("random", "none")
 CONFIG_FILE = "train_config.json"
@@ -54,9 +55,14 @@ class TrainConfig:
         steps: optimizer steps to train for (or give `epochs`).
         epochs: passes over the data, converted to steps (len(data) // global_batch per epoch).
         time_budget_minutes: stop (saving a checkpoint) once this much time has passed; None = no limit.
-        precision: "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32" or "bf16".
-        compile: "none", "blocks" (compile each transformer block, one shared graph) or "model".
+        precision: "auto" (bf16 autocast on GPUs that support it, else fp32), "fp32" (strict IEEE
+            float32), "tf32" (TensorFloat-32 matmuls, CUDA only) or "bf16" (bf16 autocast; weights,
+            optimizer state and EMA stay float32).
+        compile: "auto" (blocks on CUDA, none on the CPU), "none", "blocks" (compile each transformer
+            block, one shared graph) or "model".
         checkpointing: recompute the activations of this many blocks in backward (0 = none).
+        checkpoint_policy: what those blocks recompute: "full" (everything) or "selective" (keep the
+            matmul and attention outputs, recompute the cheap elementwise ops).
         parallel: "ddp" or "fsdp" (sharded parameters, for models that do not fit) under torchrun.
         learn_sigma, noise_schedule, diffusion_steps: the diffusion process (DiT: True, linear, 1000).
         seed: seeds the model init, data order and every training draw.
@@ -90,8 +96,9 @@ class TrainConfig:
     epochs: float | None = None
     time_budget_minutes: float | None = None
     precision: str = "auto"
-    compile: str = "none"
+    compile: str = "auto"
     checkpointing: int = 0
+    checkpoint_policy: str = "full"
     parallel: str = "ddp"
     learn_sigma: bool = True
     noise_schedule: str = "linear"
@@ -116,6 +123,7 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("parallel", self.parallel, PARALLEL_MODES)
         _choice("compile mode", self.compile, COMPILE_MODES)
+        _choice("checkpoint policy", self.checkpoint_policy, CHECKPOINT_POLICIES)
         _choice("noise schedule", self.noise_schedule, NOISE_SCHEDULES)
         _choice("flip", self.flip, FLIP_MODES)
         if (self.steps is None) == (self.epochs is None):

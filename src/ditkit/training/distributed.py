@@ -7,8 +7,10 @@ Backends: NCCL on GPUs, gloo on CPUs; one or many machines, as torchrun arranges
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,3 +167,26 @@ def like_layout(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if isinstance(like, DTensor):
         return distribute_tensor(full.to(like.device, like.dtype), like.device_mesh, like.placements)
     return full.to(like.device, like.dtype)
+
+
+def grad_sync(model: nn.Module, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """Inside, backward passes all-reduce gradients only if `enabled` (the last micro-batch of a step):
+    DDP's `no_sync`, or FSDP2's `set_requires_gradient_sync`; a no-op for a single process."""
+    if enabled or not is_distributed():
+        return contextlib.nullcontext()
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return _fsdp_no_sync(model)
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: nn.Module) -> Iterator[None]:
+    toggle = getattr(model, "set_requires_gradient_sync", None)
+    if toggle is None:
+        yield
+        return
+    toggle(False)
+    try:
+        yield
+    finally:
+        toggle(True)

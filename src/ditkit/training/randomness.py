@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ditkit.diffusion.noise import host_to_device
+
 # Mixed into every key so that these streams never coincide with the datasets' per-item streams,
 # which hash (seed, epoch, index) (see ditkit.data.item_seed).
 _STREAM_TAG = 0x7D17_2A1B
@@ -45,8 +47,10 @@ class StepDraws:
     posterior_noise: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> StepDraws:
-        post = None if self.posterior_noise is None else self.posterior_noise.to(device)
-        return StepDraws(self.t.to(device), self.noise.to(device), self.drop.to(device), post)
+        """The draws on `device`, copied without blocking the host (see `host_to_device`)."""
+        post = None if self.posterior_noise is None else host_to_device(self.posterior_noise, device)
+        t, noise, drop = (host_to_device(v, device) for v in (self.t, self.noise, self.drop))
+        return StepDraws(t, noise, drop, post)
 
 
 def draw_step(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -73,25 +74,76 @@ class StepStats:
         return names, torch.stack([self.sums[k] for k in names]) / self.count
 
 
-def reduce_step(stats: StepStats, stop: bool) -> tuple[dict[str, float], bool, bool]:
-    """One all-reduce per step: the global mean of each logged term, and whether any process saw a
-    non-finite loss or asked to stop.
+def reduce_step(stats: StepStats, stop: bool) -> tuple[dict[str, Tensor], Tensor]:
+    """One all-reduce per step, left on the device (the host reads it later, see `PendingSteps`).
 
     Returns:
-        (values, nonfinite, stop); values["loss"] is a non-finite local loss when `nonfinite`.
+        ({term: 0-d global mean}, (2,) flags [any process saw a non-finite loss, any asked to stop]).
+        Non-finite local means enter the mean as 0; the flag says so.
     """
     names, means = stats.means()
-    flags = torch.stack(
-        [(~torch.isfinite(means)).any().float(), torch.tensor(float(stop), device=means.device)]
-    )
+    nonfinite = (~torch.isfinite(means)).any().float()
+    asked = torch.full((), float(stop), device=means.device)  # a fill, not a host-to-device copy
     finite = torch.nan_to_num(means, nan=0.0, posinf=0.0, neginf=0.0)
-    reduced = D.all_reduce_mean(torch.cat([finite, flags])).cpu()
-    nonfinite = bool(reduced[-2] > 0)
-    values = {k: float(v) for k, v in zip(names, reduced[: len(names)], strict=True)}
-    if nonfinite:
-        local = float(means[0])
-        values["loss"] = local if not math.isfinite(local) else float("nan")
-    return values, nonfinite, bool(reduced[-1] > 0)
+    reduced = D.all_reduce_mean(torch.cat([finite, torch.stack([nonfinite, asked])]))
+    return dict(zip(names, reduced[: len(names)], strict=True)), reduced[len(names) :]
+
+
+@dataclass
+class Readout:
+    """What the host learns when it reads the pending steps.
+
+    Attributes:
+        values: per-step global values averaged over the steps read.
+        steps: how many steps were read.
+        seconds: wall time those steps took (up to the read, which waits for the device).
+        nonfinite: some step's loss was not finite on some process.
+        stop: some process asked to stop.
+    """
+
+    values: dict[str, float]
+    steps: int
+    seconds: float
+    nonfinite: bool
+    stop: bool
+
+
+class PendingSteps:
+    """Per-step values summed on the device until the host reads them: no synchronisation per step.
+
+    Reading (`read`) is the only device-to-host copy, one per call, for all the steps since the last.
+    """
+
+    def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.flags: Tensor | None = None
+        self.steps = 0
+
+    def add(self, values: dict[str, Tensor], flags: Tensor) -> None:
+        for k, v in values.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.flags = flags if self.flags is None else self.flags + flags
+        self.steps += 1
+
+    def read(self, since: float) -> Readout | None:
+        """The steps added since the last read (None if none), read in one copy; then starts over.
+
+        Args:
+            since: `time.perf_counter()` when the first of these steps started.
+        """
+        if self.flags is None:
+            return None
+        names = list(self.sums)
+        packed = torch.cat([torch.stack([self.sums[k] for k in names]), self.flags]).cpu()
+        values = {k: float(v) / self.steps for k, v in zip(names, packed[: len(names)], strict=True)}
+        seconds = time.perf_counter() - since
+        out = Readout(values, self.steps, seconds, bool(packed[-2] > 0), bool(packed[-1] > 0))
+        self._clear()
+        return out
 
 
 class LogWindow:
@@ -102,11 +154,11 @@ class LogWindow:
         self.count = 0
         self.seconds = 0.0
 
-    def add(self, values: dict[str, float], seconds: float) -> None:
-        for k, v in values.items():
-            self.totals[k] = self.totals.get(k, 0.0) + v
-        self.count += 1
-        self.seconds += seconds
+    def add(self, readout: Readout) -> None:
+        for k, v in readout.values.items():
+            self.totals[k] = self.totals.get(k, 0.0) + v * readout.steps
+        self.count += readout.steps
+        self.seconds += readout.seconds
 
     def summary(self, global_batch: int) -> dict[str, Any]:
         """Mean values, and steps and samples per second (time in previews and checkpoints excluded)."""

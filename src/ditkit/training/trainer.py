@@ -8,11 +8,10 @@ computed them, nor on whether the run was interrupted and resumed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,13 @@ from tqdm.auto import tqdm
 
 from ditkit.atomic import atomic_write_text
 from ditkit.errors import UserError
-from ditkit.model.fast import apply_compile, default_precision
+from ditkit.model.fast import (
+    apply_compile,
+    check_precision,
+    default_compile,
+    default_precision,
+    matmul_precision,
+)
 from ditkit.training import distributed as D
 from ditkit.training.config import TrainConfig, resume_mismatches
 from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
@@ -48,9 +53,12 @@ from ditkit.training.state import (
     rng_snapshot,
     save_training_checkpoint,
 )
-from ditkit.training.step import LogWindow, StepStats, forward_backward, reduce_step
+from ditkit.training.step import LogWindow, PendingSteps, StepStats, forward_backward, reduce_step
 
 SUMMARY_FILE = "train_summary.json"
+# The host reads the loss, the stop request and the non-finite flag at most this many steps apart
+# (and at every log, preview and checkpoint step); in between, steps run without synchronising.
+HOST_READ_EVERY = 25
 SAMPLES_DIR = "samples"
 
 
@@ -129,8 +137,9 @@ class Trainer:
         self.order = DataOrder(len(self.data.dataset), config.global_batch, config.seed)  # type: ignore[arg-type]
         self.layout = BatchLayout.create(config.global_batch, ctx.world_size, config.micro_batch)
         self.total_steps = config.total_steps(self.order.num_items)
-        auto = default_precision(ctx.device)  # bf16 on GPUs that support it, else fp32
-        self.use_bf16 = (auto if config.precision == "auto" else config.precision) == "bf16"
+        self.precision = default_precision(ctx.device) if config.precision == "auto" else config.precision
+        check_precision(self.precision, ctx.device)
+        self.compile = default_compile(ctx.device) if config.compile == "auto" else config.compile
         from ditkit.diffusion.gaussian import GaussianDiffusion
         from ditkit.diffusion.schedule import make_schedule
 
@@ -144,7 +153,7 @@ class Trainer:
         raw = build_model(self.model_config, cfg.seed, self.ctx.device)
         if checkpoint is not None:
             raw.load_state_dict(checkpoint.model)
-        apply_compile(raw, cfg.compile)  # in place: parameters and state-dict keys are unchanged
+        apply_compile(raw, self.compile)  # in place: parameters and state-dict keys are unchanged
         self.raw = raw
         self.model = D.wrap_model(raw, cfg.parallel, self.ctx)
         self.ema = EMA(raw, cfg.ema_decay, cfg.ema_warmup)
@@ -182,6 +191,9 @@ class Trainer:
         self.elapsed_before = 0.0
         self._build(checkpoint)
         self.last_checkpoint = path
+        self.echo(
+            f"{self.model_config.name} on {self.ctx.device}: precision {self.precision}, compile {self.compile}"
+        )
         if checkpoint is not None:
             self.echo(f"resuming from {path} at step {self.step}")
         elif resume:
@@ -214,7 +226,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             pin_memory=self.ctx.device.type == "cuda",
         )
-        stats, tick = StepStats(), time.perf_counter()
+        stats, pending, tick = StepStats(), PendingSteps(), time.perf_counter()
         with GracefulStop() as stop, bar:
             for step, micro, (x, y) in batches:
                 if micro == 0:
@@ -228,22 +240,27 @@ class Trainer:
                 grad_norm = self._optimizer_step()
                 elapsed = time.perf_counter() - self.t0
                 over_time = cfg.time_budget_minutes is not None and elapsed > 60 * cfg.time_budget_minutes
-                values, nonfinite, stop_now = reduce_step(stats, stop.requested or over_time)
-                if nonfinite:
-                    raise self._nonfinite_error(step, values["loss"])
-                self.step = step + 1
+                values, flags = reduce_step(stats, stop.requested or over_time)
                 if grad_norm is not None:
                     values["grad_norm"] = grad_norm
-                window.add(values, time.perf_counter() - tick)
-                last_loss = values["loss"]
-                bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                pending.add(values, flags)
+                self.step = step + 1
                 bar.update(1)
-                if self._due(cfg.log_every) or stop_now or self.step == self.total_steps:
+                if not self._read_due():
+                    continue
+                readout = pending.read(since=tick)  # the host waits for the device here, and only here
+                assert readout is not None
+                if readout.nonfinite:
+                    raise self._nonfinite_error(readout.steps)
+                window.add(readout)
+                last_loss = readout.values["loss"]
+                bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                if self._due(cfg.log_every) or readout.stop or self.step == self.total_steps:
                     self._log(window, step, elapsed)
                     window = LogWindow()
                 if self._due(cfg.sample_every):
                     self._preview()
-                if stop_now:
+                if readout.stop:
                     stopped = stop.signal_name or "time budget"
                     self.echo(f"stopping at step {self.step} ({stopped}); saving a checkpoint")
                     break
@@ -266,6 +283,13 @@ class Trainer:
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
 
+    def _read_due(self) -> bool:
+        """Whether the host reads the steps run since its last read: at every log, preview and
+        checkpoint step, at the last step, and at least every `HOST_READ_EVERY` steps."""
+        cfg = self.config
+        periods = (cfg.log_every, cfg.sample_every, cfg.ckpt_every, HOST_READ_EVERY)
+        return self.step == self.total_steps or any(self._due(p) for p in periods)
+
     def _micro_step(self, step: int, micro: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, device = self.config, self.ctx.device
         positions = self.layout.positions(self.ctx.rank, micro)
@@ -285,35 +309,32 @@ class Trainer:
                 mean, std = self.data.encoder.encode(x)
                 x = mean + std * draws.posterior_noise
         last = micro == self.layout.accumulation - 1
-        with self._grad_sync(last):
+        with D.grad_sync(self.model, last), matmul_precision(self.precision):
             scale = 1.0 / self.layout.local_batch
-            return forward_backward(self.model, self.diffusion, x, labels, draws, scale, self.use_bf16)
+            bf16 = self.precision == "bf16"
+            return forward_backward(self.model, self.diffusion, x, labels, draws, scale, bf16)
 
-    def _grad_sync(self, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
-        if enabled or self.ctx.world_size == 1:
-            return contextlib.nullcontext()
-        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
-            return self.model.no_sync()
-        return _fsdp_no_sync(self.model)
-
-    def _optimizer_step(self) -> float | None:
+    def _optimizer_step(self) -> torch.Tensor | None:
+        """Clip (if asked), step and update the EMA; returns the gradient norm as a device tensor."""
         grad_norm = None
         if self.config.grad_clip is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+            grad_norm = D.full_tensor(
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            )
         self.optimizer.step()
         self.ema.update(self.raw)
         return grad_norm
 
-    def _nonfinite_error(self, step: int, loss: float) -> UserError:
+    def _nonfinite_error(self, steps: int) -> UserError:
         where = (
             f"the last good checkpoint is {self.last_checkpoint}"
             if self.last_checkpoint
             else "no checkpoint was written yet"
         )
+        when = f"at step {self.step}" if steps == 1 else f"within steps {self.step - steps + 1}-{self.step}"
         return UserError(
-            f"the loss became {loss} at step {step + 1}; stopped without saving, {where}; "
-            "lower --lr or set --grad-clip (e.g. 1.0) and resume"
+            f"the loss became NaN or infinite {when}; "
+            f"stopped without saving, {where}; lower --lr or set --grad-clip (e.g. 1.0) and resume"
         )
 
     # ---- outputs -----------------------------------------------------------------------------------
@@ -381,17 +402,3 @@ class Trainer:
                 device=self.ctx.device,
             )
         D.barrier()
-
-
-@contextlib.contextmanager
-def _fsdp_no_sync(model: torch.nn.Module) -> Iterator[None]:
-    """FSDP2's counterpart of DDP's no_sync: keep unsharded gradients until the last micro-batch."""
-    toggle = getattr(model, "set_requires_gradient_sync", None)
-    if toggle is None:
-        yield
-        return
-    toggle(False)
-    try:
-        yield
-    finally:
-        toggle(True)
