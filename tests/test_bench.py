@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ditkit.bench import correctness as cx
 from ditkit.bench.compare import CompareConfig, compare_steps
 from ditkit.bench.correctness import (
     BF16_GRAD_TOL,
@@ -189,3 +190,19 @@ def test_gpu_script_dry_run(tmp_path):
     assert results["correctness"] and all(c["passed"] for c in results["correctness"])
     assert all(row["status"] == "ok" for row in results["train"] + results["sample"])
     assert "| check |" in (tmp_path / "gpu_results.md").read_text()
+
+
+def test_the_sync_counted_step_trains_and_needs_cuda_to_count():
+    from ditkit.bench.syncs import count_host_syncs, trainer_step
+
+    model = cx.perturb_zero_init_(build_model("DiT-T/2", 8, 10, torch.device("cpu")))
+    before = [p.detach().clone() for p in model.parameters()]
+    one_step, pending = trainer_step(model, batch=4)
+    one_step(0)
+    one_step(1)
+    readout = pending.read(since=0.0)
+    assert readout is not None and readout.steps == 2 and not readout.nonfinite
+    assert math.isfinite(readout.values["loss"]) and readout.values["grad_norm"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    with pytest.raises(UserError, match="needs a CUDA device"):
+        count_host_syncs(model, batch=2)

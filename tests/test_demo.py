@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from test_train_support import write_fake_fmnist
 
+from ditkit.checkpoints import load_model
 from ditkit.demo.recipe import DemoRecipe
 from ditkit.demo.report import verdict
 from ditkit.demo.run import run_demo
@@ -52,6 +53,8 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
     printed = capsys.readouterr().out
     assert "classifier agreement:" in printed and "Frechet distance" in printed and "wall time" in printed
     assert report["scores"]["num_samples"] == 30
+    final = load_model(out / "checkpoint")  # the stable name of the final checkpoint
+    assert final.num_classes == 10 and final.config.depth == 1
 
     # A second demo replaces the first one's outputs rather than resuming it.
     run_demo(data, out, recipe=TINY, per_class=1, device="cpu", progress=False)

@@ -13,16 +13,51 @@ EPILOG = """examples:
   ditkit sample runs/fmnist/checkpoints/last --class sneaker --sampler ddim --steps 50 --out samples/
   ditkit sample ckpt --class "golden retreiver"            # a typo: the closest names are suggested
   ditkit sample --list-classes retriever                   # ImageNet classes whose names contain a word
+  ditkit sample ckpt --class 88 --precision fp32 --no-cuda-graph   # exact float32 on a GPU, no graphs
 
   # FID-50K (ADM layout, resumable; any number of processes gives the same images):
   ditkit sample DiT-XL-2-256x256.pt --num 50000 --cfg-scale 1.5 --guided-channels first3 --fid-out fid/
-  torchrun --nproc-per-node 8 -m ditkit sample DiT-XL-2-256x256.pt --num-samples 50000 --fid-out fid/
+  torchrun --nproc-per-node 8 -m ditkit sample DiT-XL-2-256x256.pt --num-samples 50000 --compile blocks --fid-out fid/
   (torchrun reads a bare --num as an abbreviation of its own --numa-binding: use --num-samples there)
 
 image i uses seed SEED + i (class-major: class k's j-th image is i = k * per_class + j); in FID
 mode its label is fixed by --labels and SEED, so `--seed SEED+i --class LABEL --num-per-class 1`
 redraws it alone.
+
+speed: on CUDA the DiT runs in bfloat16 by default (--precision auto; the CPU stays exact float32) and
+each batch shape is replayed as a CUDA graph; --compile blocks adds torch.compile for long runs.
 """
+
+
+def add_speed_arguments(p: argparse.ArgumentParser) -> None:
+    """--precision, --bf16, --compile and --no-cuda-graph (shared with `ditkit walk`)."""
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "tf32", "bf16"],
+        help="DiT precision: auto = bf16 on CUDA with bf16 support, else exact fp32; tf32 needs CUDA "
+        "(default auto)",
+    )
+    p.add_argument(
+        "--bf16",
+        dest="precision",
+        action="store_const",
+        const="bf16",
+        help="shorthand for --precision bf16 (bfloat16 autocast)",
+    )
+    p.add_argument(
+        "--compile",
+        default="none",
+        choices=["none", "blocks", "model"],
+        help="torch.compile the DiT's blocks or whole model; the compile time at the start only pays "
+        "off over long runs such as --num 50000 (default none)",
+    )
+    p.add_argument(
+        "--no-cuda-graph",
+        dest="cuda_graph",
+        action="store_false",
+        help="call the DiT op by op instead of replaying a CUDA graph per batch shape (CUDA only)",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +110,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights", default="ema", choices=["ema", "model"], help="weight set to use (default ema)"
     )
-    p.add_argument("--bf16", action="store_true", help="run the DiT under bfloat16 autocast")
+    add_speed_arguments(p)
     p.add_argument(
         "--device", help="device (default: cuda when present, else cpu; cuda:LOCAL_RANK under torchrun)"
     )
@@ -133,7 +168,9 @@ def _pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
     pipe = DiTPipeline.from_pretrained(
         args.checkpoint,
         device=device,  # type: ignore[arg-type]  # a str or torch.device
-        dtype="bf16" if args.bf16 else None,
+        precision=args.precision,
+        compile=args.compile,
+        cuda_graph=args.cuda_graph,
         first_stage=args.first_stage,
         image_size=args.image_size,
         which=args.weights,
@@ -161,7 +198,7 @@ def _grid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
         eta=args.eta,
         batch_size=args.batch_size,
         progress=not args.quiet,
-        settings={"checkpoint": str(args.checkpoint), "bf16": args.bf16},
+        settings={"checkpoint": str(args.checkpoint), "precision": pipe.precision, "compile": pipe.compile},
     )
     print(f"wrote {saved.grid}, {len(saved.images)} images in {saved.images[0].parent}/ and {saved.record}")
     return 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.sample import add_speed_arguments
+
 EPILOG = """examples:
   # slerp through the noises of seeds 0, 1, 2 (deterministic DDIM), one row per class:
   ditkit walk DiT-XL-2-256x256.pt --mode noise --class "golden retriever" --class 88 --seed 0 --seed 1 --seed 2
   # noise fixed, class embedding moved from one class to the next, one row per seed:
   ditkit walk DiT-XL-2-256x256.pt --mode class --class "golden retriever" --class "tennis ball" --seed 0 --seed 1
   ditkit walk ckpt --mode noise --class 3 --seed 0 --seed 1 --frames 16 --loop --gif-ms 80
+  ditkit walk ckpt --mode class --class 1 --class 7 --precision fp32   # exact float32 on a GPU too
 
 writes OUT/<mode>_walk_grid.png (rows = walks, columns = frames) and, per walk, a strip
 OUT/<mode>_walk_<i>.png and an animated OUT/<mode>_walk_<i>.gif.
@@ -63,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights", default="ema", choices=["ema", "model"], help="weight set to use (default ema)"
     )
-    p.add_argument("--bf16", action="store_true", help="run the DiT under bfloat16 autocast")
+    add_speed_arguments(p)
     p.add_argument("--device", help="device (default: cuda when present, else cpu)")
     p.add_argument("--batch-size", type=int, help="frames per forward pass (default: all of a walk)")
     p.add_argument("--out", default="walks", help="output folder (default walks/)")
@@ -78,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     pipe = DiTPipeline.from_pretrained(
         args.checkpoint,
         device=args.device,
-        dtype="bf16" if args.bf16 else None,
+        precision=args.precision,
+        compile=args.compile,
+        cuda_graph=args.cuda_graph,
         first_stage=args.first_stage,
         image_size=args.image_size,
         which=args.weights,

@@ -27,8 +27,10 @@ class DemoRecipe:
 
     Measured on a 2-core CPU (see the README): at a fixed number of training samples, batch 32 reached
     83% agreement where batch 128 reached 66-72% (4x fewer, larger steps), so the demo takes many
-    small steps. The EMA (with warmup) adds a few points; guidance 3-5 and DDIM-25 or DPM++(2M)-20
-    all score within noise of each other, so the cheapest (DPM++ 20 steps) is used.
+    small steps. The EMA (with warmup) adds a few points. DDIM-25 and DPM++(2M)-20 score the same,
+    so the cheaper DPM++ is used. On the same weights (1,000 samples), agreement rises with guidance
+    (81.8% at 4, 83.0% at 6, 86.1% at 8) while the Frechet distance grows (10.9, 12.3, 13.1): 6 keeps
+    a margin over the 80% bar at a moderate cost in distance.
 
     Attributes:
         model: preset; `overrides` change its size (DiT-XS/4 with 4 blocks: 2.8M parameters).
@@ -45,10 +47,10 @@ class DemoRecipe:
     ema_decay: float = 0.995
     learn_sigma: bool = False
     steps: int = 4000
-    time_budget_minutes: float = 9.0
+    time_budget_minutes: float = 10.0
     sampler: str = "dpm++2m"
     sample_steps: int = 20
-    cfg_scale: float = 4.0
+    cfg_scale: float = 6.0
     seed: int = 0
 
     def train_config(

@@ -96,7 +96,8 @@ def markdown(report: dict[str, Any]) -> str:
         per_class,
         "",
         "Files: `samples.npz` (images uint8 N x 28 x 28, labels), `grid.png` (one row per class), "
-        "`loss_curve.png`, `metrics.jsonl`, `checkpoints/` (loadable with `ditkit sample`).",
+        "`loss_curve.png`, `metrics.jsonl`, `checkpoint` (the final checkpoint: "
+        "`ditkit sample <out>/checkpoint --class Sneaker`).",
         "",
     ]
     return "\n".join(lines)

@@ -27,7 +27,17 @@ GRID_FILE = "grid.png"
 GRID_PER_CLASS = 10
 GRID_SCALE = 2
 # Files a previous demo leaves in its folder; they are replaced by a new run.
-_DEMO_OUTPUTS = ("checkpoints", "samples", "metrics.jsonl", "train_summary.json", "report.json", "report.md")
+_DEMO_OUTPUTS = (
+    "checkpoint",
+    "checkpoints",
+    "samples",
+    "metrics.jsonl",
+    "train_summary.json",
+    "report.json",
+    "report.md",
+)
+# A stable name for the final checkpoint (a relative symlink into checkpoints/), for `ditkit sample`.
+CHECKPOINT_LINK = "checkpoint"
 
 
 def _clear_previous(out: Path) -> None:
@@ -40,10 +50,22 @@ def _clear_previous(out: Path) -> None:
         raise UserError(f"--out {out} holds files that are not a ditkit demo's; pass an empty or new folder")
     for name in _DEMO_OUTPUTS:
         path = out / name
-        if path.is_dir():
+        if path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def _link_checkpoint(out: Path, checkpoint: Path) -> Path:
+    """Point out/checkpoint at the final checkpoint folder; where links are not possible, copy it."""
+    link = out / CHECKPOINT_LINK
+    try:
+        link.symlink_to(checkpoint.relative_to(out), target_is_directory=True)
+    except (OSError, ValueError, NotImplementedError):
+        shutil.copytree(checkpoint, link)
+    return link
 
 
 def _save_samples(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
@@ -103,6 +125,7 @@ def run_demo(
     train_seconds = time.time() - t0
     if result.checkpoint is None:
         raise UserError("the demo's training wrote no checkpoint")
+    _link_checkpoint(out, result.checkpoint)
 
     t1 = time.time()
     dev = pick_device(device)
@@ -143,6 +166,7 @@ def run_demo(
             "steps_per_second": result.steps_per_second,
             "final_loss": result.loss,
             "checkpoint": str(result.checkpoint),
+            "checkpoint_link": CHECKPOINT_LINK,
         },
         "scores": scores,
         "timing": {

@@ -5,13 +5,16 @@
 
 Image i depends only on its class, its seed and the settings: not on the batch it was drawn in,
 the batch size or the device count (per-sample noise streams, `ditkit.diffusion.noise`).
+
+Speed: `precision="auto"` samples in bfloat16 on CUDA (exact float32 on the CPU), the DiT's forward
+is replayed as a CUDA graph per batch shape, and `compile="blocks"` compiles it (worth it only for
+long runs such as FID-50K). See `ditkit.sampling.denoiser` and `ditkit.model.fast`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -24,19 +27,15 @@ from ditkit.diffusion.noise import SeededNoise
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage, IdentityFirstStage
 from ditkit.model.dit import DiT
+from ditkit.model.fast import apply_compile, fast_denoiser
 from ditkit.sampling.class_names import IMAGENET_NUM_CLASSES, ClassNames, ClassQuery
+from ditkit.sampling.denoiser import AUTOCAST_DTYPES, eager_denoiser, resolve_precision
 from ditkit.sampling.images import to_pil
 from ditkit.visual import images_to_uint8
 
 # Guidance scale of the DiT paper's sample figures (sample.py's default --cfg-scale).
 DEFAULT_GUIDANCE_SCALE = 4.0
 OutputType = Literal["uint8", "tensor", "pil"]
-AUTOCAST_DTYPES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
 
 
 @dataclass(frozen=True)
@@ -66,15 +65,8 @@ class DiffusionSettings:
         return asdict(self)
 
 
-def autocast_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """None / "fp32" -> no autocast; "bf16" or torch.bfloat16 (or fp16) -> that autocast dtype."""
-    if dtype is None or dtype in ("fp32", "float32", torch.float32):
-        return None
-    if isinstance(dtype, torch.dtype) and dtype in AUTOCAST_DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in AUTOCAST_DTYPES:
-        return AUTOCAST_DTYPES[dtype]
-    raise UserError(f"unsupported dtype {dtype!r}; use fp32, bf16 or fp16")
+def _default_device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 class DiTPipeline:
@@ -86,9 +78,17 @@ class DiTPipeline:
         diffusion: the process the model was trained with (default: DiT's).
         class_names: names of the labels, for asking by name; default ImageNet's for 1000 classes.
         device: where to sample (default: CUDA when present, else the CPU).
-        dtype: "bf16" (or torch.bfloat16, "fp16") runs the DiT under autocast; None keeps float32.
+        dtype: the older way to ask for autocast ("bf16", "fp16", torch.bfloat16, None); prefer
+            `precision`. A dtype and a precision that disagree are an error.
+        precision: "auto" (default: bf16 on CUDA with bf16 support, else exact fp32), "fp32",
+            "tf32" (CUDA only) or "bf16" (autocast; weights stay float32).
+        compile: "none" (default), "blocks" or "model": `ditkit.model.fast.apply_compile` on the
+            model, once, in place. Compiling takes a while; it pays off only over long runs.
+        cuda_graph: replay the DiT's forward as a CUDA graph per batch shape (CUDA only).
 
-    The model and first stage are moved to `device` and put in eval mode (in place).
+    The model and first stage are moved to `device` and put in eval mode (in place). The pipeline's
+    own DiT runs through one cached `fast_denoiser`; a stand-in passed as `model=` to
+    `sample_latents` runs eagerly under the same precision.
 
     Example:
         >>> pipe = DiTPipeline(model, first_stage)
@@ -104,8 +104,15 @@ class DiTPipeline:
         class_names: ClassNames | Sequence[str] | Mapping[str, int] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
+        precision: str | None = "auto",
+        compile: str = "none",
+        cuda_graph: bool = True,
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _default_device(device)
+        self._asked = (precision, dtype)  # re-resolved by `to()`: "auto" depends on the device
+        self.precision = resolve_precision(precision, dtype, self.device)
+        self.cuda_graph = cuda_graph
+        self._denoiser: Callable[..., Tensor] | None = None
         self.model = model.eval().requires_grad_(False).to(self.device)
         if first_stage is None:
             first_stage = IdentityFirstStage(model.in_channels)
@@ -121,7 +128,8 @@ class DiTPipeline:
         else:
             self.diffusion = DiffusionSettings.from_dict(diffusion)
         self.class_names = _class_names(class_names, int(getattr(model, "num_classes", 0) or 0))
-        self.autocast = autocast_dtype(dtype)
+        self.compile = compile
+        apply_compile(self.model, compile)
         # What loading had to assume (e.g. the first stage of an official .pt file), one line each.
         self.notes: list[str] = []
 
@@ -132,6 +140,9 @@ class DiTPipeline:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
+        precision: str | None = "auto",
+        compile: str = "none",
+        cuda_graph: bool = True,
         first_stage: str | None = None,
         image_size: int | None = None,
         which: str = "ema",
@@ -140,16 +151,25 @@ class DiTPipeline:
 
         Args:
             path: the checkpoint file or folder.
-            device, dtype: as for the constructor.
+            device, dtype, precision, compile, cuda_graph: as for the constructor.
             first_stage: override the stored first stage ("sd-vae-ft-ema", a VAE folder, "identity").
             image_size: the expected image side in pixels; a checkpoint making another size is an error.
             which: "ema" (default) or "model" weights.
         """
         from ditkit.sampling.loading import load_for_sampling
 
+        resolve_precision(precision, dtype, _default_device(device))  # a bad choice fails before loading
         loaded = load_for_sampling(path, first_stage=first_stage, image_size=image_size, which=which)
         pipe = cls(
-            loaded.model, loaded.first_stage, loaded.diffusion, loaded.class_names, device=device, dtype=dtype
+            loaded.model,
+            loaded.first_stage,
+            loaded.diffusion,
+            loaded.class_names,
+            device=device,
+            dtype=dtype,
+            precision=precision,
+            compile=compile,
+            cuda_graph=cuda_graph,
         )
         pipe.notes = loaded.notes
         return pipe
@@ -204,23 +224,24 @@ class DiTPipeline:
 
     # ---- sampling ----
 
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        if self.autocast is None:
-            yield
-        else:
-            with torch.autocast(self.device.type, dtype=self.autocast):
-                yield
+    @property
+    def autocast(self) -> torch.dtype | None:
+        """The autocast dtype of `precision` (torch.bfloat16, torch.float16) or None."""
+        return AUTOCAST_DTYPES.get(self.precision)
 
     def model_fn(self, model: ModelFn | None = None) -> ModelFn:
-        """The denoiser the samplers call: `model` (default the DiT) under autocast, output in float32."""
-        base: ModelFn = model if model is not None else self.model
+        """The denoiser the samplers call, (x, t, y) -> float32 (B, C', h, w), under `precision`.
 
-        def call(x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-            with self._autocast():
-                return base(x, t, y).float()
-
-        return call
+        The pipeline's DiT (`model` None) gets the cached fast denoiser, so CUDA graphs captured for
+        a batch shape are reused by every later batch and call; fp16 and stand-ins run eagerly.
+        """
+        if model is not None and model is not self.model:
+            return eager_denoiser(model, self.precision, self.device)
+        if self.precision == "fp16":
+            return eager_denoiser(self.model, self.precision, self.device)
+        if self._denoiser is None:
+            self._denoiser = fast_denoiser(self.model, self.precision, cuda_graph=self.cuda_graph)
+        return self._denoiser
 
     @torch.no_grad()
     def sample_latents(
@@ -254,7 +275,8 @@ class DiTPipeline:
             eta: DDIM stochasticity (0: deterministic).
             batch_size: at most this many samples per forward pass (default: all).
             progress: show progress bars.
-            model: a stand-in for the DiT (e.g. a label-mixing wrapper), called as model(x, t, y).
+            model: a stand-in for the DiT (e.g. a label-mixing wrapper), called as model(x, t, y),
+                eagerly under the pipeline's precision (no CUDA graph).
             null_label: the label meaning "no class" for guidance (default `model.null_class`).
         """
         from ditkit.samplers.api import sample
@@ -295,7 +317,8 @@ class DiTPipeline:
             )
         latents = torch.cat(out)
         if not torch.isfinite(latents).all():
-            raise UserError("sampling produced NaN or inf; try without --bf16, or check the checkpoint")
+            hint = "check the checkpoint" if self.precision == "fp32" else "try --precision fp32"
+            raise UserError(f"sampling produced NaN or inf in {self.precision}; {hint}")
         return latents
 
     @torch.no_grad()
@@ -366,8 +389,10 @@ class DiTPipeline:
         return [to_pil(a) for a in array] if output_type == "pil" else array
 
     def to(self, device: torch.device | str) -> DiTPipeline:
-        """Move the model and first stage; returns self."""
+        """Move the model and first stage (and re-resolve an "auto" precision); returns self."""
         self.device = torch.device(device)
+        self.precision = resolve_precision(*self._asked, self.device)
+        self._denoiser = None  # its CUDA graphs belong to the old device
         self.model.to(self.device)
         self.first_stage.to(self.device)
         return self

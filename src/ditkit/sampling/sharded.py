@@ -9,7 +9,8 @@ shard's content depends only on its indices, the result is the same for any numb
 Rank 0 finally packs `samples.npz` (`arr_0`: uint8 (N, H, W, 3), `labels`: int64 (N,)).
 
 The shards are computed with the same batch composition whatever the process count; changing
-`batch_size` between runs may change pixels by rounding (float reductions differ by batch size).
+`batch_size` or the pipeline's `compile` between runs may change pixels by rounding (float
+reductions differ by batch size and kernel fusion). The precision is part of the manifest.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ FORMAT = "ditkit-samples"
 FORMAT_VERSION = 1
 # Stream number of the label draws, kept apart from the per-sample noise seeds.
 _LABEL_STREAM = 0x1AB3
+# Manifests written before the `precision` option recorded the autocast dtype instead.
+_AUTOCAST_PRECISION = {None: "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,17 @@ def _manifest(pipe: DiTPipeline, settings: ShardedSettings) -> dict[str, Any]:
         "model": model_fingerprint(pipe.model),
         "diffusion": pipe.diffusion.to_dict(),
         "image_shape": [h, w, 3],
-        "autocast": str(pipe.autocast) if pipe.autocast is not None else None,
+        "precision": pipe.precision,
     }
+
+
+def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
+    """An older manifest in today's terms (its "autocast" entry as a "precision")."""
+    if "precision" in old or "autocast" not in old:
+        return old
+    new = {k: v for k, v in old.items() if k != "autocast"}
+    new["precision"] = _AUTOCAST_PRECISION.get(old["autocast"], old["autocast"])
+    return new
 
 
 def check_or_write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
@@ -174,7 +186,7 @@ def check_or_write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
         raise UserError(f"cannot read {path} ({err}); delete the folder or pick another output") from err
     if old.get("format") != FORMAT:
         raise UserError(f"{out_dir} holds something else than ditkit samples; pick another output folder")
-    changed = _differences(old, json.loads(json.dumps(manifest)))
+    changed = _differences(_upgrade(old), json.loads(json.dumps(manifest)))
     if changed:
         raise UserError(
             f"{out_dir} holds samples made with other settings ({'; '.join(changed)}); "
