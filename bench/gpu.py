@@ -10,10 +10,12 @@ Run from the repository root (ditkit need not be installed):
 2. Correctness of the fast path against float32 eager, on DiT-XL/2 with its zero-initialised layers
    perturbed (else the output is exactly 0): bf16 and tf32 forward, one bf16 training step (loss,
    gradient, loss after the AdamW step), compiled vs eager, and a short guided DDPM chain sampled
-   with the compiled, CUDA-graphed bf16 denoiser. Tolerances: `ditkit.bench.correctness`.
+   with the compiled, CUDA-graphed bf16 denoiser. Tolerances: `ditkit.bench.correctness`. Then the
+   trainer's step is run under CUDA's sync debug mode: it must make no host synchronisation.
 3. Throughput: training at batch 64 (tf32 eager = the official code's default mode, bf16 eager,
    bf16 compiled; the trainer's per-sample draws, and once device-side draws), memory at batch
-   256 with and without activation checkpointing, and 250-step DDPM sampling with guidance 4 at
+   256 with selective and full activation checkpointing (`ditkit.model.checkpointing`) and without,
+   and 250-step DDPM sampling with guidance 4 at
    batch 64 (timed over `--timed-steps` steps and reported as per step x 250: every step costs
    the same).
 
@@ -24,6 +26,7 @@ is expected to need, and a row that fails (e.g. out of memory) is recorded with 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import functools
 import gc
@@ -42,6 +45,7 @@ from ditkit.atomic import atomic_write_text
 from ditkit.bench import correctness as cx
 from ditkit.bench.report import environment, markdown_table
 from ditkit.bench.sample import SampleBenchConfig, bench_sample
+from ditkit.bench.syncs import count_host_syncs
 from ditkit.bench.timing import matmul_peak_tflops
 from ditkit.bench.train import TrainBenchConfig, bench_train, build_model
 
@@ -56,7 +60,7 @@ TARGET_GPU_GB = 80.0
 OFFICIAL_TRAIN_TF32, OFFICIAL_TRAIN_BF16, OFFICIAL_SAMPLE_TF32 = 181.0, 329.0, 1.35
 TRAIN_COLUMNS = [
     ("precision", "precision"), ("compile", "compile"), ("draws", "draws"), ("checkpointing", "ckpt blocks"),
-    ("batch", "batch"),
+    ("checkpoint_policy", "ckpt policy"), ("batch", "batch"),
     ("step_ms", "step ms"), ("images_per_s", "images/s"), ("tflops", "TFLOP/s"), ("mfu", "MFU"),
     ("mfu_bf16_peak", "MFU vs bf16 peak"), ("peak_mem_gb", "peak GB"),
     ("fits", f"fits {TARGET_GPU_GB:.0f} GB"),
@@ -118,7 +122,25 @@ def correctness(guard: Guard, setup: argparse.Namespace) -> list[dict[str, Any]]
         for c in check.evaluate(value):
             rows.append(c.as_dict())
             log(f"  {c.name}: {c.value:.2e} (tolerance {c.tolerance:.0e}) {'ok' if c.passed else 'FAIL'}")
+    if device.type == "cuda":
+        rows.append(host_sync_row(guard, model))
     return rows
+
+
+def host_sync_row(guard: Guard, model: torch.nn.Module) -> dict[str, Any]:
+    """Synchronisations per trainer step (bf16, eager, batch 8) counted by CUDA's sync debug mode;
+    valid only if the counter sees the one deliberate read that follows the steps."""
+    name = "trainer step: host synchronisations per step"
+    if not guard.allows(20):
+        return {"name": name, "error": "skipped: out of time"}
+    counts, status = attempt(lambda: count_host_syncs(copy.deepcopy(model).train(), batch=8))
+    if counts is None:
+        return {"name": name, "error": status}
+    if counts["read"] < 1:
+        return {"name": name, "error": "the sync counter missed the deliberate read; count not valid"}
+    check = cx.Check(name, counts["step"], 0.0)
+    log(f"  {name}: {check.value:g} (the read: {counts['read']:g}) {'ok' if check.passed else 'FAIL'}")
+    return check.as_dict()
 
 
 def _run_row(cfg: TrainBenchConfig | SampleBenchConfig, bf16_peak: float | None) -> dict[str, Any]:
@@ -128,6 +150,8 @@ def _run_row(cfg: TrainBenchConfig | SampleBenchConfig, bf16_peak: float | None)
     else:
         result, status = attempt(lambda: bench_sample(cfg))
     row = {**vars(cfg), **(result or {}), "status": status}
+    if isinstance(cfg, TrainBenchConfig) and not row["checkpointing"]:
+        row["checkpoint_policy"] = "-"  # no block is checkpointed
     if result is None:
         return row
     if isinstance(cfg, TrainBenchConfig):
@@ -151,13 +175,19 @@ def throughput(guard: Guard, setup: argparse.Namespace, bf16_peak: float | None)
     )  # fmt: skip
 
     def train(
-        batch: int, precision: str, compile: str, ckpt: int = 0, steps: int = 10, draws: str = "per-sample"
+        batch: int,
+        precision: str,
+        compile: str,
+        ckpt: int = 0,
+        steps: int = 10,
+        draws: str = "per-sample",
+        policy: str = "full",
     ) -> TrainBenchConfig:
         if setup.dry_run and compile != "none":
             precision = "fp32"
         return TrainBenchConfig(
-            **common, batch=batch, precision=precision, compile=compile, checkpointing=ckpt, steps=steps,
-            warmup=min(3, steps), draws=draws,
+            **common, batch=batch, precision=precision, compile=compile, checkpointing=ckpt,
+            checkpoint_policy=policy, steps=steps, warmup=min(3, steps), draws=draws,
         )  # fmt: skip
 
     def sample(precision: str, compile: str, graph: bool) -> SampleBenchConfig:
@@ -173,7 +203,9 @@ def throughput(guard: Guard, setup: argparse.Namespace, bf16_peak: float | None)
         (train(b, "bf16", "blocks", draws="device"), 25),  # the cost of the trainer's host-side draws
         (sample("tf32", "none", False), 30),
         (sample("bf16", "none", True), 25),
-        # Memory at batch 256: eager (no recompilation for the new batch size), then compiled.
+        # Memory at batch 256: eager (no recompilation for the new batch size), then compiled. Selective
+        # checkpointing (`ditkit.model.checkpointing`) first: the issue's fallback.
+        (train(256, "bf16", "none", ckpt=-1, steps=3, policy="selective"), 30),
         (train(256, "bf16", "none", ckpt=-1, steps=3), 30),
         (train(256, "bf16", "none", ckpt=14, steps=3), 30),
         (train(256, "bf16", "none", ckpt=0, steps=3), 30),
@@ -188,7 +220,8 @@ def throughput(guard: Guard, setup: argparse.Namespace, bf16_peak: float | None)
         rows = train_rows if is_train else sample_rows
         label = f"{'train' if is_train else 'sample'} {cfg.precision} compile={cfg.compile} batch={cfg.batch}"
         if isinstance(cfg, TrainBenchConfig):
-            label += f" checkpointing={cfg.checkpointing} draws={cfg.draws}"
+            policy = f" ({cfg.checkpoint_policy})" if cfg.checkpointing else ""
+            label += f" checkpointing={cfg.checkpointing}{policy} draws={cfg.draws}"
         if not guard.allows(need):
             log(f"  {label}: skipped ({guard.left():.0f} s left, needs {need:.0f})")
             rows.append({**vars(cfg), "status": "skipped: out of time"})

@@ -197,3 +197,15 @@ def test_bf16_autocast_keeps_float32_master_weights(tmp_path):
     assert bf16.loss == pytest.approx(fp32.loss, rel=1e-2) and bf16.loss != fp32.loss
     weights = load_file(str(bf16.checkpoint / "model.safetensors"))
     assert all(v.dtype == torch.float32 for v in weights.values())
+
+
+@pytest.mark.parametrize("policy", ["full", "selective"])
+def test_activation_checkpointing_trains_the_same_weights(tmp_path, policy):
+    plain = train(tiny_config(tmp_path, out=str(tmp_path / "plain")), progress=False)
+    cfg = tiny_config(tmp_path, out=str(tmp_path / policy), checkpointing=2, checkpoint_policy=policy)
+    recomputed = train(cfg, progress=False)
+    assert load_model(recomputed.checkpoint).config.checkpoint_policy == policy
+    a = load_file(str(plain.checkpoint / "model.safetensors"))
+    b = load_file(str(recomputed.checkpoint / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)

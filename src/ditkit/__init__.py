@@ -75,6 +75,8 @@ _LAZY: dict[str, str] = {
     "ClassifierFreeGuidance": "ditkit.samplers.guidance",
     "bench_train": "ditkit.bench.train",
     "bench_sample": "ditkit.bench.sample",
+    "saved_activation_bytes": "ditkit.bench.activations",
+    "checkpoint_block": "ditkit.model.checkpointing",
     "compile_blocks": "ditkit.model.fast",
     "precision_context": "ditkit.model.fast",
     "fast_denoiser": "ditkit.model.fast",

@@ -212,7 +212,8 @@ def check_plan(
     """The fast path's checks on `model` (perturb it first), cheapest first.
 
     bf16 (and on CUDA tf32) forward at `small_batch`; one bf16 training step eager at
-    `small_batch` and compiled at `batch`; the compiled bf16 forward at 2 x `batch` (the guided
+    `small_batch` and compiled at `batch`; one fp32 training step compiled against eager at
+    `small_batch`; the compiled bf16 forward at 2 x `batch` (the guided
     sampling batch); and a `sample_steps`-step guided DDPM chain through the compiled bf16
     denoiser (CUDA-graphed on CUDA) at `batch`, each against float32 eager.
     """
@@ -247,6 +248,12 @@ def check_plan(
                 lambda: train_step_errors(model, "bf16", batch, compile=compile, backend=backend),
                 train_tol,
                 150,
+            ),
+            PlannedCheck(  # exact arithmetic on both sides: a wrong compiled gradient cannot hide in bf16 noise
+                f"train step fp32 compiled ({compile}) vs eager",
+                lambda: train_step_errors(model, "fp32", small_batch, compile=compile, backend=backend),
+                {"": COMPILE_FP32_TOL},
+                90,
             ),
             PlannedCheck(
                 f"forward bf16 compiled ({compile})",

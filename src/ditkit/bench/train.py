@@ -20,6 +20,7 @@ from ditkit.bench.timing import (
     time_calls,
 )
 from ditkit.errors import UserError
+from ditkit.model.checkpointing import CHECKPOINT_POLICIES
 from ditkit.model.dit import DiT
 from ditkit.model.fast import apply_compile
 from ditkit.model.flops import count_gflops
@@ -33,7 +34,8 @@ FLOP_PER_MAC = 2
 
 @dataclass
 class TrainBenchConfig:
-    """What to time. Checkpointing is a block count (0 none, -1 all), as `DiTConfig.checkpointing`."""
+    """What to time. Checkpointing is a block count (0 none, -1 all), as `DiTConfig.checkpointing`;
+    `checkpoint_policy` ("full" or "selective") says how those blocks are checkpointed."""
 
     model: str = "DiT-XL/2"
     input_size: int = 32
@@ -43,6 +45,7 @@ class TrainBenchConfig:
     compile: str = "none"
     compile_backend: str = "inductor"
     checkpointing: int = 0
+    checkpoint_policy: str = "full"
     steps: int = 10
     warmup: int = 3
     device: str = "auto"
@@ -94,6 +97,13 @@ def _checkpoint_blocks(checkpointing: int, depth: int) -> int:
     return depth if checkpointing == -1 else checkpointing
 
 
+def _check_policy(policy: str) -> None:
+    if policy not in CHECKPOINT_POLICIES:
+        raise UserError(
+            f"unknown checkpoint policy {policy!r}; choose one of {', '.join(CHECKPOINT_POLICIES)}"
+        )
+
+
 def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[str, Any]:
     """Time `cfg.steps` training steps after `cfg.warmup` untimed ones.
 
@@ -109,7 +119,11 @@ def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[s
     if model is None:
         depth = get_config(cfg.model).depth
         ckpt = _checkpoint_blocks(cfg.checkpointing, depth)
-        model = build_model(cfg.model, cfg.input_size, cfg.num_classes, device, checkpointing=ckpt)
+        _check_policy(cfg.checkpoint_policy)
+        model = build_model(
+            cfg.model, cfg.input_size, cfg.num_classes, device,
+            checkpointing=ckpt, checkpoint_policy=cfg.checkpoint_policy,
+        )  # fmt: skip
     if not isinstance(model, DiT):
         raise UserError(f"bench_train times a DiT, got {type(model).__name__}")
     model.train()
@@ -139,6 +153,7 @@ def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[s
         "device": str(device),
         "device_name": device_name(device),
         "checkpointing": model.config.checkpointing,
+        "checkpoint_policy": model.config.checkpoint_policy,
         "step_ms": step_s * 1e3,
         "step_ms_min": min(times) * 1e3,
         **throughput_metrics(cfg.batch / step_s, gflop_per_image, peak),

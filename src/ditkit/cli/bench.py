@@ -1,4 +1,4 @@
-"""`ditkit bench train|sample|cpu-compare|check|peak`: speed, MFU, memory and numerics of the fast path."""
+"""`ditkit bench train|sample|memory|cpu-compare|check|peak`: speed, MFU, memory and numerics of the fast path."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import argparse
 EPILOG = """examples:
   ditkit bench train --model DiT-XL/2 --batch 64 --precision bf16 --compile blocks
   ditkit bench train --model DiT-XL/2 --batch 256 --checkpointing all      # memory at batch 256
+  ditkit bench train --model DiT-XL/2 --batch 256 --checkpointing all --checkpoint-policy selective
+  ditkit bench memory --threads 1              # activations saved per image, none/full/selective
   ditkit bench sample --model DiT-XL/2 --batch 64 --timed-steps 25         # 250-step DDPM, CFG 4
   ditkit bench train --model DiT-XS/2 --num-classes 10 --batch 8 --device cpu
   ditkit bench cpu-compare                     # fast path vs plain float32 step, interleaved
@@ -59,6 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--checkpointing", default="0",
         help="activation checkpointing: number of blocks to recompute, or 'all' (default 0)",
     )  # fmt: skip
+    t.add_argument(
+        "--checkpoint-policy", choices=["full", "selective"], default="full",
+        help="full: recompute whole blocks; selective: keep matmul and attention outputs (default full)",
+    )  # fmt: skip
     t.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     t.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     t.add_argument("--attention", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"])
@@ -85,6 +91,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--warmup", type=int, default=2, help="untimed 2-step chains first (default 2)")
     s.set_defaults(func=run)
+
+    m = sub.add_parser(
+        "memory", help="count the activations saved for backward under each checkpoint policy",
+        description="Count the bytes of activations a training forward keeps for backward (unique "
+        "storages, on any device), per image, with no checkpointing and with every block checkpointed "
+        "under the full and selective policies, and project them to a batch. Activations only: not a "
+        "GPU memory measurement.",
+        epilog=EPILOG, formatter_class=fmt,
+    )  # fmt: skip
+    m.add_argument("--model", default="DiT-XL/2", help="preset (default DiT-XL/2)")
+    m.add_argument("--input-size", type=int, default=32, help="latent side (default 32: 256x256 images)")
+    m.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000)")
+    m.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: bf16 then fp32")
+    m.add_argument(
+        "--policies", default="none,full,selective", help="comma-separated (default none,full,selective)"
+    )
+    m.add_argument(
+        "--batches", default="1,2",
+        help="two batch sizes counted, to split per-image from fixed bytes (default 1,2)",
+    )  # fmt: skip
+    m.add_argument("--project", type=int, default=256, help="batch size to project to (default 256)")
+    m.add_argument("--device", default="cpu", help="device to count on (default cpu)")
+    m.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    m.add_argument("--json", action="store_true", help="print the result as JSON")
+    m.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    m.set_defaults(func=run)
 
     c = sub.add_parser(
         "cpu-compare", help="the project's training step vs a plain float32 one, interleaved",
@@ -152,6 +185,15 @@ def _checkpointing(value: str) -> int:
     return int(value)
 
 
+def _ints(flag: str, value: str) -> list[int]:
+    from ditkit.errors import UserError
+
+    parts = [v.strip() for v in value.split(",") if v.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise UserError(f"{flag} takes comma-separated whole numbers, got {value!r}")
+    return [int(p) for p in parts]
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -172,6 +214,15 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     elif what == "peak":
         result = report.peak_table(args.device, args.precision, args.size)
+    elif what == "memory":
+        from ditkit.bench.activations import activation_memory, format_activation_table
+
+        result = activation_memory(
+            model=args.model, input_size=args.input_size, num_classes=args.num_classes,
+            precisions=[args.precision] if args.precision else ["bf16", "fp32"],
+            policies=[p.strip() for p in args.policies.split(",") if p.strip()],
+            batches=_ints("--batches", args.batches), project=args.project, device=args.device, seed=args.seed,
+        )  # fmt: skip
     elif what == "cpu-compare":
         from ditkit.bench.compare import CompareConfig, compare_steps
 
@@ -199,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
 
             result = bench_train(
                 TrainBenchConfig(
-                    **common, checkpointing=_checkpointing(args.checkpointing), steps=args.steps,
+                    **common, checkpointing=_checkpointing(args.checkpointing),
+                    checkpoint_policy=args.checkpoint_policy, steps=args.steps,
                     attention=args.attention, optimizer=args.optimizer, ema=args.ema, draws=args.draws,
                 )
             )  # fmt: skip
@@ -215,5 +267,8 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     if args.out:
         atomic_write_text(args.out, text + "\n")
+    if what == "memory":
+        print(text if args.json else format_activation_table(result))
+        return 0
     print(text if args.json else report.format_result(what, result))
     return 1 if what == "check" and not result["passed"] else 0

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ditkit.model.checkpointing import checkpoint_block
+
 # LayerNorm epsilon of the official implementation.
 NORM_EPS = 1e-6
 
@@ -99,7 +101,21 @@ class DiTBlock(nn.Module):
             self.norm_cross = _norm(hidden_size)
             self.cross_attn = CrossAttention(hidden_size, num_heads)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, context: torch.Tensor, checkpoint_policy: str | None = None
+    ) -> torch.Tensor:
+        """(B, N, D) tokens, (B, D) conditioning, (B, 1 or 2, D) condition tokens -> (B, N, D).
+
+        With `checkpoint_policy` ("full" or "selective", see `ditkit.model.checkpointing`) the block
+        recomputes activations in backward. The checkpoint sits inside this method so that a block
+        compiled in place (`ditkit.model.fast.compile_blocks`) has it inside its graph, where the
+        compiler applies the policy to the ops it sees.
+        """
+        if checkpoint_policy is not None and torch.is_grad_enabled():
+            return checkpoint_block(self._forward, x, c, context, policy=checkpoint_policy)
+        return self._forward(x, c, context)
+
+    def _forward(self, x: torch.Tensor, c: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         if self.design == "adaln-zero":
             shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=1)
             x = x + gate1.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift1, scale1))

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ditkit.model.blocks import BLOCK_DESIGNS, DiTBlock, FinalLayer
+from ditkit.model.checkpointing import check_policy
 from ditkit.model.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d
 
 # Probability of replacing a label by the null class during training (DiT, Sec. 3.1 / App. A).
@@ -37,6 +37,9 @@ class DiTConfig:
         block: conditioning design, one of "adaln-zero", "adaln", "cross-attention", "in-context".
         checkpointing: recompute the activations of the first `checkpointing` blocks in backward
             (0: none; depth or more: all) to save memory.
+        checkpoint_policy: how those blocks are checkpointed: "full" (keep only each block's input,
+            recompute the whole block) or "selective" (also keep the matmul and attention outputs,
+            recompute only the elementwise ops); see `ditkit.model.checkpointing`.
     """
 
     input_size: int | tuple[int, int] = 32
@@ -51,6 +54,7 @@ class DiTConfig:
     learn_sigma: bool = True
     block: str = "adaln-zero"
     checkpointing: int = 0
+    checkpoint_policy: str = "full"
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -58,6 +62,7 @@ class DiTConfig:
             self.input_size = tuple(self.input_size)  # type: ignore[assignment]
         if self.block not in BLOCK_DESIGNS:
             raise ValueError(f"unknown block design {self.block!r}; choose one of {', '.join(BLOCK_DESIGNS)}")
+        check_policy(self.checkpoint_policy)
         h, w = self.size_hw
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"input size {h}x{w} is not a multiple of the patch size {self.patch_size}")
@@ -187,7 +192,9 @@ class DiT(nn.Module):
             raise ValueError(f"model expects inputs of size {self.config.size_hw}, got {tuple(x.shape[-2:])}")
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        tokens = self.x_embedder(x) + self.pos_embed  # (B, N, D)
+        # (B, N, D), made contiguous: the patch embedding's transpose leaves it strided, and blocks
+        # compiled by inductor (torch 2.13, CPU) return wrong gradients for a transposed input.
+        tokens = (self.x_embedder(x) + self.pos_embed).contiguous()
         c = self.t_embedder(t)  # (B, D)
         context = [c]
         if self.null_class is not None:
@@ -201,11 +208,9 @@ class DiT(nn.Module):
         n_image = tokens.shape[1]
         if self.config.block == "in-context":
             tokens = torch.cat([tokens, cond_tokens.to(tokens.dtype)], dim=1)  # (B, N + 2, D)
-        n_ckpt = self.config.checkpointing
+        n_ckpt = self.config.checkpointing if self.training else 0
         for i, block in enumerate(self.blocks):
-            if self.training and i < n_ckpt and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, c, cond_tokens, use_reentrant=False)
-            else:
-                tokens = block(tokens, c, cond_tokens)
+            policy = self.config.checkpoint_policy if i < n_ckpt else None
+            tokens = block(tokens, c, cond_tokens, checkpoint_policy=policy)
         tokens = tokens[:, :n_image]
         return self.unpatchify(self.final_layer(tokens, c))  # (B, out_channels, H, W)

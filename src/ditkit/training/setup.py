@@ -80,6 +80,7 @@ def model_config(config: TrainConfig, data: DataSetup) -> DiTConfig:
         learn_sigma=config.learn_sigma,
         class_dropout_prob=config.class_dropout,
         checkpointing=config.checkpointing,
+        checkpoint_policy=config.checkpoint_policy,
     )
     fields.update(config.model_overrides)
     try:
