@@ -19,6 +19,7 @@ from torch import nn
 from ditkit.diffusion.gaussian import GaussianDiffusion
 from ditkit.diffusion.schedule import make_schedule
 from ditkit.errors import UserError
+from ditkit.model.dit import DiTConfig
 from ditkit.training.ema import EMA
 from ditkit.training.randomness import draw_step
 from ditkit.training.setup import fused_supported
@@ -38,7 +39,7 @@ def trainer_step(model: nn.Module, batch: int, seed: int = 0) -> tuple[Callable[
         seed: seeds the synthetic batch and the draws.
     """
     device = next(model.parameters()).device
-    config = model.config  # type: ignore[attr-defined]
+    config: DiTConfig = model.config  # type: ignore[assignment]
     h, w = config.size_hw
     g = torch.Generator("cpu").manual_seed(seed)
     x = torch.randn(batch, config.in_channels, h, w, generator=g).to(device)
