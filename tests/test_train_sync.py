@@ -125,3 +125,21 @@ def test_auto_precision_and_compile_resolve_per_device(tmp_path, capsys):
 
     with pytest.raises(UserError, match="tf32 needs a CUDA device"):
         train(tiny_config(tmp_path, steps=1, precision="tf32", out=str(tmp_path / "tf32")), progress=False)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_like_eager(tmp_path):
+    """`--compile blocks` (the CUDA default; inductor) with selective checkpointing follows the eager run."""
+    import json
+
+    torch._dynamo.reset()
+    runs = {}
+    for how in ("none", "blocks"):
+        cfg = tiny_config(
+            tmp_path, out=str(tmp_path / how), compile=how, checkpointing=1, checkpoint_policy="selective"
+        )
+        result = train(cfg, progress=False)
+        lines = result.out.joinpath("metrics.jsonl").read_text().splitlines()
+        runs[how] = [json.loads(line)["loss"] for line in lines if line]
+    assert len(runs["blocks"]) == 4
+    assert runs["blocks"] == pytest.approx(runs["none"], rel=1e-4)
