@@ -31,6 +31,8 @@ from ditkit.training.ema import EMA
 
 TINY = dict(model="DiT-T/2", input_size=8, num_classes=10, device="cpu")
 ROOT = Path(__file__).resolve().parents[1]
+# TINY as `ditkit bench train|check` options, with batches of 2.
+TINY_FLAGS = "--model DiT-T/2 --input-size 8 --num-classes 10 --batch 2 --device cpu".split()
 
 
 def positive(value):
@@ -121,20 +123,8 @@ def test_time_calls():
 
 def test_cli_train_json_and_out_file(tmp_path, capsys):
     out = tmp_path / "r.json"
-    argv = [
-        "bench",
-        "train",
-        "--model",
-        "DiT-T/2",
-        "--input-size",
-        "8",
-        "--num-classes",
-        "10",
-        "--batch",
-        "2",
-    ]
-    argv += ["--device", "cpu", "--steps", "1", "--warmup", "0", "--no-peak", "--json", "--out", str(out)]
-    assert main(argv) == 0
+    argv = ["bench", "train", *TINY_FLAGS, "--steps", "1", "--warmup", "0", "--no-peak", "--json"]
+    assert main([*argv, "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     assert printed["mfu"] is None and positive(printed["images_per_s"])
@@ -143,28 +133,16 @@ def test_cli_train_json_and_out_file(tmp_path, capsys):
 def test_cli_text_reports_and_errors(capsys):
     assert main(["bench", "peak", "--device", "cpu", "--precision", "fp32", "--size", "64"]) == 0
     assert "TFLOP/s" in capsys.readouterr().out
-    argv = [
-        "bench",
-        "train",
-        "--model",
-        "DiT-T/2",
-        "--input-size",
-        "8",
-        "--num-classes",
-        "10",
-        "--batch",
-        "2",
-    ]
-    assert main([*argv, "--device", "cpu", "--steps", "1", "--warmup", "0", "--no-peak"]) == 0
+    argv = ["bench", "train", *TINY_FLAGS]
+    assert main([*argv, "--steps", "1", "--warmup", "0", "--no-peak"]) == 0
     assert "images/s" in capsys.readouterr().out
-    assert main([*argv, "--device", "cpu", "--checkpointing", "some"]) == 2
+    assert main([*argv, "--checkpointing", "some"]) == 2
     assert "--checkpointing" in capsys.readouterr().err
-    assert main([*argv, "--device", "cpu", "--precision", "tf32"]) == 2
+    assert main([*argv, "--precision", "tf32"]) == 2
 
 
 def test_cli_check_reports_every_check(capsys):
-    argv = ["bench", "check", "--model", "DiT-T/2", "--input-size", "8", "--num-classes", "10"]
-    assert main([*argv, "--batch", "2", "--device", "cpu", "--sample-steps", "3", "--json"]) == 0
+    assert main(["bench", "check", *TINY_FLAGS, "--sample-steps", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     names = [c["name"] for c in result["checks"]]
     assert names[0] == "forward bf16 vs fp32" and any("DDPM" in n for n in names)

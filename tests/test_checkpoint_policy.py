@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import randomise_weights
 from torch import nn
 
 from ditkit.bench.activations import activation_memory, measure_row, saved_activation_bytes
@@ -31,12 +32,7 @@ def tiny(policy=None, **kw):
     )  # fmt: skip
     torch.manual_seed(0)
     model = DiT(config)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name != "pos_embed":  # adaLN-Zero layers start at zero: give every weight a value
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return model.train()
+    return randomise_weights(model).train()
 
 
 def loss_and_grads(model, batch=3):

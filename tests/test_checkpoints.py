@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from helpers import random_dit, random_tiny_dit, tiny_dit_config
 from safetensors.torch import save_file
 
 import ditkit
@@ -16,25 +17,6 @@ from ditkit.errors import UserError
 from ditkit.model.blocks import BLOCK_DESIGNS
 from ditkit.model.dit import DiT, DiTConfig
 from ditkit.model.presets import get_config
-
-
-def tiny_config(**kw):
-    fields = dict(
-        input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10
-    )
-    fields.update(kw)
-    return DiTConfig(**fields)
-
-
-def randomised(config, seed=0):
-    """A DiT with every weight random (not the zero init), so that outputs depend on all of them."""
-    model = DiT(config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name != "pos_embed":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return model.eval()
 
 
 def outputs(model, seed=1):
@@ -76,7 +58,7 @@ def training_dict(model, ema, args):
 
 
 def test_plain_official_state_dict_loads_with_inferred_config(tmp_path):
-    model = randomised(tiny_config())
+    model = random_tiny_dit()
     torch.save(model.state_dict(), tmp_path / "DiT-T-2.pt")
     loaded = load_checkpoint(tmp_path / "DiT-T-2.pt")
     assert loaded.kind == "official" and loaded.weights == "weights"
@@ -101,8 +83,8 @@ def test_infers_the_papers_models_from_shapes(name, input_size):
 
 def test_training_dict_prefers_ema_and_reads_args(tmp_path):
     # hidden 48 with 3 heads matches no paper size and is not hidden/64: heads must come from args.model.
-    config = tiny_config(hidden_size=48, num_heads=3)
-    model, ema = randomised(config, seed=0), randomised(config, seed=1)
+    config = tiny_dit_config(hidden_size=48, num_heads=3)
+    model, ema = random_dit(config, seed=0), random_dit(config, seed=1)
     args = argparse.Namespace(model="DiT-XS/2", image_size=64, num_classes=10, vae="ema", global_seed=0)
     torch.save(training_dict(model, ema, args), tmp_path / "0050000.pt")
 
@@ -120,7 +102,7 @@ def test_training_dict_prefers_ema_and_reads_args(tmp_path):
 
 
 def test_heads_are_guessed_with_a_note_and_can_be_overridden(tmp_path):
-    model = randomised(tiny_config(hidden_size=128, depth=1, num_heads=4))
+    model = random_tiny_dit(hidden_size=128, depth=1, num_heads=4)
     torch.save(model.state_dict(), tmp_path / "m.pt")
     guessed = load_checkpoint(tmp_path / "m.pt")
     assert guessed.config.num_heads == 2 and "guessed" in guessed.notes[0]
@@ -130,7 +112,7 @@ def test_heads_are_guessed_with_a_note_and_can_be_overridden(tmp_path):
 
 
 def test_non_square_grid_needs_the_input_size(tmp_path):
-    model = randomised(tiny_config(input_size=(8, 16)))
+    model = random_tiny_dit(input_size=(8, 16))
     torch.save(model.state_dict(), tmp_path / "wide.pt")
     with pytest.raises(UserError, match="not a square grid"):
         load_model(tmp_path / "wide.pt")
@@ -141,9 +123,7 @@ def test_non_square_grid_needs_the_input_size(tmp_path):
 @pytest.mark.parametrize("block", BLOCK_DESIGNS)
 @pytest.mark.parametrize(("learn_sigma", "num_classes"), [(True, 10), (False, 0)])
 def test_config_inference_every_design(tmp_path, block, learn_sigma, num_classes):
-    model = randomised(
-        tiny_config(block=block, learn_sigma=learn_sigma, num_classes=num_classes, patch_size=4)
-    )
+    model = random_tiny_dit(block=block, learn_sigma=learn_sigma, num_classes=num_classes, patch_size=4)
     torch.save(model.state_dict(), tmp_path / "m.pt")
     loaded = load_model(tmp_path / "m.pt")
     assert loaded.config == model.config
@@ -151,7 +131,7 @@ def test_config_inference_every_design(tmp_path, block, learn_sigma, num_classes
 
 
 def test_wrapper_prefixes_and_plain_safetensors(tmp_path):
-    model = randomised(tiny_config())
+    model = random_tiny_dit()
     torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "ddp.pt")
     assert_same_weights(load_model(tmp_path / "ddp.pt"), model)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "plain.safetensors"))
@@ -172,7 +152,7 @@ class _Exploit:
 
 def test_pickled_code_is_never_run(tmp_path):
     marker = tmp_path / "pwned"
-    state = randomised(tiny_config()).state_dict()
+    state = random_tiny_dit().state_dict()
     torch.save({"ema": state, "args": _Exploit(str(marker))}, tmp_path / "evil.pt")
     with pytest.raises(UserError, match=r"pickled Python objects \((os|posix)\.makedirs\)"):
         load_model(tmp_path / "evil.pt")
@@ -188,7 +168,7 @@ def _not_a_dit(tmp_path, case):
     elif case == "text":
         path.write_text("hello, not a checkpoint\n")
     elif case == "truncated":
-        torch.save(randomised(tiny_config()).state_dict(), path)
+        torch.save(random_tiny_dit().state_dict(), path)
         path.write_bytes(path.read_bytes()[:2000])
     elif case == "missing":
         path = tmp_path / "nope.pt"
@@ -224,12 +204,12 @@ def test_files_that_are_not_dits_give_one_line_errors(tmp_path, case, message):
 
 
 def test_missing_tensor_and_wrong_config_are_named(tmp_path):
-    state = randomised(tiny_config()).state_dict()
+    state = random_tiny_dit().state_dict()
     del state["blocks.1.mlp.fc2.bias"]
     torch.save(state, tmp_path / "m.pt")
     with pytest.raises(UserError, match=r"missing keys blocks\.1\.mlp\.fc2\.bias"):
         load_model(tmp_path / "m.pt")
-    torch.save(randomised(tiny_config()).state_dict(), tmp_path / "ok.pt")
+    torch.save(random_tiny_dit().state_dict(), tmp_path / "ok.pt")
     with pytest.raises(UserError, match=r"wrong shapes y_embedder\.embedding_table\.weight"):
         load_model(tmp_path / "ok.pt", config={"num_classes": 5})
 
@@ -238,7 +218,7 @@ def test_missing_tensor_and_wrong_config_are_named(tmp_path):
 
 
 def test_folder_round_trip_keeps_both_weight_sets_and_extra(tmp_path):
-    model, ema = randomised(tiny_config(checkpointing=1), 0), randomised(tiny_config(checkpointing=1), 1)
+    model, ema = random_tiny_dit(seed=0, checkpointing=1), random_tiny_dit(seed=1, checkpointing=1)
     extra = {"first_stage": {"kind": "identity", "channels": 4}, "class_names": [str(i) for i in range(10)]}
     path = save_model(model, tmp_path / "ckpt", ema=ema, extra=extra)
     assert sorted(os.listdir(path)) == ["config.json", "ema.safetensors", "model.safetensors"]
@@ -258,14 +238,14 @@ def test_folder_round_trip_keeps_both_weight_sets_and_extra(tmp_path):
 
 @pytest.mark.parametrize("block", BLOCK_DESIGNS)
 def test_folder_round_trip_every_design(tmp_path, block):
-    model = randomised(tiny_config(block=block, input_size=(8, 4), num_classes=0, learn_sigma=False))
+    model = random_tiny_dit(block=block, input_size=(8, 4), num_classes=0, learn_sigma=False)
     loaded = load_checkpoint(save_model(model, tmp_path / "c"))
     assert loaded.config == model.config and loaded.weights == "model"  # "ema" falls back to the only set
     assert torch.equal(outputs(loaded.model), outputs(model))
 
 
 def test_single_file_form(tmp_path):
-    model, ema = randomised(tiny_config(), 0), randomised(tiny_config(), 1)
+    model, ema = random_tiny_dit(seed=0), random_tiny_dit(seed=1)
     path = save_model(model, tmp_path / "m.safetensors", ema=ema, extra={"image_size": 64})
     loaded = load_checkpoint(path)
     assert (loaded.kind, loaded.weights, loaded.extra) == ("ditkit", "ema", {"image_size": 64})
@@ -275,7 +255,7 @@ def test_single_file_form(tmp_path):
 
 
 def test_save_is_atomic_and_replaces_only_checkpoints(tmp_path):
-    model = randomised(tiny_config())
+    model = random_tiny_dit()
     path = tmp_path / "ckpt"
 
     def fail(folder):
@@ -288,7 +268,7 @@ def test_save_is_atomic_and_replaces_only_checkpoints(tmp_path):
 
     save_model(model, path, add_files=lambda folder: torch.save({"step": 7}, folder / "train_state.pt"))
     assert (path / "train_state.pt").is_file()
-    newer = randomised(tiny_config(), seed=5)
+    newer = random_tiny_dit(seed=5)
     save_model(newer, path)  # replaces the whole checkpoint, extra files included
     assert sorted(os.listdir(path)) == ["config.json", "model.safetensors"]
     assert_same_weights(load_model(path), newer)
@@ -301,7 +281,7 @@ def test_save_is_atomic_and_replaces_only_checkpoints(tmp_path):
 
 
 def test_model_is_ema_and_overrides_of_a_stored_config(tmp_path):
-    ema = randomised(tiny_config())
+    ema = random_tiny_dit()
     path = save_model(ema, tmp_path / "c", model_is_ema=True)
     assert sorted(os.listdir(path)) == ["config.json", "ema.safetensors"]
     loaded = load_checkpoint(path, config={"class_dropout_prob": 0.0})
@@ -311,7 +291,7 @@ def test_model_is_ema_and_overrides_of_a_stored_config(tmp_path):
 
 
 def test_newer_format_version_is_refused(tmp_path):
-    path = save_model(randomised(tiny_config()), tmp_path / "c")
+    path = save_model(random_tiny_dit(), tmp_path / "c")
     header = json.loads((path / "config.json").read_text())
     header["format_version"] = 99
     (path / "config.json").write_text(json.dumps(header))
@@ -327,8 +307,8 @@ def test_public_api_names():
 
 
 def test_convert_cli_official_training_dict_to_ditkit(tmp_path, capsys):
-    config = tiny_config()
-    model, ema = randomised(config, 0), randomised(config, 1)
+    config = tiny_dit_config()
+    model, ema = random_dit(config, 0), random_dit(config, 1)
     args = argparse.Namespace(model="DiT-T/2", image_size=64, vae="mse")
     torch.save(training_dict(model, ema, args), tmp_path / "0001000.pt")
     assert main(["convert", str(tmp_path / "0001000.pt"), str(tmp_path / "out")]) == 0
@@ -343,7 +323,7 @@ def test_convert_cli_official_training_dict_to_ditkit(tmp_path, capsys):
 
 
 def test_convert_cli_overrides_and_errors(tmp_path, capsys):
-    model = randomised(tiny_config(hidden_size=128, depth=1, num_heads=4))
+    model = random_tiny_dit(hidden_size=128, depth=1, num_heads=4)
     torch.save(model.state_dict(), tmp_path / "m.pt")
     assert (
         main(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import write_fake_fmnist
 
 from ditkit.data.build import build_dataset
 from ditkit.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES
@@ -15,21 +15,9 @@ from ditkit.data.fashion_mnist_dataset import FashionMNISTDataset, fit_fashion_i
 from ditkit.errors import UserError
 
 
-def _idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
 def make_fashion_idx(root: Path, n: int = 12, seed: int = 0) -> Path:
     """Write a tiny Fashion-MNIST lookalike (train and test) as gzipped IDX files."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix in ("train", "t10k"):
-        images = rng.integers(1, 256, (n, 28, 28), dtype=np.uint8)  # never 0, so padding is recognisable
-        labels = np.arange(n) % 10
-        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(images)))
-        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(labels)))
-    return root
+    return write_fake_fmnist(root, n, seed, min_pixel=1)  # never 0, so padding is recognisable
 
 
 def test_pad_to_32_with_black_border(tmp_path):

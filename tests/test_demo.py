@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import write_fake_fmnist
 from PIL import Image
-from test_train_support import write_fake_fmnist
 
 from ditkit.checkpoints import load_model
 from ditkit.demo.recipe import DemoRecipe
@@ -33,7 +33,6 @@ def untrained_classifier(monkeypatch):
 
 
 def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifier, capsys):
-    torch.set_num_threads(1)
     data = write_fake_fmnist(tmp_path / "fmnist")
     out = tmp_path / "demo"
     report = run_demo(data, out, recipe=TINY, per_class=3, device="cpu", progress=False)

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel
+from helpers import random_dit, random_tiny_dit, tiny_dit_config
 
 from ditkit.checkpoints import (
     export_diffusers,
@@ -16,26 +17,6 @@ from ditkit.checkpoints import (
 )
 from ditkit.cli.main import main
 from ditkit.errors import UserError
-from ditkit.model.dit import DiT, DiTConfig
-
-
-def tiny_config(**kw):
-    fields = dict(
-        input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10
-    )
-    fields.update(kw)
-    return DiTConfig(**fields)
-
-
-def randomised(config, seed=0):
-    """Every weight random (adaLN and output layers start at zero otherwise, hiding most mistakes)."""
-    model = DiT(config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name != "pos_embed":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return model.eval()
 
 
 def with_dit_frequencies(transformer):
@@ -72,8 +53,8 @@ def assert_agree(ours, theirs):
     ids=["sigma", "fixed-sigma-p4", "unconditional"],
 )
 def test_forward_agrees_with_diffusers_with_and_without_labels(fields):
-    config = tiny_config(**fields)
-    model = randomised(config)
+    config = tiny_dit_config(**fields)
+    model = random_dit(config)
     transformer = with_dit_frequencies(to_diffusers_transformer(model))
     x, t, y = batch(config)
     null = torch.full_like(y, config.num_classes if config.conditional else 0)
@@ -88,7 +69,7 @@ def test_forward_agrees_with_diffusers_with_and_without_labels(fields):
 
 def test_stock_diffusers_timestep_features_differ_from_dit():
     """Documents the one mismatch: identical at t = 0, different for t > 0 unless the spacing is fixed."""
-    model = randomised(tiny_config())
+    model = random_tiny_dit()
     transformer = to_diffusers_transformer(model)
     x, _, y = batch(model.config)
     with torch.no_grad():
@@ -100,7 +81,7 @@ def test_stock_diffusers_timestep_features_differ_from_dit():
 
 
 def test_transformer_folder_round_trip(tmp_path):
-    model = randomised(tiny_config())
+    model = random_tiny_dit()
     out = export_diffusers(model, tmp_path / "hf", pipeline=False)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["_class_name"] == "DiTTransformer2DModel" and cfg["norm_eps"] == 1e-6
@@ -134,7 +115,7 @@ def tiny_vae(folder):
 
 def test_complete_pipeline_loads_and_samples_with_guidance(tmp_path):
     # 1000 classes: DiTPipeline's guidance uses label 1000 as the null class.
-    model = randomised(tiny_config(num_classes=1000))
+    model = random_tiny_dit(num_classes=1000)
     names = [f"class {i}, alias {i}" for i in range(1000)]
     out = export_diffusers(model, tmp_path / "pipe", vae=tiny_vae(tmp_path / "vae"), class_names=names)
     sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
@@ -159,7 +140,7 @@ def test_complete_pipeline_loads_and_samples_with_guidance(tmp_path):
 
 
 def test_convert_cli_to_pipeline_and_back(tmp_path, capsys):
-    model = randomised(tiny_config())
+    model = random_tiny_dit()
     extra = {"diffusion": {"noise_schedule": "cosine", "diffusion_steps": 500}}
     src = save_model(model, tmp_path / "ckpt", extra=extra)
     vae = tiny_vae(tmp_path / "vae")
@@ -205,20 +186,20 @@ def test_convert_cli_to_pipeline_and_back(tmp_path, capsys):
 )
 def test_export_refuses_what_diffusers_cannot_hold(tmp_path, fields, message):
     with pytest.raises(UserError, match=message):
-        export_diffusers(randomised(tiny_config(**fields)), tmp_path / "o", pipeline=False)
+        export_diffusers(random_tiny_dit(**fields), tmp_path / "o", pipeline=False)
 
 
 def test_export_errors(tmp_path):
-    model = randomised(tiny_config())
+    model = random_tiny_dit()
     with pytest.raises(UserError, match="needs the first-stage VAE weights"):
         export_diffusers(model, tmp_path / "o")
     with pytest.raises(UserError, match="4 latent channels but the DiT takes 3"):
-        export_diffusers(randomised(tiny_config(in_channels=3)), tmp_path / "o", vae=tiny_vae(tmp_path / "v"))
+        export_diffusers(random_tiny_dit(in_channels=3), tmp_path / "o", vae=tiny_vae(tmp_path / "v"))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="refusing to replace"):
         export_diffusers(model, tmp_path / "mine", pipeline=False)
-    moved = randomised(tiny_config())
+    moved = random_tiny_dit()
     with torch.no_grad():
         moved.pos_embed.add_(0.1)
     with pytest.raises(UserError, match="not the fixed sin-cos table"):
@@ -227,7 +208,7 @@ def test_export_errors(tmp_path):
 
 
 def test_import_refuses_embedders_that_differ_between_blocks(tmp_path):
-    transformer = to_diffusers_transformer(randomised(tiny_config()))
+    transformer = to_diffusers_transformer(random_tiny_dit())
     with torch.no_grad():
         transformer.transformer_blocks[1].norm1.emb.timestep_embedder.linear_1.bias.add_(1.0)
     transformer.save_pretrained(tmp_path / "hf")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from test_train_support import assert_state_equal, tiny_config
 
 from ditkit.training import train
@@ -52,7 +51,6 @@ def _losses(folder):
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_match_one(tmp_path, parallel):
-    torch.set_num_threads(1)
     single = train(tiny_config(tmp_path, out=str(tmp_path / "one"), steps=3), progress=False)
     two = tiny_config(tmp_path, out=str(tmp_path / "two"), steps=3)
     done = _torchrun(two, parallel)

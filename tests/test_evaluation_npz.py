@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers import assert_junk_and_missing_files_rejected
 
 from ditkit.errors import UserError
 from ditkit.evaluation.npz_io import (
@@ -66,11 +67,7 @@ def test_fortran_ordered_array_is_read_correctly(tmp_path):
 
 
 def test_bad_files_are_clear_errors(tmp_path):
-    (tmp_path / "junk.npz").write_bytes(b"definitely not a zip")
-    with pytest.raises(UserError, match="not a readable .npz"):
-        NpzImages(tmp_path / "junk.npz")
-    with pytest.raises(UserError, match="no such file"):
-        NpzImages(tmp_path / "absent.npz")
+    assert_junk_and_missing_files_rejected(NpzImages, tmp_path, ".npz", "not a readable .npz", "no such file")
     np.savez(tmp_path / "nokey.npz", pictures=images())
     with pytest.raises(UserError, match="no .arr_0. array .*holds pictures"):
         NpzImages(tmp_path / "nokey.npz")

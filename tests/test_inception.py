@@ -12,6 +12,7 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
+from helpers import assert_junk_and_missing_files_rejected
 
 from ditkit.errors import UserError
 from ditkit.evaluation import inception_weights
@@ -161,11 +162,9 @@ def test_wrong_layout_is_a_clear_error(tmp_path, edit, message):
 
 
 def test_unreadable_or_missing_file_is_a_clear_error(tmp_path):
-    (tmp_path / "junk.pth").write_bytes(b"not a pickle")
-    with pytest.raises(UserError, match="cannot read Inception weights"):
-        load_inception(tmp_path / "junk.pth")
-    with pytest.raises(UserError, match="no Inception weights file"):
-        load_inception(tmp_path / "absent.pth")
+    assert_junk_and_missing_files_rejected(
+        load_inception, tmp_path, ".pth", "cannot read Inception weights", "no Inception weights file"
+    )
 
 
 def test_offline_without_path_asks_for_inception_flag(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import random_tiny_dit, randomise_weights, tiny_dit_config
 
 from ditkit.cli.main import main
 from ditkit.errors import UserError
@@ -15,20 +16,7 @@ from ditkit.model.presets import PAPER_PRESETS, create_model, get_config
 
 
 def tiny(**kw):
-    cfg = dict(
-        input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10
-    )
-    cfg.update(kw)
-    return DiT(DiTConfig(**cfg))
-
-
-def randomise(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name != "pos_embed":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return model
+    return DiT(tiny_dit_config(**kw))
 
 
 def inputs(b=3, c=4, h=8, w=8, seed=1):
@@ -43,7 +31,7 @@ def inputs(b=3, c=4, h=8, w=8, seed=1):
 @pytest.mark.parametrize("block", BLOCK_DESIGNS)
 @pytest.mark.parametrize("learn_sigma", [True, False])
 def test_output_shape_every_design(block, learn_sigma):
-    model = randomise(tiny(block=block, learn_sigma=learn_sigma)).eval()
+    model = random_tiny_dit(block=block, learn_sigma=learn_sigma)
     x, t, y = inputs()
     out = model(x, t, y)
     assert out.shape == (3, 8 if learn_sigma else 4, 8, 8)
@@ -71,7 +59,7 @@ def test_adaln_zero_blocks_start_as_identity_and_output_zero():
 
 
 def test_labels_change_the_output_and_null_class_is_last_row():
-    model = randomise(tiny()).eval()
+    model = random_tiny_dit()
     x, t, y = inputs()
     assert model.null_class == 10
     assert model.y_embedder.embedding_table.weight.shape == (11, 32)
@@ -84,7 +72,7 @@ def test_labels_change_the_output_and_null_class_is_last_row():
 
 
 def test_class_dropout_in_training_mode():
-    model = randomise(tiny(class_dropout_prob=1.0))
+    model = randomise_weights(tiny(class_dropout_prob=1.0))
     x, t, y = inputs()
     model.train()
     out_train = model(x, t, y)
@@ -94,14 +82,14 @@ def test_class_dropout_in_training_mode():
 
 @pytest.mark.parametrize("num_classes", [0, 1])
 def test_unconditional_model_ignores_labels(num_classes):
-    model = randomise(tiny(num_classes=num_classes)).eval()
+    model = random_tiny_dit(num_classes=num_classes)
     x, t, y = inputs()
     assert model.null_class is None and not hasattr(model, "y_embedder")
     assert torch.equal(model(x, t, y), model(x, t))
 
 
 def test_non_square_inputs_and_other_channels():
-    model = randomise(tiny(input_size=(8, 12), in_channels=1)).eval()
+    model = random_tiny_dit(input_size=(8, 12), in_channels=1)
     x = torch.randn(2, 1, 8, 12)
     assert model(x, torch.tensor([3, 7]), torch.tensor([0, 1])).shape == (2, 2, 8, 12)
     with pytest.raises(ValueError, match="expects inputs of size"):
@@ -119,8 +107,8 @@ def test_unpatchify_inverts_patch_layout():
 
 def test_checkpointing_gives_same_gradients():
     torch.manual_seed(0)
-    a = randomise(tiny())
-    b = randomise(tiny(checkpointing=2))
+    a = randomise_weights(tiny())
+    b = randomise_weights(tiny(checkpointing=2))
     x, t, y = inputs()
     for m in (a, b):
         m.train()

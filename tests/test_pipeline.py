@@ -5,34 +5,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import sampling_dit
 from PIL import Image
 
 from ditkit.checkpoints import save_model
 from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.first_stage.base import IdentityFirstStage
-from ditkit.model.presets import create_model
 from ditkit.sampling.pipeline import DiffusionSettings, DiTPipeline
 
 FAST = dict(num_steps=3, sampler="ddim", progress=False)
 NAMES = ["tee", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 
 
-def tiny_model(in_channels=1, num_classes=10, seed=0):
-    """A DiT-T/2 on 8x8 inputs with random weights (at init its output would be all zeros)."""
-    model = create_model("DiT-T/2", input_size=8, num_classes=num_classes, in_channels=in_channels)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name != "pos_embed":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def pipe():
-    torch.set_num_threads(1)
-    return DiTPipeline(tiny_model(), class_names=NAMES, device="cpu")
+    return DiTPipeline(sampling_dit(), class_names=NAMES, device="cpu")
 
 
 def test_output_types(pipe):
@@ -77,14 +65,14 @@ def test_default_seeds_and_names(pipe):
     assert pipe.class_name(9) == "ankle boot"
     with pytest.raises(UserError, match=r"did you mean: sneaker \(7\)"):
         pipe(["sneakers"], **FAST)
-    plain = DiTPipeline(tiny_model(), device="cpu")  # 10 classes, no names: indices only
+    plain = DiTPipeline(sampling_dit(), device="cpu")  # 10 classes, no names: indices only
     with pytest.raises(UserError, match="no class names"):
         plain(["tee"], **FAST)
     assert plain.resolve_labels(["3", 4]) == [3, 4]
 
 
 def test_bf16_autocast_close_to_fp32():
-    model = tiny_model()
+    model = sampling_dit()
     fp32 = DiTPipeline(model, device="cpu").sample_latents(
         [1], seeds=[0], num_steps=3, sampler="ddim", progress=False
     )
@@ -97,7 +85,7 @@ def test_bf16_autocast_close_to_fp32():
 
 
 def test_unconditional_model():
-    pipe = DiTPipeline(tiny_model(num_classes=0), device="cpu")
+    pipe = DiTPipeline(sampling_dit(num_classes=0), device="cpu")
     images = pipe(None, seeds=[0, 1], **FAST)
     assert images.shape == (2, 8, 8, 1)
     with pytest.raises(UserError, match="unconditional"):
@@ -108,10 +96,10 @@ def test_unconditional_model():
 
 def test_errors():
     with pytest.raises(UserError, match="channels"):
-        DiTPipeline(tiny_model(in_channels=4), IdentityFirstStage(3), device="cpu")
+        DiTPipeline(sampling_dit(in_channels=4), IdentityFirstStage(3), device="cpu")
     with pytest.raises(UserError, match="class names"):
-        DiTPipeline(tiny_model(), class_names=["a", "b"], device="cpu")
-    pipe = DiTPipeline(tiny_model(), device="cpu")
+        DiTPipeline(sampling_dit(), class_names=["a", "b"], device="cpu")
+    pipe = DiTPipeline(sampling_dit(), device="cpu")
     with pytest.raises(UserError, match="seed"):
         pipe.sample_latents([1, 2], seeds=[0], progress=False)
     with pytest.raises(UserError, match="noise"):
@@ -125,7 +113,7 @@ def test_diffusion_settings_from_checkpoint_records():
 
 
 def test_from_pretrained_ditkit_checkpoint(tmp_path):
-    model = tiny_model()
+    model = sampling_dit()
     extra = {"first_stage": {"kind": "identity", "channels": 1}, "class_names": NAMES}
     save_model(model, tmp_path / "ckpt", ema=model, extra=extra)
     loaded = DiTPipeline.from_pretrained(tmp_path / "ckpt", device="cpu")
@@ -137,7 +125,7 @@ def test_from_pretrained_ditkit_checkpoint(tmp_path):
 
 
 def test_from_pretrained_official_state_dict(tmp_path):
-    model = tiny_model(in_channels=4, num_classes=1000)
+    model = sampling_dit(in_channels=4, num_classes=1000)
     torch.save(model.state_dict(), tmp_path / "official.pt")
     pipe = DiTPipeline.from_pretrained(tmp_path / "official.pt", first_stage="identity", device="cpu")
     assert pipe.resolve_labels(["golden retriever"]) == [207]  # 1000 classes: ImageNet's names
@@ -146,7 +134,7 @@ def test_from_pretrained_official_state_dict(tmp_path):
 
 @pytest.mark.slow  # imports diffusers (several seconds)
 def test_official_state_dict_implies_the_sd_vae(tmp_path, monkeypatch):
-    torch.save(tiny_model(in_channels=4, num_classes=1000).state_dict(), tmp_path / "official.pt")
+    torch.save(sampling_dit(in_channels=4, num_classes=1000).state_dict(), tmp_path / "official.pt")
     # without an override, an official file implies DiT's SD VAE (not cached here: a clear error)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="sd-vae-ft-ema"):
@@ -154,7 +142,7 @@ def test_official_state_dict_implies_the_sd_vae(tmp_path, monkeypatch):
 
 
 def test_cli_sample_writes_grid_images_and_record(tmp_path, capsys):
-    model = tiny_model()
+    model = sampling_dit()
     save_model(
         model,
         tmp_path / "ckpt",
@@ -196,7 +184,7 @@ def test_cli_sample_writes_grid_images_and_record(tmp_path, capsys):
 
 
 def test_cli_sample_typo_exits_2(tmp_path, capsys):
-    save_model(tiny_model(), tmp_path / "c.safetensors", extra={"class_names": NAMES})
+    save_model(sampling_dit(), tmp_path / "c.safetensors", extra={"class_names": NAMES})
     code = main(
         [
             "sample",
@@ -214,14 +202,14 @@ def test_cli_sample_typo_exits_2(tmp_path, capsys):
 
 
 def test_cli_list_classes_of_a_checkpoint(tmp_path, capsys):
-    save_model(tiny_model(), tmp_path / "c.safetensors", extra={"class_names": NAMES})
+    save_model(sampling_dit(), tmp_path / "c.safetensors", extra={"class_names": NAMES})
     assert main(["sample", str(tmp_path / "c.safetensors"), "--list-classes", "boot"]) == 0
     assert capsys.readouterr().out.splitlines() == ["    9  ankle boot"]
 
 
 def test_cli_sample_unconditional(tmp_path, capsys):
     save_model(
-        tiny_model(num_classes=0),
+        sampling_dit(num_classes=0),
         tmp_path / "u.safetensors",
         extra={"first_stage": {"kind": "identity", "channels": 1}},
     )
@@ -240,7 +228,7 @@ def test_cli_sample_unconditional(tmp_path, capsys):
     record = json.loads((out / "samples.json").read_text())
     assert [(e["class"], e["seed"]) for e in record["images"]] == [(None, 0), (None, 1), (None, 2)]
     conditional = tmp_path / "c.safetensors"
-    save_model(tiny_model(), conditional, extra={"first_stage": {"kind": "identity", "channels": 1}})
+    save_model(sampling_dit(), conditional, extra={"first_stage": {"kind": "identity", "channels": 1}})
     assert main(["sample", str(conditional), "--steps", "2", "--out", str(out)]) == 2
     assert "--class" in capsys.readouterr().err
 
@@ -249,7 +237,7 @@ def test_cli_sample_unconditional(tmp_path, capsys):
 def test_from_pretrained_diffusers_transformer_folder(tmp_path):
     from ditkit.checkpoints import export_diffusers
 
-    model = tiny_model()
+    model = sampling_dit()
     export_diffusers(model, tmp_path / "hf", pipeline=False)
     loaded = DiTPipeline.from_pretrained(tmp_path / "hf", first_stage="identity", device="cpu")
     direct = DiTPipeline(model, device="cpu")

@@ -22,14 +22,6 @@ from ditkit.training.state import TRAIN_STATE_FILE, latest_checkpoint, load_trai
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _options(tmp_path, out, steps):
     # 64 items / 16 per step = 4 steps per epoch, so the resumed part crosses an epoch boundary;
     # accumulation, warmup, clipping and EMA warmup all carry state across the interruption.

@@ -11,16 +11,6 @@ from ditkit.errors import UserError
 from ditkit.samplers.api import sample
 from ditkit.samplers.base import StepInfo
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: torch's intra-op threads only add overhead on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SAMPLERS = [("ddpm", 12, 0.0), ("ddim", 10, 0.0), ("ddim", 10, 0.7), ("dpm++2m", 8, 0.0)]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pytest
 import torch
 from scipy.stats import norm, wasserstein_distance
 
@@ -30,14 +29,6 @@ VALLEY = -0.25  # between the modes: the density there is ~1e-5 of its peak
 GRID = np.linspace(-3.0, 3.0, 60001)
 N_QUANTILES = 2000
 N_RANDOM = 20000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def mixture_denoiser():

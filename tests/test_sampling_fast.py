@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
+from helpers import sampling_dit
 
 import ditkit.sampling.pipeline as pipeline_module
 from ditkit.checkpoints import save_model
 from ditkit.cli.main import build_parser, main
 from ditkit.errors import UserError
 from ditkit.model.fast import CudaGraphDenoiser, apply_compile
-from ditkit.model.presets import create_model
 from ditkit.samplers.api import sample
 from ditkit.sampling.pipeline import DiTPipeline
 from ditkit.sampling.sharded import MANIFEST_FILE, ShardedSettings, generate_sharded
@@ -21,23 +21,12 @@ DDIM3 = dict(num_steps=3, sampler="ddim", progress=False)
 BF16_SAMPLE_RTOL = 0.02
 
 
-def tiny_model(num_classes=10, seed=0):
-    """A DiT-T/2 on 8x8 one-channel inputs with random weights (at init its output would be all zeros)."""
-    model = create_model("DiT-T/2", input_size=8, num_classes=num_classes, in_channels=1)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name != "pos_embed":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
-
-
 def latents(pipe, labels=(1, 2, 3), seeds=(0, 1, 2), **kw):
     return pipe.sample_latents(list(labels), seeds=list(seeds), **{**DDIM3, **kw})
 
 
 def test_auto_precision_on_cpu_is_exact_fp32_and_the_old_path():
-    model = tiny_model()
+    model = sampling_dit()
     auto = DiTPipeline(model, device="cpu")
     assert auto.precision == "fp32" and auto.autocast is None
     out = latents(auto)
@@ -61,7 +50,7 @@ def test_auto_precision_on_cpu_is_exact_fp32_and_the_old_path():
 
 
 def test_bf16_takes_effect_on_cpu_within_tolerance():
-    model = tiny_model()
+    model = sampling_dit()
     fp32 = latents(DiTPipeline(model, device="cpu"))
     pipe = DiTPipeline(model, device="cpu", precision="bf16")
     assert pipe.precision == "bf16" and pipe.autocast is torch.bfloat16
@@ -74,7 +63,7 @@ def test_bf16_takes_effect_on_cpu_within_tolerance():
 
 
 def test_precision_choices_and_errors():
-    model = tiny_model()
+    model = sampling_dit()
     fp16 = DiTPipeline(model, device="cpu", dtype=torch.float16)  # no fast path: eager autocast
     assert fp16.precision == "fp16" and fp16.autocast is torch.float16
     assert fp16.model_fn() is not fp16.model_fn()
@@ -101,7 +90,7 @@ def test_the_fast_denoiser_is_built_once_and_reused(monkeypatch):
         return CudaGraphDenoiser(model, precision, cuda_graph)
 
     monkeypatch.setattr(pipeline_module, "fast_denoiser", counting)
-    pipe = DiTPipeline(tiny_model(), device="cpu", cuda_graph=False)
+    pipe = DiTPipeline(sampling_dit(), device="cpu", cuda_graph=False)
     first = latents(pipe, batch_size=1)
     again = latents(pipe, batch_size=2)
     assert len(built) == 1 and built[0] == (pipe.model, "fp32", False)
@@ -134,7 +123,7 @@ def test_graphs_captured_per_shape_are_reused_across_batches_and_calls(monkeypat
         return ReplayGraph(self, static, out), static, out
 
     monkeypatch.setattr(CudaGraphDenoiser, "_capture", capture)
-    model = tiny_model()
+    model = sampling_dit()
     eager = latents(DiTPipeline(model, device="cpu"), labels=[1, 2, 3, 4, 5], seeds=range(5), batch_size=2)
     pipe = DiTPipeline(model, device="cpu")
     pipe.model_fn().use_graph = True
@@ -152,9 +141,9 @@ def test_compile_is_applied_once_in_place(monkeypatch):
         calls.append((model, how))
         return apply_compile(model, how, backend="aot_eager")
 
-    eager = latents(DiTPipeline(tiny_model(), device="cpu"))
+    eager = latents(DiTPipeline(sampling_dit(), device="cpu"))
     monkeypatch.setattr(pipeline_module, "apply_compile", traced)
-    model = tiny_model()
+    model = sampling_dit()
     pipe = DiTPipeline(model, device="cpu", compile="blocks")
     assert len(calls) == 1 and calls[0][0] is model and calls[0][1] == "blocks" and pipe.model is model
     assert all(block._compiled_call_impl is not None for block in model.blocks)
@@ -164,7 +153,7 @@ def test_compile_is_applied_once_in_place(monkeypatch):
 
 
 def test_stand_in_models_run_eagerly_under_the_precision():
-    model = tiny_model()
+    model = sampling_dit()
     seen = []
 
     def stand_in(x, t, y):
@@ -180,7 +169,7 @@ def test_stand_in_models_run_eagerly_under_the_precision():
 
 
 def test_resume_reads_older_manifests_and_refuses_another_precision(tmp_path):
-    model = tiny_model()
+    model = sampling_dit()
     settings = ShardedSettings(num_samples=2, shard_size=2, num_steps=2, sampler="ddim")
     generate_sharded(DiTPipeline(model, device="cpu"), tmp_path, settings, progress=False)
     manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
@@ -207,7 +196,7 @@ def test_cli_speed_flags(command):
 
 def test_cli_sample_records_precision_and_rejects_tf32_on_cpu(tmp_path, capsys):
     ckpt = tmp_path / "c.safetensors"
-    save_model(tiny_model(), ckpt, extra={"first_stage": {"kind": "identity", "channels": 1}})
+    save_model(sampling_dit(), ckpt, extra={"first_stage": {"kind": "identity", "channels": 1}})
     args = ["sample", str(ckpt), "--class", "3", "--num-per-class", "1", "--sampler", "ddim", "--steps", "2"]
     args += ["--device", "cpu", "--quiet", "--out", str(tmp_path / "out")]
     assert main([*args, "--bf16"]) == 0

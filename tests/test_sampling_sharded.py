@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import sampling_dit
 
 from ditkit.checkpoints import save_model
 from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.evaluation.npz_io import NpzImages, read_labels
-from ditkit.model.presets import create_model
 from ditkit.sampling.pipeline import DiTPipeline
 from ditkit.sampling.sharded import (
     ShardedSettings,
@@ -31,20 +30,9 @@ SETTINGS = ShardedSettings(
 IDENTITY = {"first_stage": {"kind": "identity", "channels": 1}}
 
 
-def tiny_model(num_classes=10, seed=0):
-    model = create_model("DiT-T/2", input_size=8, num_classes=num_classes, in_channels=1)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name != "pos_embed":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def pipe():
-    torch.set_num_threads(1)
-    return DiTPipeline(tiny_model(), device="cpu")
+    return DiTPipeline(sampling_dit(), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +118,7 @@ def test_changed_settings_or_model_refuse_to_resume(tmp_path, pipe):
     changed = ShardedSettings(**{**SETTINGS.to_dict(), "guidance_scale": 4.0, "classes": None})
     with pytest.raises(UserError, match="guidance_scale: 2.0 then, 4.0 now"):
         generate_sharded(pipe, tmp_path, changed, progress=False)
-    other = DiTPipeline(tiny_model(seed=1), device="cpu")
+    other = DiTPipeline(sampling_dit(seed=1), device="cpu")
     with pytest.raises(UserError, match="model"):
         generate_sharded(other, tmp_path, SETTINGS, progress=False)
     with pytest.raises(UserError, match="lacks 2 of 3 shards"):
@@ -138,14 +126,14 @@ def test_changed_settings_or_model_refuse_to_resume(tmp_path, pipe):
 
 
 def test_unconditional_run_has_no_labels(tmp_path):
-    pipe = DiTPipeline(tiny_model(num_classes=0), device="cpu")
+    pipe = DiTPipeline(sampling_dit(num_classes=0), device="cpu")
     settings = ShardedSettings(num_samples=4, shard_size=2, num_steps=2, sampler="ddim")
     images, labels = load_packed(generate_sharded(pipe, tmp_path, settings, progress=False).packed)
     assert images.shape == (4, 8, 8, 3) and labels is None
 
 
 def test_cli_fid_mode(tmp_path, capsys, reference):
-    save_model(tiny_model(), tmp_path / "ckpt", extra=IDENTITY)
+    save_model(sampling_dit(), tmp_path / "ckpt", extra=IDENTITY)
 
     def args(steps="3"):
         out = [
@@ -175,7 +163,7 @@ def test_cli_fid_mode(tmp_path, capsys, reference):
 @pytest.mark.multiprocess
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tmp_path, reference):
-    save_model(tiny_model(), tmp_path / "ckpt", extra=IDENTITY)
+    save_model(sampling_dit(), tmp_path / "ckpt", extra=IDENTITY)
     out = tmp_path / "fid"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     command += ["-m", "ditkit", "sample", str(tmp_path / "ckpt"), "--num-samples", "7", "--shard-size", "3"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from test_train_support import write_fake_fmnist
+from helpers import write_fake_fmnist
 
 from ditkit.cli.main import main
 
@@ -33,7 +32,6 @@ def _args(tmp_path, *extra):
 
 
 def test_cli_trains_a_tiny_model_with_overrides(tmp_path, capsys):
-    torch.set_num_threads(1)
     code = main(
         _args(tmp_path, "--steps", "2", "--set", "depth=1", "--set", "block=in-context", "--no-learn-sigma")
     )

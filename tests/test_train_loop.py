@@ -26,14 +26,6 @@ from ditkit.training.state import TRAIN_STATE_FILE, list_checkpoints
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_run_writes_every_output(tmp_path):
     cfg = tiny_config(tmp_path, ckpt_every=2, sample_every=4, sample_steps=2)
     result = train(cfg, progress=False)

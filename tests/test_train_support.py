@@ -1,32 +1,14 @@
-"""Shared helpers of the training tests: a fake Fashion-MNIST folder and a tiny run's options."""
+"""Shared helpers of the training tests: a tiny run's options on fake Fashion-MNIST, state comparison."""
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from helpers import write_fake_fmnist
 
 from ditkit.training.config import TrainConfig
-
-
-def _idx(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_fake_fmnist(root: Path, n: int = 64, seed: int = 0) -> Path:
-    """Four gzipped IDX files of n random 28x28 images with labels 0..9 (train and test)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix in ("train", "t10k"):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(images)))
-        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(labels)))
-    return root
 
 
 def tiny_config(tmp_path: Path, **overrides: Any) -> TrainConfig:

@@ -20,14 +20,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_pending_steps_average_on_one_read_and_flag_non_finite_losses():
     pending = PendingSteps()
     assert pending.read(since=0.0) is None

@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import sampling_dit
 from PIL import Image
 
 from ditkit.checkpoints import save_model
 from ditkit.cli.main import main
 from ditkit.errors import UserError
-from ditkit.model.presets import create_model
 from ditkit.sampling.pipeline import DiTPipeline
 from ditkit.sampling.walks import (
     LabelMixModel,
@@ -26,20 +26,9 @@ from ditkit.sampling.walks import (
 FAST = dict(num_steps=3, progress=False)
 
 
-def tiny_model(num_classes=10, seed=0):
-    model = create_model("DiT-T/2", input_size=8, num_classes=num_classes, in_channels=1)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name != "pos_embed":
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def pipe():
-    torch.set_num_threads(1)
-    return DiTPipeline(tiny_model(), class_names=[f"c{i}" for i in range(10)], device="cpu")
+    return DiTPipeline(sampling_dit(), class_names=[f"c{i}" for i in range(10)], device="cpu")
 
 
 def plain(pipe, label, seed, **kw):
@@ -120,7 +109,7 @@ def test_class_walk_midpoint_is_the_mixed_embedding_with_null_guidance(pipe):
 
 def test_label_mix_model_needs_a_conditional_model():
     with pytest.raises(UserError, match="class-conditional"):
-        LabelMixModel(tiny_model(num_classes=0), torch.zeros(2, 32))
+        LabelMixModel(sampling_dit(num_classes=0), torch.zeros(2, 32))
 
 
 def test_make_and_save_walks(pipe, tmp_path):
@@ -148,7 +137,7 @@ def test_make_and_save_walks(pipe, tmp_path):
 
 def test_cli_walk(tmp_path, capsys):
     extra = {"first_stage": {"kind": "identity", "channels": 1}, "class_names": [f"c{i}" for i in range(10)]}
-    save_model(tiny_model(), tmp_path / "ckpt", extra=extra)
+    save_model(sampling_dit(), tmp_path / "ckpt", extra=extra)
     args = [
         "walk",
         str(tmp_path / "ckpt"),

@@ -20,7 +20,13 @@ from ditkit.bench.timing import (
     resolve_device,
     synchronize,
 )
-from ditkit.bench.train import build_model, device_name, forward_gflop_per_image, throughput_metrics
+from ditkit.bench.train import (
+    ModelBenchConfig,
+    build_model,
+    device_name,
+    forward_gflop_per_image,
+    throughput_metrics,
+)
 from ditkit.errors import UserError
 from ditkit.model.fast import apply_compile, fast_denoiser
 
@@ -33,16 +39,9 @@ WARMUP_CHAIN = 2
 
 
 @dataclass
-class SampleBenchConfig:
+class SampleBenchConfig(ModelBenchConfig):
     """What to time: `steps`-step DDPM with guidance `cfg_scale` (1 = no guidance) on `batch` images."""
 
-    model: str = "DiT-XL/2"
-    input_size: int = 32
-    num_classes: int = 1000
-    batch: int = 64
-    precision: str = "bf16"
-    compile: str = "none"
-    compile_backend: str = "inductor"
     cuda_graph: bool = True
     steps: int = DIT_SAMPLING_STEPS
     timed_steps: int | None = None

@@ -33,9 +33,8 @@ FLOP_PER_MAC = 2
 
 
 @dataclass
-class TrainBenchConfig:
-    """What to time. Checkpointing is a block count (0 none, -1 all), as `DiTConfig.checkpointing`;
-    `checkpoint_policy` ("full" or "selective") says how those blocks are checkpointed."""
+class ModelBenchConfig:
+    """The fields the training and sampling benchmarks share: which preset, how big a batch, how run."""
 
     model: str = "DiT-XL/2"
     input_size: int = 32
@@ -44,6 +43,13 @@ class TrainBenchConfig:
     precision: str = "bf16"
     compile: str = "none"
     compile_backend: str = "inductor"
+
+
+@dataclass
+class TrainBenchConfig(ModelBenchConfig):
+    """What to time. Checkpointing is a block count (0 none, -1 all), as `DiTConfig.checkpointing`;
+    `checkpoint_policy` ("full" or "selective") says how those blocks are checkpointed."""
+
     checkpointing: int = 0
     checkpoint_policy: str = "full"
     steps: int = 10

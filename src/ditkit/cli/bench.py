@@ -22,10 +22,24 @@ peak measured on this device in the same precision.
 """
 
 
-def _common(p: argparse.ArgumentParser, batch: int) -> None:
-    p.add_argument("--model", default="DiT-XL/2", help="preset name (default DiT-XL/2; see `ditkit models`)")
+def _preset(p: argparse.ArgumentParser, model: str = "DiT-XL/2", num_classes: int = 1000) -> None:
+    """--model, --input-size and --num-classes: the preset every benchmark builds."""
+    p.add_argument("--model", default=model, help=f"preset name (default {model}; see `ditkit models`)")
     p.add_argument("--input-size", type=int, default=32, help="latent side (default 32: 256x256 images)")
-    p.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000)")
+    p.add_argument(
+        "--num-classes", type=int, default=num_classes, help=f"number of classes (default {num_classes})"
+    )
+
+
+def _output(p: argparse.ArgumentParser) -> None:
+    """--threads, --json and --out, which every benchmark takes."""
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", default=None, help="also write the result as JSON to this file")
+
+
+def _common(p: argparse.ArgumentParser, batch: int) -> None:
+    _preset(p)
     p.add_argument("--batch", type=int, default=batch, help=f"batch size (default {batch})")
     p.add_argument(
         "--precision", choices=["fp32", "tf32", "bf16"], default=None,
@@ -36,11 +50,9 @@ def _common(p: argparse.ArgumentParser, batch: int) -> None:
         help="torch.compile each block, the whole model, or nothing (default: blocks on CUDA, none on CPU)",
     )  # fmt: skip
     p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and noise")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak (no MFU)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    _output(p)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -100,9 +112,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "GPU memory measurement.",
         epilog=EPILOG, formatter_class=fmt,
     )  # fmt: skip
-    m.add_argument("--model", default="DiT-XL/2", help="preset (default DiT-XL/2)")
-    m.add_argument("--input-size", type=int, default=32, help="latent side (default 32: 256x256 images)")
-    m.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000)")
+    _preset(m)
     m.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: bf16 then fp32")
     m.add_argument(
         "--policies", default="none,full,selective", help="comma-separated (default none,full,selective)"
@@ -113,19 +123,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     m.add_argument("--project", type=int, default=256, help="batch size to project to (default 256)")
     m.add_argument("--device", default="cpu", help="device to count on (default cpu)")
-    m.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     m.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    m.add_argument("--json", action="store_true", help="print the result as JSON")
-    m.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    _output(m)
     m.set_defaults(func=run)
 
     c = sub.add_parser(
         "cpu-compare", help="the project's training step vs a plain float32 one, interleaved",
         epilog=EPILOG, formatter_class=fmt,
     )  # fmt: skip
-    c.add_argument("--model", default="DiT-XS/2", help="preset (default DiT-XS/2)")
-    c.add_argument("--input-size", type=int, default=32, help="latent side (default 32)")
-    c.add_argument("--num-classes", type=int, default=10, help="number of classes (default 10)")
+    _preset(c, model="DiT-XS/2", num_classes=10)
     c.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     c.add_argument("--steps", type=int, default=3, help="timed steps per repeat (default 3)")
     c.add_argument("--repeats", type=int, default=5, help="rounds over the variants (default 5)")
@@ -135,18 +141,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated, the first is the reference; also ditkit-compiled",
     )  # fmt: skip
     c.add_argument("--device", default="cpu", help="device (default cpu)")
-    c.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    c.add_argument("--json", action="store_true", help="print the result as JSON")
-    c.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    _output(c)
     c.set_defaults(func=run)
 
     h = sub.add_parser(
         "check", help="numerical checks: bf16 / compiled / sampling against float32 eager",
         epilog=EPILOG, formatter_class=fmt,
     )  # fmt: skip
-    h.add_argument("--model", default="DiT-S/2", help="preset (default DiT-S/2)")
-    h.add_argument("--input-size", type=int, default=32, help="latent side (default 32)")
-    h.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000)")
+    _preset(h, model="DiT-S/2")
     h.add_argument(
         "--batch", type=int, default=4, help="batch of the compiled and sampling checks (default 4)"
     )
@@ -156,9 +158,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--sample-steps", type=int, default=10, help="DDPM steps of the sampling check (default 10)"
     )
     h.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
-    h.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    h.add_argument("--json", action="store_true", help="print the result as JSON")
-    h.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    _output(h)
     h.set_defaults(func=run)
 
     k = sub.add_parser(
@@ -169,9 +169,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     k.add_argument("--size", type=int, default=None, help="matrix side (default 8192 on CUDA, 1024 on CPU)")
     k.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
-    k.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    k.add_argument("--json", action="store_true", help="print the result as JSON")
-    k.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    _output(k)
     k.set_defaults(func=run)
 
 

@@ -29,8 +29,26 @@ each batch shape is replayed as a CUDA graph; --compile blocks adds torch.compil
 """
 
 
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """What `open_pipeline` reads but --device: --image-size, --first-stage, --weights and the speed flags.
+
+    Shared with `ditkit walk`.
+    """
+    p.add_argument(
+        "--image-size", type=int, help="expected image size in pixels (checked against the checkpoint)"
+    )
+    p.add_argument(
+        "--first-stage",
+        help="decoder overriding the checkpoint's: sd-vae-ft-ema, sd-vae-ft-mse, a folder, identity",
+    )
+    p.add_argument(
+        "--weights", default="ema", choices=["ema", "model"], help="weight set to use (default ema)"
+    )
+    add_speed_arguments(p)
+
+
 def add_speed_arguments(p: argparse.ArgumentParser) -> None:
-    """--precision, --bf16, --compile and --no-cuda-graph (shared with `ditkit walk`)."""
+    """--precision, --bf16, --compile and --no-cuda-graph."""
     p.add_argument(
         "--precision",
         default="auto",
@@ -100,17 +118,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar=("T_MIN", "T_MAX"),
         help="guide only at model timesteps in [T_MIN, T_MAX]",
     )
-    p.add_argument(
-        "--image-size", type=int, help="expected image size in pixels (checked against the checkpoint)"
-    )
-    p.add_argument(
-        "--first-stage",
-        help="decoder overriding the checkpoint's: sd-vae-ft-ema, sd-vae-ft-mse, a folder, identity",
-    )
-    p.add_argument(
-        "--weights", default="ema", choices=["ema", "model"], help="weight set to use (default ema)"
-    )
-    add_speed_arguments(p)
+    add_pipeline_arguments(p)
     p.add_argument(
         "--device", help="device (default: cuda when present, else cpu; cuda:LOCAL_RANK under torchrun)"
     )
@@ -155,13 +163,14 @@ def run(args: argparse.Namespace) -> int:
 
     device = distributed.init_from_env()
     try:
-        pipe = _pipeline(args, args.device or device)
+        pipe = open_pipeline(args, args.device or device)
         return _fid(args, pipe) if args.num is not None else _grid(args, pipe)
     finally:
         distributed.shutdown()
 
 
-def _pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
+def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
+    """The pipeline the `add_pipeline_arguments` flags describe, on `device`; prints its notes (rank 0)."""
     from ditkit.sampling.distributed import rank
     from ditkit.sampling.pipeline import DiTPipeline
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.sample import add_speed_arguments
+from ditkit.cli.sample import add_pipeline_arguments, open_pipeline
 
 EPILOG = """examples:
   # slerp through the noises of seeds 0, 1, 2 (deterministic DDIM), one row per class:
@@ -57,16 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--guided-channels", default="all", choices=["all", "first3"], help="channels guidance applies to"
     )
-    p.add_argument(
-        "--image-size", type=int, help="expected image size in pixels (checked against the checkpoint)"
-    )
-    p.add_argument(
-        "--first-stage", help="decoder overriding the checkpoint's (sd-vae-ft-ema, a folder, identity)"
-    )
-    p.add_argument(
-        "--weights", default="ema", choices=["ema", "model"], help="weight set to use (default ema)"
-    )
-    add_speed_arguments(p)
+    add_pipeline_arguments(p)
     p.add_argument("--device", help="device (default: cuda when present, else cpu)")
     p.add_argument("--batch-size", type=int, help="frames per forward pass (default: all of a walk)")
     p.add_argument("--out", default="walks", help="output folder (default walks/)")
@@ -75,21 +66,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditkit.sampling.pipeline import DiTPipeline
     from ditkit.sampling.walks import make_walks, save_walks
 
-    pipe = DiTPipeline.from_pretrained(
-        args.checkpoint,
-        device=args.device,
-        precision=args.precision,
-        compile=args.compile,
-        cuda_graph=args.cuda_graph,
-        first_stage=args.first_stage,
-        image_size=args.image_size,
-        which=args.weights,
-    )
-    for note in pipe.notes:
-        print(f"note: {note}")
+    pipe = open_pipeline(args, args.device)
     seeds = args.seeds or ([0, 1, 2] if args.mode == "noise" else [0])
     walks = make_walks(
         pipe,

@@ -1,8 +1,11 @@
-"""What every sampler shares: the model call, the step iteration, and the per-step callback."""
+"""What every sampler shares: the loop over the chain, the model call, and the per-step callback.
+
+A sampler is its update rule (a `StepFn`) run by `run_chain`; the rule lives in the sampler's own file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,10 +37,9 @@ class StepInfo:
 Callback = Callable[[StepInfo], None]
 
 
-def chain_indices(diffusion: GaussianDiffusion, progress: bool, desc: str) -> Iterator[int]:
-    """Chain indices N-1, ..., 0, with a progress bar if asked."""
-    n = diffusion.num_timesteps
-    return iter(tqdm(reversed(range(n)), total=n, disable=not progress, desc=desc))
+# A sampler's update rule: (model output (B, C or 2C, H, W), x (B, C, H, W), chain index) ->
+# (next x, predicted x_0), each (B, C, H, W). It may keep state between calls (multistep solvers).
+StepFn = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
 
 
 def call_model(
@@ -54,3 +56,39 @@ def call_model(
 def index_tensor(x: Tensor, index: int) -> Tensor:
     """(B,) int64 tensor filled with a chain index, on x's device."""
     return torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
+
+
+def run_chain(
+    model: ModelFn,
+    x: Tensor,
+    diffusion: GaussianDiffusion,
+    y: Tensor | None,
+    update: StepFn,
+    *,
+    desc: str,
+    progress: bool,
+    callback: Callback | None,
+) -> Tensor:
+    """Run `update` over chain indices N-1, ..., 0: one model call per index, then the callback.
+
+    Args:
+        model: denoiser called as model(x_t, original timesteps (B,), y).
+        x: (B, C, H, W) starting noise x_T.
+        diffusion: the (possibly respaced) process whose chain is walked.
+        y: optional (B,) labels passed to the model.
+        update: the sampler's update rule.
+        desc: progress bar label.
+        progress: show a progress bar.
+        callback: called with a `StepInfo` after every step.
+
+    Returns:
+        (B, C, H, W) the sample after the last step.
+    """
+    n = diffusion.num_timesteps
+    indices = tqdm(reversed(range(n)), total=n, disable=not progress, desc=desc)
+    for step, index in enumerate(indices):
+        output = call_model(model, diffusion, x, index, y)
+        x, pred_xstart = update(output, x, index)
+        if callback is not None:
+            callback(StepInfo(step, index, int(diffusion.schedule.timesteps[index]), x, pred_xstart))
+    return x

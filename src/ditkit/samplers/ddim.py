@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ditkit.diffusion.gaussian import GaussianDiffusion, ModelFn, split_model_output
 from ditkit.diffusion.noise import NoiseSource
-from ditkit.samplers.base import Callback, StepInfo, call_model, chain_indices, index_tensor
+from ditkit.samplers.base import Callback, index_tensor, run_chain
 
 
 def ddim_sigma(diffusion: GaussianDiffusion, index: int, eta: float) -> float:
@@ -77,11 +77,10 @@ def sample_ddim(
     Returns:
         (B, C, H, W) samples.
     """
-    for step, index in enumerate(chain_indices(diffusion, progress, "ddim")):
-        output = call_model(model, diffusion, x, index, y)
+
+    def update(output: Tensor, x: Tensor, index: int) -> tuple[Tensor, Tensor]:
         stochastic = ddim_sigma(diffusion, index, eta) > 0
         step_noise = noise.randn(x.shape[1:]) if stochastic else None
-        x, pred_xstart = ddim_step(diffusion, output, x, index, step_noise, eta, clip_denoised)
-        if callback is not None:
-            callback(StepInfo(step, index, int(diffusion.schedule.timesteps[index]), x, pred_xstart))
-    return x
+        return ddim_step(diffusion, output, x, index, step_noise, eta, clip_denoised)
+
+    return run_chain(model, x, diffusion, y, update, desc="ddim", progress=progress, callback=callback)

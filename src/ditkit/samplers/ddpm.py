@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ditkit.diffusion.gaussian import GaussianDiffusion, ModelFn
 from ditkit.diffusion.noise import NoiseSource
-from ditkit.samplers.base import Callback, StepInfo, call_model, chain_indices, index_tensor
+from ditkit.samplers.base import Callback, index_tensor, run_chain
 
 
 def ddpm_step(
@@ -65,10 +65,9 @@ def sample_ddpm(
     Returns:
         (B, C, H, W) samples.
     """
-    for step, index in enumerate(chain_indices(diffusion, progress, "ddpm")):
-        output = call_model(model, diffusion, x, index, y)
+
+    def update(output: Tensor, x: Tensor, index: int) -> tuple[Tensor, Tensor]:
         step_noise = noise.randn(x.shape[1:]) if index > 0 else None
-        x, pred_xstart = ddpm_step(diffusion, output, x, index, step_noise, clip_denoised)
-        if callback is not None:
-            callback(StepInfo(step, index, int(diffusion.schedule.timesteps[index]), x, pred_xstart))
-    return x
+        return ddpm_step(diffusion, output, x, index, step_noise, clip_denoised)
+
+    return run_chain(model, x, diffusion, y, update, desc="ddpm", progress=progress, callback=callback)

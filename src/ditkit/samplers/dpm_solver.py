@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ditkit.diffusion.gaussian import GaussianDiffusion, ModelFn, split_model_output
 from ditkit.diffusion.noise import NoiseSource
-from ditkit.samplers.base import Callback, StepInfo, call_model, chain_indices, index_tensor
+from ditkit.samplers.base import Callback, index_tensor, run_chain
 
 
 def log_snr_half(diffusion: GaussianDiffusion, index: int) -> float:
@@ -76,15 +76,19 @@ def sample_dpmpp_2m(
         (B, C, H, W) samples.
     """
     del noise  # same signature as the stochastic samplers
-    prev_pred_xstart: Tensor | None = None
-    for step, index in enumerate(chain_indices(diffusion, progress, "dpm++2m")):
-        output = call_model(model, diffusion, x, index, y)
+    prev_pred_xstart: Tensor | None = None  # the multistep memory: x_0 prediction of the step before
+
+    def update(output: Tensor, x: Tensor, index: int) -> tuple[Tensor, Tensor]:
+        nonlocal prev_pred_xstart
         eps, _ = split_model_output(output, x.shape[1])
         pred_xstart = diffusion.predict_xstart(x, index_tensor(x, index), eps)
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1.0, 1.0)
-        x = pred_xstart if index == 0 else dpmpp_2m_step(diffusion, x, index, pred_xstart, prev_pred_xstart)
+        if index == 0:  # sigma = 0 there: the sample is the x_0 prediction
+            x_next = pred_xstart
+        else:
+            x_next = dpmpp_2m_step(diffusion, x, index, pred_xstart, prev_pred_xstart)
         prev_pred_xstart = pred_xstart
-        if callback is not None:
-            callback(StepInfo(step, index, int(diffusion.schedule.timesteps[index]), x, pred_xstart))
-    return x
+        return x_next, pred_xstart
+
+    return run_chain(model, x, diffusion, y, update, desc="dpm++2m", progress=progress, callback=callback)
