@@ -176,8 +176,8 @@ def test_the_sync_counted_step_trains_and_needs_cuda_to_count():
     model = cx.perturb_zero_init_(build_model("DiT-T/2", 8, 10, torch.device("cpu")))
     before = [p.detach().clone() for p in model.parameters()]
     one_step, pending = trainer_step(model, batch=4)
-    one_step(0)
-    one_step(1)
+    one_step()
+    one_step()
     readout = pending.read(since=0.0)
     assert readout is not None and readout.steps == 2 and not readout.nonfinite
     assert math.isfinite(readout.values["loss"]) and readout.values["grad_norm"] > 0

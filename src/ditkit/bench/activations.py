@@ -31,6 +31,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ditkit.bench.train import synthetic_batch
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT
 from ditkit.model.fast import autocast, check_precision
@@ -143,11 +144,9 @@ def saved_activation_bytes(model: DiT, batch: int, precision: str = "fp32", seed
         raise UserError("count saved activations on an eager model: compiled kernels are not visible")
     device = next(model.parameters()).device
     check_precision(precision, device)
-    g = torch.Generator(device).manual_seed(seed)
-    h, w = model.config.size_hw
-    x = torch.randn(batch, model.in_channels, h, w, device=device, generator=g)  # (B, C, H, W)
+    x, y = synthetic_batch(model, batch, device, seed)  # (B, C, H, W), (B,)
+    g = torch.Generator(device).manual_seed(seed + 1)
     t = torch.randint(0, 1000, (batch,), device=device, generator=g)
-    y = torch.randint(0, max(model.num_classes, 1), (batch,), device=device, generator=g)
     keep = torch.zeros(batch, device=device)
     was_training = model.training
     model.train()

@@ -49,6 +49,8 @@ class StepOptions:
         draws: "per-sample" (the trainer's: one CPU generator per sample, then copied to the
             device) or "device" (one device generator for the batch, no host work).
         lr, weight_decay, ema_decay: DiT's values by default.
+        grad_clip: clip the gradient norm to this value before the AdamW step, as the trainer's
+            `--grad-clip` does (None: no clipping, as DiT).
     """
 
     precision: str = "fp32"
@@ -59,6 +61,7 @@ class StepOptions:
     lr: float = DIT_LR
     weight_decay: float = DIT_WEIGHT_DECAY
     ema_decay: float = DIT_EMA_DECAY
+    grad_clip: float | None = None
 
     def check(self, device: torch.device) -> None:
         check_precision(self.precision, device)
@@ -96,7 +99,8 @@ class TrainStep:
         seed: seeds the timesteps, noise and label dropout.
 
     Call as `step(x, y)` with latents x (B, C, H, W) and labels y (B,) or None; returns the mean
-    loss as a 0-d device tensor (reading it is the caller's synchronisation, not the step's).
+    loss as a 0-d device tensor (reading it is the caller's synchronisation, not the step's). With
+    `options.grad_clip`, the last step's gradient norm is `grad_norm` (a 0-d device tensor).
     """
 
     def __init__(self, model: nn.Module, options: StepOptions, seed: int = 0) -> None:
@@ -112,6 +116,7 @@ class TrainStep:
         self.ema = EMA(model, options.ema_decay)  # float32 shadow of every parameter
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.dropout = float(getattr(getattr(model, "config", None), "class_dropout_prob", 0.0))
+        self.grad_norm: Tensor | None = None
 
     def loss(
         self,
@@ -151,6 +156,8 @@ class TrainStep:
         with matmul_precision(options.precision), sdpa_backend(options.attention):
             with autocast(options.precision, self.device):
                 terms = forward_backward(self.model, self.diffusion, x, y, draws, 1.0 / x.shape[0])
+            if options.grad_clip is not None:
+                self.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, options.grad_clip)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if options.ema == "multi-tensor":

@@ -20,7 +20,7 @@ from ditkit.bench.timing import (
     time_calls,
 )
 from ditkit.errors import UserError
-from ditkit.model.checkpointing import CHECKPOINT_POLICIES
+from ditkit.model.checkpointing import check_policy
 from ditkit.model.dit import DiT
 from ditkit.model.fast import apply_compile
 from ditkit.model.flops import count_gflops
@@ -104,10 +104,10 @@ def _checkpoint_blocks(checkpointing: int, depth: int) -> int:
 
 
 def _check_policy(policy: str) -> None:
-    if policy not in CHECKPOINT_POLICIES:
-        raise UserError(
-            f"unknown checkpoint policy {policy!r}; choose one of {', '.join(CHECKPOINT_POLICIES)}"
-        )
+    try:
+        check_policy(policy)
+    except ValueError as err:
+        raise UserError(str(err)) from err
 
 
 def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[str, Any]:

@@ -26,9 +26,11 @@ GRID_FILE = "grid.png"
 # Columns of the demo grid (samples per class shown) and its enlargement.
 GRID_PER_CLASS = 10
 GRID_SCALE = 2
+# A stable name for the final checkpoint (a relative symlink into checkpoints/), for `ditkit sample`.
+CHECKPOINT_LINK = "checkpoint"
 # Files a previous demo leaves in its folder; they are replaced by a new run.
 _DEMO_OUTPUTS = (
-    "checkpoint",
+    CHECKPOINT_LINK,
     "checkpoints",
     "samples",
     "metrics.jsonl",
@@ -36,8 +38,6 @@ _DEMO_OUTPUTS = (
     "report.json",
     "report.md",
 )
-# A stable name for the final checkpoint (a relative symlink into checkpoints/), for `ditkit sample`.
-CHECKPOINT_LINK = "checkpoint"
 
 
 def _clear_previous(out: Path) -> None:

@@ -99,7 +99,7 @@ def checkpoint_block(block: Callable[..., Any], *args: Any, policy: str = "full"
     block's parameters exactly as without checkpointing; only the memory/compute trade changes.
 
     Args:
-        block: the module to run, e.g. a DiTBlock (compiled in place or not).
+        block: what to run, e.g. a DiTBlock's `_forward` (called from its compiled or eager forward).
         *args: its inputs, e.g. tokens (B, N, D), c (B, D), context (B, 2, D).
         policy: "full" keeps only the inputs; "selective" also keeps matmul and attention outputs.
 
