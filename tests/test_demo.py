@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,3 +68,30 @@ def test_demo_refuses_a_foreign_folder(tmp_path, untrained_classifier):
     with pytest.raises(UserError, match="not a ditkit demo"):
         run_demo(tmp_path / "fmnist", tmp_path / "mine", recipe=TINY, device="cpu", progress=False)
     assert (tmp_path / "mine" / "thesis.tex").exists()
+
+
+def test_checkpoint_link_falls_back_to_a_whole_copy(tmp_path, monkeypatch):
+    from ditkit.demo import run as demo_run
+
+    checkpoint = tmp_path / "checkpoints" / "0000004"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+
+    def no_links(self, *args, **kwargs):
+        raise OSError("links not supported here")
+
+    monkeypatch.setattr(Path, "symlink_to", no_links)
+    link = demo_run._link_checkpoint(tmp_path, checkpoint)
+    assert not link.is_symlink() and (link / "config.json").read_text() == "{}"
+
+    # A copy that fails leaves nothing under the final name.
+    def broken_copy(src, dst, **kwargs):
+        (Path(dst) / "config.json").write_text("partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(demo_run.shutil, "copytree", broken_copy)
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(OSError, match="disk full"):
+        demo_run._link_checkpoint(other, checkpoint)
+    assert list(other.iterdir()) == []

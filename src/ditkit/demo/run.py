@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ditkit.atomic import atomic_path
+from ditkit.checkpoints.folders import atomic_folder
 from ditkit.demo.recipe import DEMO_RECIPE, DEMO_SAMPLES_PER_CLASS, DemoRecipe
 from ditkit.demo.report import describe_machine, summary_lines, write_report
 from ditkit.errors import UserError
@@ -64,7 +65,8 @@ def _link_checkpoint(out: Path, checkpoint: Path) -> Path:
     try:
         link.symlink_to(checkpoint.relative_to(out), target_is_directory=True)
     except (OSError, ValueError, NotImplementedError):
-        shutil.copytree(checkpoint, link)
+        with atomic_folder(link) as tmp:  # never a half-copied folder under the final name
+            shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
     return link
 
 
