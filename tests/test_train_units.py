@@ -17,7 +17,7 @@ from ditkit.training.data_order import BatchLayout, DataOrder
 from ditkit.training.ema import EMA
 from ditkit.training.metrics import MetricsLog, plot_loss_curve, read_metrics, smooth
 from ditkit.training.randomness import draw_step
-from ditkit.training.setup import lr_at
+from ditkit.training.schedule import schedule_for
 from ditkit.training.signals import GracefulStop
 from ditkit.visual import images_to_uint8, make_grid, save_grid
 
@@ -94,8 +94,9 @@ def test_ema_warmup_schedule_and_state():
 
 def test_warmup_learning_rate():
     cfg = TrainConfig(steps=10, lr=1e-3, warmup_steps=4)
-    assert [lr_at(cfg, s) for s in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
-    assert lr_at(TrainConfig(steps=10, lr=1e-3), 0) == 1e-3
+    schedule = schedule_for(cfg, 10)
+    assert [schedule.at(s) for s in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    assert schedule_for(TrainConfig(steps=10, lr=1e-3), 10).at(9) == 1e-3
 
 
 def test_config_checks_and_round_trip(tmp_path):

@@ -88,6 +88,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--weight-decay", type=float, default=0.0)
     o.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warmup (0: none)")
     o.add_argument(
+        "--lr-schedule",
+        default="constant",
+        choices=("constant", "wsd"),
+        help="constant (DiT) or wsd: hold, then decay linearly to 0 over the last --decay-fraction of "
+        "the run (with --time-budget-minutes, of the budget)",
+    )
+    o.add_argument("--decay-fraction", type=float, default=0.5, help="share of the run the wsd decay takes")
+    o.add_argument(
+        "--min-snr-gamma",
+        type=float,
+        default=None,
+        help="weight the noise loss by min(SNR, gamma)/SNR (min-SNR, Hang et al. 2023; 5 is theirs)",
+    )
+    o.add_argument(
         "--grad-clip", type=float, help="clip the gradient norm to this value (default: no clipping)"
     )
     o.add_argument("--ema-decay", type=float, default=0.9999)
@@ -160,6 +174,9 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps,
+        lr_schedule=args.lr_schedule,
+        decay_fraction=args.decay_fraction,
+        min_snr_gamma=args.min_snr_gamma,
         grad_clip=args.grad_clip,
         ema_decay=args.ema_decay,
         ema_warmup=args.ema_warmup,

@@ -63,15 +63,26 @@ class GaussianDiffusion:
         schedule: the chain (possibly respaced).
         fixed_variance: variance used for models that do not learn sigma: "large" (beta_t, the
             default of guided-diffusion and DiT's create_diffusion) or "small" (the posterior variance).
+        min_snr_gamma: training only: weight each sample's noise-prediction loss by
+            min(SNR_t, gamma) / SNR_t with SNR_t = alpha_bar_t / (1 - alpha_bar_t) (min-SNR-gamma,
+            Hang et al. 2023, eq. 8 for eps-prediction); None = uniform weights, as DiT.
     """
 
-    def __init__(self, schedule: Schedule, fixed_variance: FixedVariance = "large") -> None:
+    def __init__(
+        self,
+        schedule: Schedule,
+        fixed_variance: FixedVariance = "large",
+        min_snr_gamma: float | None = None,
+    ) -> None:
         if fixed_variance not in FIXED_VARIANCES:
             raise UserError(
                 f"fixed_variance must be one of {', '.join(FIXED_VARIANCES)}, got {fixed_variance!r}"
             )
         self.schedule = schedule
         self.fixed_variance = fixed_variance
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise UserError(f"min_snr_gamma must be positive, got {min_snr_gamma}")
+        self.min_snr_gamma = min_snr_gamma
         self._cache: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
 
     @property
@@ -190,6 +201,8 @@ class GaussianDiffusion:
         With learned sigma this is L_hybrid = L_simple + L_vlb (improved DDPM sec. 3.1, with
         lambda = 1/1000 folded into sampling one of the 1000 terms): the vlb term sees eps
         through a stop-gradient, so it trains only the variance. With fixed variance: L_simple.
+        With `min_snr_gamma`, L_simple is weighted per sample by min(SNR_t, gamma) / SNR_t ("mse"
+        stays the unweighted value, for logging).
 
         Args:
             model: the denoiser, called as model(x_t, original timesteps, y).
@@ -205,10 +218,18 @@ class GaussianDiffusion:
         output = model(x_t, self.model_timesteps(t), y).to(x_t.dtype)
         eps, v = split_model_output(output, x_start.shape[1])
         terms = {"mse": mean_flat((noise - eps) ** 2)}
+        simple = terms["mse"] * self.snr_weights(t).to(terms["mse"]) if self.min_snr_gamma else terms["mse"]
         if v is None:
-            terms["loss"] = terms["mse"]
+            terms["loss"] = simple
             return terms
         frozen = torch.cat([eps.detach(), v], dim=1)  # (B, 2C, H, W): the vlb trains sigma only
         terms["vb"] = self.vb_terms_bpd(frozen, x_start, x_t, t)
-        terms["loss"] = terms["mse"] + terms["vb"]
+        terms["loss"] = simple + terms["vb"]
         return terms
+
+    def snr_weights(self, t: Tensor) -> Tensor:
+        """Min-SNR-gamma weights min(SNR_t, gamma) / SNR_t, (B,) float32, for chain indices t (B,)."""
+        assert self.min_snr_gamma is not None
+        alpha_bar = self._table("alphas_cumprod", t.device, torch.float64)[t.long()]
+        snr = alpha_bar / (1.0 - alpha_bar)
+        return (snr.clamp(max=self.min_snr_gamma) / snr).float()

@@ -25,6 +25,11 @@ COMPILE_MODES = ("auto", "none", "blocks", "model")
 CHECKPOINT_POLICIES = ("full", "selective")
 NOISE_SCHEDULES = ("linear", "cosine")
 FLIP_MODES = ("random", "none")
+# The learning-rate schedules (see `ditkit.training.schedule`).
+LR_SCHEDULES = ("constant", "wsd")
+# Min-SNR-gamma loss weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
+# Strategy"): the paper's recommended gamma.
+MIN_SNR_GAMMA = 5.0
 CONFIG_FILE = "train_config.json"
 
 
@@ -48,6 +53,12 @@ class TrainConfig:
             Smaller values accumulate gradients over several passes.
         lr, weight_decay, betas: AdamW.
         warmup_steps: linear learning-rate warmup from 0 (0 = none, as DiT).
+        lr_schedule: "constant" (DiT) or "wsd": warmup, hold, then a linear decay to 0 over the last
+            `decay_fraction` of the run; with a time budget the decay starts when that share of the
+            budget remains (the start step is kept in checkpoints, so resume stays exact).
+        decay_fraction: the share of the run the "wsd" decay takes, in (0, 1].
+        min_snr_gamma: weight each sample's noise-prediction loss by min(SNR_t, gamma) / SNR_t
+            (min-SNR-gamma, Hang et al. 2023; 5 is their choice); None = uniform, as DiT.
         grad_clip: clip the global gradient norm to this value (None = no clipping, as DiT).
         ema_decay: EMA decay per step (kept in float32).
         ema_warmup: use min(ema_decay, (1 + n) / (10 + n)) after n updates, for short runs.
@@ -88,6 +99,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = ADAM_BETAS
     warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    decay_fraction: float = 0.5
+    min_snr_gamma: float | None = None
     grad_clip: float | None = None
     ema_decay: float = OFFICIAL_EMA_DECAY
     ema_warmup: bool = False
@@ -126,6 +140,11 @@ class TrainConfig:
         _choice("checkpoint policy", self.checkpoint_policy, CHECKPOINT_POLICIES)
         _choice("noise schedule", self.noise_schedule, NOISE_SCHEDULES)
         _choice("flip", self.flip, FLIP_MODES)
+        _choice("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise UserError(f"--decay-fraction must lie in (0, 1], got {self.decay_fraction}")
+        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
+            raise UserError(f"--min-snr-gamma must be positive, got {self.min_snr_gamma}")
         if (self.steps is None) == (self.epochs is None):
             raise UserError("give exactly one of --steps and --epochs")
         if self.steps is not None and self.steps < 1:
@@ -202,6 +221,9 @@ RESUME_INVARIANT = (
     "weight_decay",
     "betas",
     "warmup_steps",
+    "lr_schedule",
+    "decay_fraction",
+    "min_snr_gamma",
     "grad_clip",
     "ema_decay",
     "ema_warmup",

@@ -119,13 +119,6 @@ def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
     )
 
 
-def lr_at(config: TrainConfig, step: int) -> float:
-    """Learning rate of (0-based) step `step`: linear warmup over `warmup_steps`, then constant (DiT)."""
-    if config.warmup_steps <= 0:
-        return config.lr
-    return config.lr * min(1.0, (step + 1) / config.warmup_steps)
-
-
 def checkpoint_extra(config: TrainConfig, data: DataSetup, step: int) -> dict[str, Any]:
     """Metadata stored with the weights: what `ditkit sample` needs, and the run's options."""
     return {

@@ -74,18 +74,24 @@ class StepStats:
         return names, torch.stack([self.sums[k] for k in names]) / self.count
 
 
-def reduce_step(stats: StepStats, stop: bool) -> tuple[dict[str, Tensor], Tensor]:
+def reduce_step(stats: StepStats, stop: bool, decay: bool = False) -> tuple[dict[str, Tensor], Tensor]:
     """One all-reduce per step, left on the device (the host reads it later, see `PendingSteps`).
 
+    Args:
+        stats: this process's sums of the step.
+        stop: this process asks to stop (a signal or the time budget).
+        decay: this process's clock says the learning-rate decay is due (see `training.schedule`).
+
     Returns:
-        ({term: 0-d global mean}, (2,) flags [any process saw a non-finite loss, any asked to stop]).
-        Non-finite local means enter the mean as 0; the flag says so.
+        ({term: 0-d global mean}, (3,) flags [any process saw a non-finite loss, any asked to stop,
+        any found the decay due]). Non-finite local means enter the mean as 0; the flag says so.
     """
     names, means = stats.means()
     nonfinite = (~torch.isfinite(means)).any().float()
     asked = torch.full((), float(stop), device=means.device)  # a fill, not a host-to-device copy
+    due = torch.full((), float(decay), device=means.device)
     finite = torch.nan_to_num(means, nan=0.0, posinf=0.0, neginf=0.0)
-    reduced = D.all_reduce_mean(torch.cat([finite, torch.stack([nonfinite, asked])]))
+    reduced = D.all_reduce_mean(torch.cat([finite, torch.stack([nonfinite, asked, due])]))
     return dict(zip(names, reduced[: len(names)], strict=True)), reduced[len(names) :]
 
 
@@ -99,6 +105,7 @@ class Readout:
         seconds: wall time those steps took (up to the read, which waits for the device).
         nonfinite: some step's loss was not finite on some process.
         stop: some process asked to stop.
+        decay: some process found the learning-rate decay due.
     """
 
     values: dict[str, float]
@@ -106,6 +113,7 @@ class Readout:
     seconds: float
     nonfinite: bool
     stop: bool
+    decay: bool = False
 
 
 class PendingSteps:
@@ -141,7 +149,8 @@ class PendingSteps:
         packed = torch.cat([torch.stack([self.sums[k] for k in names]), self.flags]).cpu()
         values = {k: float(v) / self.steps for k, v in zip(names, packed[: len(names)], strict=True)}
         seconds = time.perf_counter() - since
-        out = Readout(values, self.steps, seconds, bool(packed[-2] > 0), bool(packed[-1] > 0))
+        nonfinite, stop, decay = (bool(f > 0) for f in packed[len(names) :])
+        out = Readout(values, self.steps, seconds, nonfinite, stop, decay)
         self._clear()
         return out
 

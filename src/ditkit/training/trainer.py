@@ -34,12 +34,12 @@ from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_bat
 from ditkit.training.ema import EMA
 from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
 from ditkit.training.randomness import draw_step
+from ditkit.training.schedule import schedule_for
 from ditkit.training.setup import (
     build_data,
     build_model,
     build_optimizer,
     checkpoint_extra,
-    lr_at,
     model_config,
 )
 from ditkit.training.signals import GracefulStop
@@ -143,7 +143,10 @@ class Trainer:
         from ditkit.diffusion.gaussian import GaussianDiffusion
         from ditkit.diffusion.schedule import make_schedule
 
-        self.diffusion = GaussianDiffusion(make_schedule(config.noise_schedule, config.diffusion_steps))
+        self.diffusion = GaussianDiffusion(
+            make_schedule(config.noise_schedule, config.diffusion_steps), min_snr_gamma=config.min_snr_gamma
+        )
+        self.lr_schedule = schedule_for(config, self.total_steps)
         if self.data.encoder is not None:
             self.data.encoder.to(ctx.device)
 
@@ -174,6 +177,8 @@ class Trainer:
         self.ema.load_weights(checkpoint.ema)
         self.ema.load_state_dict(state["ema"])
         restore_optimizer(self.model, self.optimizer, state["optimizer"])
+        if "lr_schedule" in state:
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
         rngs = state.get("rng", [])
         if len(rngs) == self.ctx.world_size:  # the global RNGs only map back onto the same processes
             restore_rng(rngs[self.ctx.rank])
@@ -222,7 +227,7 @@ class Trainer:
             self.layout,
             self.ctx.rank,
             self.step,
-            self.total_steps,
+            min(self.total_steps, self.lr_schedule.end_step),
             num_workers=cfg.num_workers,
             pin_memory=self.ctx.device.type == "cuda",
         )
@@ -231,7 +236,7 @@ class Trainer:
             for step, micro, (x, y) in batches:
                 if micro == 0:
                     for group in self.optimizer.param_groups:
-                        group["lr"] = lr_at(cfg, step)
+                        group["lr"] = self.lr_schedule.at(step)
                     self.optimizer.zero_grad(set_to_none=True)
                     stats = StepStats()
                 stats.add(self._micro_step(step, micro, x, y))
@@ -239,8 +244,10 @@ class Trainer:
                     continue
                 grad_norm = self._optimizer_step()
                 elapsed = time.perf_counter() - self.t0
-                over_time = cfg.time_budget_minutes is not None and elapsed > 60 * cfg.time_budget_minutes
-                values, flags = reduce_step(stats, stop.requested or over_time)
+                budget = 60 * cfg.time_budget_minutes if cfg.time_budget_minutes is not None else None
+                over_time = budget is not None and elapsed > budget
+                decay_due = budget is not None and elapsed > (1.0 - cfg.decay_fraction) * budget
+                values, flags = reduce_step(stats, stop.requested or over_time, decay_due)
                 if grad_norm is not None:
                     values["grad_norm"] = grad_norm
                 pending.add(values, flags)
@@ -255,12 +262,20 @@ class Trainer:
                 window.add(readout)
                 last_loss = readout.values["loss"]
                 bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-                if self._due(cfg.log_every) or readout.stop or self.step == self.total_steps:
+                if readout.decay and self.lr_schedule.start_decay(self.step):
+                    self.echo(
+                        f"time budget: the learning rate decays from step {self.step} "
+                        f"to 0 at step {self.lr_schedule.end_step}"
+                    )
+                # The decay, brought forward by the time budget, is over: the budget's end.
+                end = self.lr_schedule.end_step
+                ended = end < self.total_steps and self.step >= end
+                if self._due(cfg.log_every) or readout.stop or ended or self.step == self.total_steps:
                     self._log(window, step, elapsed)
                     window = LogWindow()
                 if self._due(cfg.sample_every):
                     self._preview()
-                if readout.stop:
+                if readout.stop or ended:
                     stopped = stop.signal_name or "time budget"
                     self.echo(f"stopping at step {self.step} ({stopped}); saving a checkpoint")
                     break
@@ -288,7 +303,8 @@ class Trainer:
         checkpoint step, at the last step, and at least every `HOST_READ_EVERY` steps."""
         cfg = self.config
         periods = (cfg.log_every, cfg.sample_every, cfg.ckpt_every, HOST_READ_EVERY)
-        return self.step == self.total_steps or any(self._due(p) for p in periods)
+        ends = (self.total_steps, self.lr_schedule.end_step)
+        return self.step in ends or any(self._due(p) for p in periods)
 
     def _micro_step(self, step: int, micro: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, device = self.config, self.ctx.device
@@ -342,7 +358,7 @@ class Trainer:
         if self.metrics is not None and window.count:
             record: dict[str, Any] = {"step": self.step, "epoch": self.order.position(step)[0]}
             record.update(window.summary(self.config.global_batch))
-            record.update(lr=lr_at(self.config, step), elapsed_sec=self.elapsed_before + elapsed)
+            record.update(lr=self.lr_schedule.at(step), elapsed_sec=self.elapsed_before + elapsed)
             self.metrics.write(record)
 
     def _plot(self) -> None:
@@ -365,6 +381,7 @@ class Trainer:
                 "step": self.step,
                 "optimizer": optim_sd,
                 "ema": self.ema.state_dict(),
+                "lr_schedule": self.lr_schedule.state_dict(),
                 "data": {**self.order.state_dict(), "epoch": self.order.position(self.step)[0]},
                 "rng": rngs,
                 "world_size": self.ctx.world_size,
