@@ -38,7 +38,7 @@ fmnist:
 	fi
 
 demo: venv fmnist
-	$(BIN)/ditkit demo --data $(FMNIST_DIR) --out runs/demo --started-at $(MAKE_STARTED)
+	$(BIN)/ditkit demo --data-dir $(FMNIST_DIR) --out runs/demo --started-at $(MAKE_STARTED)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -64,7 +64,7 @@ def test_resume_from_an_explicit_checkpoint_and_changed_options(tmp_path):
     assert ckpt is not None and ckpt.name == "0000002"
     changed = _options(tmp_path, "run", 3)
     changed.lr = 5e-4
-    with pytest.raises(UserError, match="trained with other lr;"):
+    with pytest.raises(UserError, match=r"trained with --lr 0.001 \(now 0.0005\);"):
         train(changed, resume=ckpt, progress=False)
     with pytest.raises(UserError, match="no training checkpoint"):
         train(_options(tmp_path, "run", 3), resume=tmp_path / "nowhere", progress=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from helpers import write_fake_fmnist
@@ -65,3 +67,38 @@ def test_cli_help_shows_examples(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "torchrun" in text and "--resume" in text and "--global-batch" in text
+
+
+def test_resume_takes_the_runs_own_options(tmp_path, capsys):
+    """`--resume` without --model/--data: the run's train_config.json supplies them (issue 16, item 1)."""
+    assert main(_args(tmp_path, "--steps", "2", "--set", "depth=1", "--ckpt-every", "1")) == 0
+    capsys.readouterr()
+    run = str(tmp_path / "run")
+    assert main(["train", "--out", run, "--resume", "--steps", "3", "--no-progress"]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "0000003").is_dir()
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["model"] == "DiT-T/2" and saved["model_overrides"] == {"depth": 1} and saved["steps"] == 3
+
+
+def test_resume_refuses_changed_options_in_one_line_with_both_values(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = {"model": "DiT-T/2", "lr": 5e-4, "steps": 2, "out": str(run), "seed": 0}
+    (run / "train_config.json").write_text(json.dumps(saved))
+    assert main(["train", "--out", str(run), "--resume", "--steps", "4", "--lr", "1e-3", "--seed", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot resume") and "\n" not in err
+    assert "--lr 0.0005 (now 0.001)" in err and "--seed" not in err
+
+
+def test_bad_options_fail_before_torch_is_imported():
+    """A missing --steps/--epochs is a parse-time error: no seconds of loading first (item 13)."""
+    code = (
+        "import sys\n"
+        "from ditkit.cli.main import main\n"
+        "code = main(['train', '--out', 'never-written'])\n"
+        "print(code, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["2", "False"]
+    assert "exactly one of --steps and --epochs" in done.stderr

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.choices import COMPILE_CHOICES, PRECISIONS
+from ditkit.cli.formatting import HelpFormatter
+
 EPILOG = """examples:
   ditkit bench train --model DiT-XL/2 --batch 64 --precision bf16 --compile blocks
   ditkit bench train --model DiT-XL/2 --batch 256 --checkpointing all      # memory at batch 256
@@ -42,11 +45,11 @@ def _common(p: argparse.ArgumentParser, batch: int) -> None:
     _preset(p)
     p.add_argument("--batch", type=int, default=batch, help=f"batch size (default {batch})")
     p.add_argument(
-        "--precision", choices=["fp32", "tf32", "bf16"], default=None,
+        "--precision", choices=PRECISIONS, default=None,
         help="fp32, tf32 (CUDA) or bf16 autocast with float32 weights (default: bf16 on CUDA, fp32 on CPU)",
     )  # fmt: skip
     p.add_argument(
-        "--compile", choices=["none", "blocks", "model"], default=None,
+        "--compile", choices=COMPILE_CHOICES, default=None,
         help="torch.compile each block, the whole model, or nothing (default: blocks on CUDA, none on CPU)",
     )  # fmt: skip
     p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu or auto (default)")
@@ -61,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="benchmark training and sampling speed (images/s, TFLOP/s, MFU, memory)",
         description="Benchmark DiT training steps and DDPM sampling on synthetic data.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     sub = p.add_subparsers(dest="bench_command", metavar="WHAT")
     sub.required = True
@@ -152,7 +155,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     h.add_argument(
         "--batch", type=int, default=4, help="batch of the compiled and sampling checks (default 4)"
     )
-    h.add_argument("--compile", choices=["none", "blocks", "model"], default="none", help="default none")
+    h.add_argument("--compile", choices=COMPILE_CHOICES, default="none", help="default none")
     h.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
     h.add_argument(
         "--sample-steps", type=int, default=10, help="DDPM steps of the sampling check (default 10)"
@@ -164,9 +167,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     k = sub.add_parser(
         "peak", help="measure the dense matmul peak (TFLOP/s)", epilog=EPILOG, formatter_class=fmt
     )
-    k.add_argument(
-        "--precision", choices=["fp32", "tf32", "bf16"], default=None, help="default: all that apply"
-    )
+    k.add_argument("--precision", choices=PRECISIONS, default=None, help="default: all that apply")
     k.add_argument("--size", type=int, default=None, help="matrix side (default 8192 on CUDA, 1024 on CPU)")
     k.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
     _output(k)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.formatting import HelpFormatter
+
 EPILOG = """examples:
   ditkit convert DiT-XL-2-256x256.pt dit-xl-256/                 # official release -> ditkit folder
   ditkit convert results/000-DiT-XL-2/checkpoints/0400000.pt xl/ # official training dict (EMA + raw kept)
@@ -26,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Convert a DiT checkpoint between the official format, diffusers and ditkit's own "
         "(safetensors + config.json). The config is read from the file, or inferred from tensor shapes.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("src", help="checkpoint to read (file or folder)")
     p.add_argument("dst", help="folder to write (or a .safetensors file with --to ditkit)")

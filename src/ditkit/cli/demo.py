@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag
+
 EPILOG = """examples:
   ditkit demo                                    # Fashion-MNIST from Debian's dataset-fashion-mnist package
-  ditkit demo --data /path/to/fashion-mnist --out runs/demo
+  ditkit demo --data-dir /usr/share/datasets/fashion-mnist --out runs/demo
   ditkit demo --steps 50 --per-class 10 --out runs/smoke   # a quick smoke run (far below the bar)
 
 It trains a small class-conditional DiT on 28x28 pixels, draws samples of every class, and measures
@@ -23,9 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train the demo recipe on Fashion-MNIST, sample every class, write a grid, the loss curve "
         "and a report, and print the classifier agreement, the Frechet distance and the wall time.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--data", help="folder of the Fashion-MNIST IDX files (default: Debian's location)")
+    add_data_dir_flag(p, "--data")
     p.add_argument(
         "--out", default="runs/demo", help="output folder (default runs/demo; an earlier demo is replaced)"
     )
@@ -35,10 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--started-at",
         type=float,
-        help="UNIX time to count the wall time from (e.g. `date +%%s` when `make demo` began)",
+        help=argparse.SUPPRESS,  # internal: UNIX time `make demo` began, to count its wall time from
     )
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a bar is not met")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ditkit.demo.run import run_demo
 
     report = run_demo(
-        args.data,
+        args.data_dir,
         args.out,
         steps=args.steps,
         per_class=args.per_class,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag
+
 EPILOG = """examples:
   ditkit evaluate samples.npz VIRTUAL_imagenet256_labeled.npz
       FID-50K, sFID, IS, precision, recall against an ADM reference batch; downloads the Inception
@@ -12,7 +14,7 @@ EPILOG = """examples:
   ditkit evaluate samples.npz --fashion-mnist
       offline: agreement of the shipped Fashion-MNIST classifier with the samples' labels and the
       Frechet distance in its feature space against the real test set (no download)
-  ditkit evaluate samples.npz ref.npz --fashion-mnist /data/fmnist --out metrics.json
+  ditkit evaluate samples.npz ref.npz --fashion-mnist --data-dir /data/fmnist --out metrics.json
 
 SAMPLES.npz holds uint8 images in arr_0 ((N, H, W, 3), or greyscale (N, H, W[, 1])) and, for
 --fashion-mnist agreement, class labels in `labels` or `arr_1`. Metrics are printed and written as
@@ -28,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "FID on pool_3 features, sFID on mixed_6/conv spatial features, Inception Score over splits of "
         "5,000, improved precision/recall (k=3) against 10,000 reference images.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("samples", metavar="SAMPLES.npz", help="sample batch (arr_0: uint8 images)")
     p.add_argument(
@@ -39,13 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--fashion-mnist",
-        metavar="DIR",
-        nargs="?",
-        const="",
-        default=None,
-        help="also score with the shipped Fashion-MNIST classifier against the real test set "
-        "(DIR: the IDX files' folder, default /usr/share/datasets/fashion-mnist)",
+        action="store_true",
+        help="also score with the shipped Fashion-MNIST classifier against the real test set",
     )
+    add_data_dir_flag(p)
     p.add_argument(
         "--inception", metavar="PATH", help="local pt_inception-2015-12-05-6726825d.pth (no download)"
     )
@@ -61,7 +60,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="matrix square root: sqrtm (scipy, as ADM; default) or eigh (same value up to rounding, faster on CPU)",
     )
     p.add_argument("--out", metavar="JSON", help="where to write the metrics (default: SAMPLES.metrics.json)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
 
@@ -74,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ditkit.evaluation.evaluate import default_device, evaluate_npz
     from ditkit.evaluation.fmnist_classifier import evaluate_fmnist_npz
 
-    if args.reference is None and args.fashion_mnist is None:
+    if args.reference is None and not args.fashion_mnist:
         raise UserError("give a REFERENCE.npz (Inception metrics) and/or --fashion-mnist (offline metric)")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
@@ -95,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         for name, key in (("FID", "fid"), ("sFID", "sfid"), ("Inception Score", "inception_score")):
             print(f"{name}: {metrics[key]:.4f}")
         print(f"Precision: {metrics['precision']:.4f}\nRecall: {metrics['recall']:.4f}")
-    if args.fashion_mnist is not None:
-        fm = evaluate_fmnist_npz(args.samples, args.fashion_mnist or None, args.classifier, device)
+    if args.fashion_mnist:
+        fm = evaluate_fmnist_npz(args.samples, args.data_dir, args.classifier, device)
         result["fashion_mnist"] = fm
         print(f"Fashion-MNIST classifier Frechet distance: {fm['frechet_distance']:.4f}")
         if "agreement" in fm:

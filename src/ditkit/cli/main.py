@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ditkit.cli.formatting import HelpFormatter, SubcommandParser, add_progress_flags
 from ditkit.errors import UserError
 
 # Subcommand name -> module under ditkit.cli. Order is the order shown in --help.
@@ -30,16 +31,30 @@ COMMANDS: dict[str, str] = {
 }
 
 
+EPILOG = """examples:
+  ditkit demo --steps 50 --per-class 10 --out runs/smoke    # train, sample and score a tiny DiT (CPU)
+  ditkit models --all                                       # presets with parameters and Gflops
+  ditkit train --model DiT-XS/4 --data fashion-mnist --image-size 28 --steps 1000 --out runs/x
+  ditkit sample runs/x --class sneaker --out samples/       # the run's newest checkpoint
+  ditkit evaluate samples/samples.npz --fashion-mnist       # (after sample --num N)
+
+`ditkit COMMAND --help` shows each command's options and examples.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ditkit",
         description="Diffusion Transformers (DiT): train, sample, evaluate and convert models.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubcommandParser)
     subparsers.required = True
-    for module_name in COMMANDS.values():
+    for name, module_name in COMMANDS.items():
         importlib.import_module(module_name).add_parser(subparsers)
+        add_progress_flags(subparsers.choices[name])
     return parser
 
 
@@ -53,9 +68,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -63,6 +77,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """The reader went away (`ditkit ... | head`): stop quietly, as Unix tools do.
+
+    stdout is pointed at /dev/null so that Python's own flush at exit does not fail again.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (replaced in tests)
+        pass
+    return SIGPIPE_EXIT
+
+
+# Exit status of a process ended by SIGPIPE (128 + 13), what `yes | head` reports for `yes`.
+SIGPIPE_EXIT = 141
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.formatting import HelpFormatter
+
 EPILOG = """examples:
   ditkit models                      # the paper's 12 configs at 256x256 (32x32x4 latents)
   ditkit models --image-size 512     # at 512x512 (64x64 latents)
@@ -19,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="List DiT presets with their parameter count and Gflops (multiply-accumulates of one "
         "forward pass, attention included, as the paper counts them), measured from a real forward pass.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--image-size", type=int, default=256, help="image size in pixels (default 256)")
     p.add_argument(

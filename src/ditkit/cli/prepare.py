@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag
+
 EPILOG = """examples:
   ditkit prepare fashion-mnist --out runs/fmnist-32                  # pixels (identity), 32x32, 1 channel
-  ditkit prepare fashion-mnist --data ~/fmnist --split test --out runs/fmnist-test
+  ditkit prepare fashion-mnist --data-dir ~/fmnist --split test --out runs/fmnist-test
   ditkit prepare fashion-mnist --first-stage sd-vae-ft-ema --out runs/fmnist-vae   # 4x4x4 latents
   ditkit prepare ~/imagenet/train --image-size 256 --first-stage sd-vae-ft-mse --out runs/in256 --device cuda
   ditkit prepare photos/ --first-stage ~/vae/ --out runs/photos      # a local diffusers VAE folder
@@ -24,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Encode a dataset once with the first stage (SD VAE or identity) into a sharded, "
         "memory-mapped latent cache that `ditkit train` reads instead of images.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("source", help='"fashion-mnist", or an image folder with one sub-folder per class')
     p.add_argument("--out", required=True, help="cache folder (created; resumed if unfinished)")
@@ -34,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="identity, sd-vae-ft-ema, sd-vae-ft-mse, a hub repo id, a diffusers VAE folder or a "
         ".safetensors/.ckpt file (default: identity for fashion-mnist, sd-vae-ft-ema otherwise)",
     )
-    p.add_argument("--data", default=None, help="folder of the Fashion-MNIST IDX files (default Debian's)")
+    add_data_dir_flag(p, "--data")
     p.add_argument("--split", default="train", choices=["train", "test"], help="Fashion-MNIST split")
     p.add_argument(
         "--image-size",
@@ -56,7 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes (default 0)")
     p.add_argument("--limit", type=int, default=None, help="encode only the first N images")
     p.add_argument("--overwrite", action="store_true", help="replace a cache made with other settings")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         args.source,
         args.out,
         first_stage=args.first_stage,
-        data_dir=args.data,
+        data_dir=args.data_dir,
         split=args.split,
         image_size=args.image_size,
         channels=args.channels,

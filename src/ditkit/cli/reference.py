@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag
+
 EPILOG = """examples:
   ditkit reference --fashion-mnist --image-size 32 --out refs/fmnist32.npz
       statistics of the 60,000 training images, black-padded to 32x32 as a 32x32 model trains on them
@@ -24,17 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Compute the Inception statistics (FID pool_3 and sFID spatial) of a set of real "
         "images and store them with a random subset of the images in ADM's reference-batch layout.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", metavar="FOLDER", help="folder of images (searched recursively)")
-    src.add_argument(
-        "--fashion-mnist",
-        metavar="DIR",
-        nargs="?",
-        const="",
-        help="Fashion-MNIST (DIR: the IDX files' folder, default /usr/share/datasets/fashion-mnist)",
-    )
+    src.add_argument("--fashion-mnist", action="store_true", help="Fashion-MNIST (see --data-dir)")
+    add_data_dir_flag(p)
     p.add_argument("--out", required=True, metavar="REF.npz", help="the reference batch to write")
     p.add_argument(
         "--split", default="train", choices=["train", "test"], help="Fashion-MNIST split (default train)"
@@ -56,7 +53,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per Inception batch (default 64)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
@@ -73,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.resolution is not None:
             raise UserError("--resolution applies to --images; use --image-size for Fashion-MNIST")
-        source = FashionMNISTImages(args.fashion_mnist or None, args.split, args.image_size)
+        source = FashionMNISTImages(args.data_dir, args.split, args.image_size)
     model = load_inception(args.inception, device=args.device or default_device())
     info = build_reference(
         source, args.out, model, args.num_images, args.seed, args.batch_size, progress=not args.no_progress

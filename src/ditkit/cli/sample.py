@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from ditkit.choices import COMPILE_CHOICES, PRECISION_MODES
+from ditkit.cli.formatting import HelpFormatter
+
 if TYPE_CHECKING:
     from ditkit.sampling.pipeline import DiTPipeline
 
@@ -52,7 +55,7 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "fp32", "tf32", "bf16"],
+        choices=PRECISION_MODES,
         help="DiT precision: auto = bf16 on CUDA with bf16 support, else exact fp32; tf32 needs CUDA "
         "(default auto)",
     )
@@ -66,7 +69,7 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile",
         default="none",
-        choices=["none", "blocks", "model"],
+        choices=COMPILE_CHOICES,
         help="torch.compile the DiT's blocks or whole model; the compile time at the start only pays "
         "off over long runs such as --num 50000 (default none)",
     )
@@ -87,7 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "ship with ditkit). Writes a grid PNG, the single images and samples.json; with --num, writes "
         "resumable shards and a samples.npz in the ADM evaluator's layout.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or folder")
     p.add_argument(
@@ -124,7 +127,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: all / a whole shard)")
     p.add_argument("--out", default="samples", help="output folder for the grid and PNGs (default samples/)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     fid = p.add_argument_group("FID-scale sampling")
     fid.add_argument(
         "--num",
@@ -206,7 +208,7 @@ def _grid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
         guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
         eta=args.eta,
         batch_size=args.batch_size,
-        progress=not args.quiet,
+        progress=not args.no_progress,
         settings={"checkpoint": str(args.checkpoint), "precision": pipe.precision, "compile": pipe.compile},
     )
     print(f"wrote {saved.grid}, {len(saved.images)} images in {saved.images[0].parent}/ and {saved.record}")
@@ -242,7 +244,7 @@ def _fid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
         settings,
         batch_size=args.batch_size,
         max_shards=args.max_shards,
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
     if rank() != 0:
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.formatting import HelpFormatter
 from ditkit.cli.sample import add_pipeline_arguments, open_pipeline
 
 EPILOG = """examples:
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "of several seeds sampled with deterministic DDIM (--mode noise), or linear interpolation between "
         "class embeddings with the noise fixed (--mode class). Writes grids, strips and animated GIFs.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("checkpoint", help="checkpoint file or folder")
     p.add_argument("--mode", required=True, choices=["noise", "class"], help="what to walk through")
@@ -61,7 +62,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="device (default: cuda when present, else cpu)")
     p.add_argument("--batch-size", type=int, help="frames per forward pass (default: all of a walk)")
     p.add_argument("--out", default="walks", help="output folder (default walks/)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         guided_channels=args.guided_channels,
         batch_size=args.batch_size,
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
     paths = save_walks(walks, args.out, f"{args.mode}_walk", args.gif_ms, args.bounce)
     for walk in walks:

@@ -81,7 +81,7 @@ def load_fashion_mnist(
     if not root.is_dir():
         raise UserError(
             f"Fashion-MNIST folder {root} does not exist; run `apt-get install dataset-fashion-mnist` "
-            "or pass --data with the folder holding the IDX files"
+            "or pass --data-dir with the folder holding the IDX files"
         )
     prefix = _PREFIX[split]
     images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))

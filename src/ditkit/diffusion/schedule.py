@@ -15,10 +15,9 @@ from functools import cached_property
 
 import numpy as np
 
+from ditkit.choices import DEFAULT_DIFFUSION_STEPS, NOISE_SCHEDULES
 from ditkit.errors import UserError
 
-# Number of diffusion steps DiT trains with (Peebles & Xie 2023, sec. 3.1; Ho et al. 2020).
-DEFAULT_DIFFUSION_STEPS = 1000
 # Linear schedule end points for T = 1000 (Ho et al. 2020, sec. 4); scaled by 1000 / T for other T
 # (Nichol & Dhariwal 2021, guided-diffusion `get_named_beta_schedule`).
 LINEAR_BETA_START = 1e-4
@@ -26,7 +25,6 @@ LINEAR_BETA_END = 0.02
 # Cosine schedule offset s and beta ceiling (Nichol & Dhariwal 2021, eq. 17 and the text after it).
 COSINE_OFFSET = 0.008
 COSINE_MAX_BETA = 0.999
-NOISE_SCHEDULES = ("linear", "cosine")
 
 Spacing = str | Sequence[int]
 

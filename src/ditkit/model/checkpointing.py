@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-CHECKPOINT_POLICIES = ("full", "selective")
+from ditkit.choices import CHECKPOINT_POLICIES
 
 # ATen ops whose outputs selective checkpointing keeps. `aten.linear` and `aten.matmul` decompose
 # before dispatch (into t/view + addmm, mm or bmm), so the matmul kernels themselves are listed; the

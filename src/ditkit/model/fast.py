@@ -21,10 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ditkit.choices import COMPILE_CHOICES, PRECISIONS
 from ditkit.errors import UserError
 
-PRECISIONS = ("fp32", "tf32", "bf16")
-COMPILE_CHOICES = ("none", "blocks", "model")
 SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 # Eager runs before a CUDA graph is captured: the first call may compile or autotune kernels.
 GRAPH_WARMUP_CALLS = 3

@@ -17,11 +17,11 @@ import contextlib
 import torch
 from torch import Tensor
 
+from ditkit.choices import PRECISION_MODES
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.errors import UserError
-from ditkit.model.fast import PRECISIONS, check_precision, default_precision, precision_context
+from ditkit.model.fast import check_precision, default_precision, precision_context
 
-PRECISION_CHOICES = ("auto", *PRECISIONS)
 AUTOCAST_DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
@@ -58,8 +58,8 @@ def resolve_precision(
         UserError: an unknown choice, `dtype` and `precision` asking for different things, or tf32
             off CUDA.
     """
-    if precision is not None and precision not in PRECISION_CHOICES:
-        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
+    if precision is not None and precision not in PRECISION_MODES:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_MODES)}")
     legacy = None
     if dtype is not None:
         autocast = autocast_dtype(dtype)

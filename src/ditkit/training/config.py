@@ -5,11 +5,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ditkit.choices import (
+    CHECKPOINT_POLICIES,
+    COMPILE_MODES,
+    DEFAULT_DIFFUSION_STEPS,
+    FLIP_MODES,
+    LR_SCHEDULES,
+    NOISE_SCHEDULES,
+    PARALLEL_MODES,
+    PRECISION_MODES,
+)
 from ditkit.errors import UserError
+from ditkit.options import check_choices, option
 
 # The official recipe (Peebles & Xie 2023, sec. 5 "Training"): AdamW at a constant 1e-4 with no weight
 # decay, global batch 256, EMA decay 0.9999, and labels dropped with probability 0.1 for guidance.
@@ -19,114 +30,123 @@ OFFICIAL_EMA_DECAY = 0.9999
 OFFICIAL_CLASS_DROPOUT = 0.1
 # AdamW's default betas, which DiT keeps.
 ADAM_BETAS = (0.9, 0.999)
-PRECISIONS = ("auto", "fp32", "tf32", "bf16")
-PARALLEL_MODES = ("ddp", "fsdp")
-COMPILE_MODES = ("auto", "none", "blocks", "model")
-CHECKPOINT_POLICIES = ("full", "selective")
-NOISE_SCHEDULES = ("linear", "cosine")
-FLIP_MODES = ("random", "none")
-# The learning-rate schedules (see `ditkit.training.schedule`).
-LR_SCHEDULES = ("constant", "wsd")
 # Min-SNR-gamma loss weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
 # Strategy"): the paper's recommended gamma.
 MIN_SNR_GAMMA = 5.0
 CONFIG_FILE = "train_config.json"
+
+# `--help` sections of the flags (see `ditkit.options`).
+MODEL_DATA = "model and data"
+DIFFUSION = "diffusion"
+OPTIMISATION = "optimisation"
+RUN = "run"
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run needs; plain data (see `to_dict` / `from_dict`).
 
+    Each field is also a `ditkit train` flag (`global_batch` -> `--global-batch`): its entry below is the
+    flag's help, its `option(...)` metadata gives choices, flag names and the help section (see
+    `ditkit.options`). A new field gets its flag without edits to the CLI.
+
     Attributes:
-        model: a preset name ("DiT-XL/2", "DiT-XS/4", ...); `model_overrides` changes any DiTConfig field
-            (hidden_size, depth, num_heads, block, ...). input_size, in_channels and num_classes come from
-            the data.
-        data: "fashion-mnist", an image folder or a latent cache made by `ditkit prepare`.
-        data_dir: folder of the Fashion-MNIST IDX files (default: Debian's location).
+        model: preset name (DiT-XL/2, DiT-S/4, DiT-T/2 ...; `ditkit models --all` lists them).
+        model_overrides: change any DiTConfig field of the preset, e.g. --set hidden_size=256 --set depth=6
+            --set block=in-context (input_size, in_channels and num_classes come from the data).
+        data: "fashion-mnist", an image folder (one sub-folder per class) or a latent cache made by
+            `ditkit prepare`.
+        data_dir: folder of the Fashion-MNIST IDX files (default: Debian's /usr/share/datasets/fashion-mnist).
         image_size: image side in pixels (default: 32 for Fashion-MNIST, 256 for folders, the cache's).
-        first_stage: for image data: "identity" (train on pixels) or a VAE spec ("sd-vae-ft-ema", a
-            folder), encoded on the fly (slow: prefer `ditkit prepare`). None: identity for
-            Fashion-MNIST, DiT's "sd-vae-ft-ema" for folders; a cache always uses its own.
-        flip: "random" horizontal flips (DiT) or "none".
+        first_stage: for image data: "identity" (train on pixels) or a VAE ("sd-vae-ft-ema", a folder),
+            encoded every step (slow: prefer `ditkit prepare`). Default: identity for Fashion-MNIST,
+            DiT's sd-vae-ft-ema for folders; a cache always uses its own.
+        flip: horizontal flips: "random" (DiT) or "none".
         global_batch: samples per optimizer step over all processes.
-        micro_batch: samples per forward pass on each process; None = global_batch / processes.
-            Smaller values accumulate gradients over several passes.
-        lr, weight_decay, betas: AdamW.
-        warmup_steps: linear learning-rate warmup from 0 (0 = none, as DiT).
+        micro_batch: samples per forward pass on each process (default: global batch / processes);
+            smaller values accumulate gradients over several passes.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: linear learning-rate warmup from 0 over this many steps (0: none, as DiT).
         lr_schedule: "constant" (DiT) or "wsd": warmup, hold, then a linear decay to 0 over the last
             `decay_fraction` of the run; with a time budget the decay starts when that share of the
             budget remains (the start step is kept in checkpoints, so resume stays exact).
         decay_fraction: the share of the run the "wsd" decay takes, in (0, 1].
         min_snr_gamma: weight each sample's noise-prediction loss by min(SNR_t, gamma) / SNR_t
-            (min-SNR-gamma, Hang et al. 2023; 5 is their choice); None = uniform, as DiT.
-        grad_clip: clip the global gradient norm to this value (None = no clipping, as DiT).
-        ema_decay: EMA decay per step (kept in float32).
-        ema_warmup: use min(ema_decay, (1 + n) / (10 + n)) after n updates, for short runs.
-        class_dropout: probability of dropping a label to the null class.
-        steps: optimizer steps to train for (or give `epochs`).
-        epochs: passes over the data, converted to steps (len(data) // global_batch per epoch).
-        time_budget_minutes: stop (saving a checkpoint) once this much time has passed; None = no limit.
+            (min-SNR-gamma, Hang et al. 2023; 5 is their choice); default: uniform, as DiT.
+        grad_clip: clip the global gradient norm to this value (default: no clipping, as DiT).
+        ema_decay: EMA decay per step (the EMA is kept in float32).
+        ema_warmup: use min(decay, (1 + n) / (10 + n)) after n updates, for short runs.
+        class_dropout: probability of dropping a label to the null class (for guidance).
+        steps: optimizer steps to train for (or give --epochs).
+        epochs: passes over the data, converted to steps (len(data) // global batch per epoch).
+        time_budget_minutes: save a checkpoint and stop once this much time has passed.
         precision: "auto" (bf16 autocast on GPUs that support it, else fp32), "fp32" (strict IEEE
             float32), "tf32" (TensorFloat-32 matmuls, CUDA only) or "bf16" (bf16 autocast; weights,
             optimizer state and EMA stay float32).
-        compile: "auto" (blocks on CUDA, none on the CPU), "none", "blocks" (compile each transformer
-            block, one shared graph) or "model".
-        checkpointing: recompute the activations of this many blocks in backward (0 = none).
+        compile: torch.compile: "auto" (blocks on CUDA, none on the CPU, where it rarely pays off in
+            short runs), "none", "blocks" (each transformer block, one shared graph) or "model".
+        checkpointing: recompute the activations of this many blocks in backward (saves memory; 0: none).
         checkpoint_policy: what those blocks recompute: "full" (everything) or "selective" (keep the
             matmul and attention outputs, recompute the cheap elementwise ops).
         parallel: "ddp" or "fsdp" (sharded parameters, for models that do not fit) under torchrun.
-        learn_sigma, noise_schedule, diffusion_steps: the diffusion process (DiT: True, linear, 1000).
+        learn_sigma: learn the variance with the hybrid loss (DiT) or use a fixed one.
+        noise_schedule: beta schedule of the diffusion process (DiT: linear).
+        diffusion_steps: length T of the diffusion chain (DiT: 1000).
         seed: seeds the model init, data order and every training draw.
-        ckpt_every, log_every, sample_every: periods in steps (0 = never; a checkpoint is always written
-            at the end).
-        keep_checkpoints: keep only the newest N checkpoints (0 = keep all).
-        sample_cfg_scale, sample_steps: guidance scale and DDIM steps of the preview grids.
+        ckpt_every: checkpoint period in steps (0: only at the end; one is always written at the end).
+        log_every: period in steps of the metrics.jsonl lines (0: only at the end).
+        sample_every: period in steps of the EMA preview grids (0: never).
+        keep_checkpoints: keep only the newest N checkpoints (0: keep all).
+        sample_cfg_scale: guidance scale of the preview grids.
+        sample_steps: DDIM steps of the preview grids.
         num_workers: DataLoader worker processes per training process.
-        device: "auto", "cpu", "cuda" (torchrun picks cuda:LOCAL_RANK).
-        out: output folder.
+        device: "auto" (GPU if any), "cpu" or "cuda" (torchrun picks cuda:LOCAL_RANK).
+        out: run folder (train_config.json, metrics.jsonl, checkpoints/ ...).
     """
 
-    model: str = "DiT-XL/2"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    data: str = "fashion-mnist"
-    data_dir: str | None = None
-    image_size: int | None = None
-    first_stage: str | None = None
-    flip: str = "random"
-    global_batch: int = OFFICIAL_GLOBAL_BATCH
-    micro_batch: int | None = None
-    lr: float = OFFICIAL_LR
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = ADAM_BETAS
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"
-    decay_fraction: float = 0.5
-    min_snr_gamma: float | None = None
-    grad_clip: float | None = None
-    ema_decay: float = OFFICIAL_EMA_DECAY
-    ema_warmup: bool = False
-    class_dropout: float = OFFICIAL_CLASS_DROPOUT
-    steps: int | None = None
-    epochs: float | None = None
-    time_budget_minutes: float | None = None
-    precision: str = "auto"
-    compile: str = "auto"
-    checkpointing: int = 0
-    checkpoint_policy: str = "full"
-    parallel: str = "ddp"
-    learn_sigma: bool = True
-    noise_schedule: str = "linear"
-    diffusion_steps: int = 1000
-    seed: int = 0
-    ckpt_every: int = 5000
-    log_every: int = 50
-    sample_every: int = 0
-    keep_checkpoints: int = 0
-    sample_cfg_scale: float = 4.0
-    sample_steps: int = 25
-    num_workers: int = 0
-    device: str = "auto"
-    out: str = "runs/train"
+    model: str = option("DiT-XL/2", group=MODEL_DATA)
+    model_overrides: dict[str, Any] = option(default_factory=dict, flags=("--set",), group=MODEL_DATA)
+    data: str = option("fashion-mnist", group=MODEL_DATA)
+    data_dir: str | None = option(None, group=MODEL_DATA, metavar="DIR")
+    image_size: int | None = option(None, group=MODEL_DATA)
+    first_stage: str | None = option(None, group=MODEL_DATA)
+    flip: str = option("random", choices=FLIP_MODES, group=MODEL_DATA)
+    global_batch: int = option(OFFICIAL_GLOBAL_BATCH, group=OPTIMISATION)
+    micro_batch: int | None = option(None, group=OPTIMISATION)
+    lr: float = option(OFFICIAL_LR, group=OPTIMISATION)
+    weight_decay: float = option(0.0, group=OPTIMISATION)
+    betas: tuple[float, float] = option(ADAM_BETAS, group=OPTIMISATION, metavar=("BETA1", "BETA2"))
+    warmup_steps: int = option(0, group=OPTIMISATION)
+    lr_schedule: str = option("constant", choices=LR_SCHEDULES, group=OPTIMISATION)
+    decay_fraction: float = option(0.5, group=OPTIMISATION)
+    min_snr_gamma: float | None = option(None, group=OPTIMISATION)
+    grad_clip: float | None = option(None, group=OPTIMISATION)
+    ema_decay: float = option(OFFICIAL_EMA_DECAY, group=OPTIMISATION)
+    ema_warmup: bool = option(False, group=OPTIMISATION)
+    class_dropout: float = option(OFFICIAL_CLASS_DROPOUT, group=OPTIMISATION)
+    steps: int | None = option(None, group=OPTIMISATION)
+    epochs: float | None = option(None, group=OPTIMISATION)
+    time_budget_minutes: float | None = option(None, group=RUN)
+    precision: str = option("auto", choices=PRECISION_MODES, group=RUN)
+    compile: str = option("auto", choices=COMPILE_MODES, group=RUN)
+    checkpointing: int = option(0, group=RUN)
+    checkpoint_policy: str = option("full", choices=CHECKPOINT_POLICIES, group=RUN)
+    parallel: str = option("ddp", choices=PARALLEL_MODES, group=RUN)
+    learn_sigma: bool = option(True, group=DIFFUSION)
+    noise_schedule: str = option("linear", choices=NOISE_SCHEDULES, group=DIFFUSION)
+    diffusion_steps: int = option(DEFAULT_DIFFUSION_STEPS, group=DIFFUSION)
+    seed: int = option(0, group=OPTIMISATION)
+    ckpt_every: int = option(5000, group=RUN)
+    log_every: int = option(50, group=RUN)
+    sample_every: int = option(0, group=RUN)
+    keep_checkpoints: int = option(0, group=RUN)
+    sample_cfg_scale: float = option(4.0, group=RUN)
+    sample_steps: int = option(25, group=RUN)
+    num_workers: int = option(0, group=RUN)
+    device: str = option("auto", group=RUN)
+    out: str = option("runs/train", group=RUN, required=True)
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -134,13 +154,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise UserError for options that cannot work together."""
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("parallel", self.parallel, PARALLEL_MODES)
-        _choice("compile mode", self.compile, COMPILE_MODES)
-        _choice("checkpoint policy", self.checkpoint_policy, CHECKPOINT_POLICIES)
-        _choice("noise schedule", self.noise_schedule, NOISE_SCHEDULES)
-        _choice("flip", self.flip, FLIP_MODES)
-        _choice("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choices(self)
         if not 0.0 < self.decay_fraction <= 1.0:
             raise UserError(f"--decay-fraction must lie in (0, 1], got {self.decay_fraction}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
@@ -203,11 +217,6 @@ class TrainConfig:
         return path
 
 
-def _choice(what: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
-
-
 # Options that change what a resumed run computes; the others (logging, periods, time budget...) may differ.
 RESUME_INVARIANT = (
     "model",
@@ -239,6 +248,43 @@ def resume_mismatches(saved: dict[str, Any], current: TrainConfig) -> list[str]:
     """Names of the options that differ between a checkpoint's config and the current one."""
     now = current.to_dict()
     return [name for name in RESUME_INVARIANT if name in saved and _plain(saved[name]) != _plain(now[name])]
+
+
+def describe_mismatches(saved: dict[str, Any], now: dict[str, Any], names: list[str]) -> str:
+    """`--lr 0.001 (now 0.0001), --seed 0 (now 1)`: the saved and the new value of each option."""
+    return ", ".join(f"--{n.replace('_', '-')} {_plain(saved[n])} (now {_plain(now[n])})" for n in names)
+
+
+def saved_run_config(resume: str | Path | bool | None, out: str | Path) -> dict[str, Any] | None:
+    """The `train_config.json` of the run `--resume` points to (the run folder, its checkpoints/ folder
+    or one checkpoint in it; `out` for a bare --resume), or None when there is none."""
+    if resume is None or resume is False:
+        return None
+    folder = Path(out) if resume is True or resume == "latest" else Path(resume)
+    for candidate in (folder, folder.parent, folder.parent.parent):
+        path = candidate / CONFIG_FILE
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise UserError(f"cannot read {path} ({err}); fix or delete it to resume") from err
+    return None
+
+
+def resumed_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """The config of a resumed run: the saved options, with those `given` again taking over.
+
+    Raises UserError naming each option that differs but may not change on resume (`RESUME_INVARIANT`).
+    """
+    differ = [
+        n for n in RESUME_INVARIANT if n in given and n in saved and _plain(given[n]) != _plain(saved[n])
+    ]
+    if differ:
+        raise UserError(
+            f"cannot resume: the run was trained with {describe_mismatches(saved, given, differ)}; "
+            "drop these options (the run's own are used) or start a new --out"
+        )
+    return TrainConfig.from_dict({**saved, **given})
 
 
 def _plain(value: Any) -> Any:

@@ -29,7 +29,7 @@ from ditkit.model.fast import (
     matmul_precision,
 )
 from ditkit.training import distributed as D
-from ditkit.training.config import TrainConfig, resume_mismatches
+from ditkit.training.config import TrainConfig, describe_mismatches, resume_mismatches
 from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
 from ditkit.training.ema import EMA
 from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
@@ -167,10 +167,12 @@ class Trainer:
 
     def _restore(self, checkpoint: Any) -> None:
         state = checkpoint.state
-        mismatched = resume_mismatches(state.get("config", {}), self.config)
+        saved = state.get("config", {})
+        mismatched = resume_mismatches(saved, self.config)
         if mismatched:
             raise UserError(
-                f"cannot resume {checkpoint.path}: it was trained with other {', '.join(mismatched)}; "
+                f"cannot resume {checkpoint.path}: it was trained with "
+                f"{describe_mismatches(saved, self.config.to_dict(), mismatched)}; "
                 "resume with the same options or start a new --out"
             )
         self.order.check_resumable(state["data"])

@@ -1,0 +1,28 @@
+"""Choice lists and shared defaults: the one place each option's allowed values are declared.
+
+The library checks against these tuples and the CLI offers them as `choices`; this module imports
+nothing (no torch, no numpy) so that building the command-line parsers and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+# Numeric precision of the DiT: strict IEEE float32, TensorFloat-32 matmuls (CUDA), bfloat16 autocast.
+PRECISIONS = ("fp32", "tf32", "bf16")
+# ... and "auto": bf16 on GPUs that support it, else fp32 (`ditkit.model.fast.default_precision`).
+PRECISION_MODES = ("auto", *PRECISIONS)
+# torch.compile: nothing, each transformer block (one shared graph) or the whole forward.
+COMPILE_CHOICES = ("none", "blocks", "model")
+# ... and "auto": blocks on CUDA, none on the CPU (`ditkit.model.fast.default_compile`).
+COMPILE_MODES = ("auto", *COMPILE_CHOICES)
+# What activation-checkpointed blocks recompute (`ditkit.model.checkpointing`).
+CHECKPOINT_POLICIES = ("full", "selective")
+# Named beta schedules: DiT's linear one (Ho et al. 2020) and the cosine one (Nichol & Dhariwal 2021).
+NOISE_SCHEDULES = ("linear", "cosine")
+# Number of diffusion steps DiT trains with (Peebles & Xie 2023, sec. 3.1; Ho et al. 2020).
+DEFAULT_DIFFUSION_STEPS = 1000
+# Data-parallel strategies under torchrun: replicated (DDP) or sharded parameters (FSDP).
+PARALLEL_MODES = ("ddp", "fsdp")
+# Training-time horizontal flips: random (DiT) or none.
+FLIP_MODES = ("random", "none")
+# Learning-rate schedules: constant (DiT) or warmup-stable-decay (`ditkit.training.schedule`).
+LR_SCHEDULES = ("constant", "wsd")

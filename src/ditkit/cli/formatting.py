@@ -1,0 +1,113 @@
+"""What every subcommand shares: the help formatter, the parser class, progress flags, plurals."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+# Defaults not worth printing: "(default: None)" and "(default: False)" say nothing.
+_UNSHOWN = (None, False, argparse.SUPPRESS, [], ())
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's examples as written and shows each option's default.
+
+    A help text that already names its default (the word "default") is left alone.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or text == argparse.SUPPRESS or re.search(r"\bdefault\b", text):
+            return text
+        if any(action.default is value or action.default == value for value in _UNSHOWN):
+            return text
+        if isinstance(action.default, list | tuple):
+            return f"{text} (default: {' '.join(map(str, action.default))})".lstrip()
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an unknown option is reported with *this* usage and a close match."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(unrecognized_message(extras, visible_flags(self)))
+        return namespace, extras
+
+
+def visible_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """The long options `--help` shows (hidden aliases left out)."""
+    return [
+        flag
+        for action in parser._actions
+        if action.help != argparse.SUPPRESS
+        for flag in action.option_strings
+        if flag.startswith("--")
+    ]
+
+
+def suggest(flag: str, known: Iterable[str]) -> str | None:
+    """The known option closest to `flag`: by spelling, or by initials (`--learning-rate` -> `--lr`)."""
+    flag = flag.split("=", 1)[0]
+    known = list(known)
+    close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    words = [w for w in flag.lstrip("-").split("-") if w]
+    initials = "--" + "".join(w[0] for w in words)
+    if len(words) > 1 and initials in known:
+        return initials
+    for word in sorted(words, key=len, reverse=True):
+        hits = [k for k in known if len(word) > 3 and word in k]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def unrecognized_message(extras: Sequence[str], known: Iterable[str]) -> str:
+    """`unrecognized arguments: ...`, with "did you mean" for the first unknown option."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    first = next((e for e in extras if e.startswith("-")), None)
+    match = suggest(first, known) if first else None
+    return f"{message} (did you mean {match}?)" if match else message
+
+
+def add_progress_flags(parser: argparse.ArgumentParser) -> None:
+    """`--quiet` and `--no-progress` (one option, two names): no progress bars. Sets `args.no_progress`.
+
+    Added to every leaf command (`ditkit bench train`, not `ditkit bench`), so both names work everywhere.
+    """
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if nested:
+        for sub in {id(p): p for p in nested[0].choices.values()}.values():
+            add_progress_flags(sub)
+        return
+    parser.add_argument(
+        "--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bars"
+    )
+
+
+def add_hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str, **kwargs: Any) -> None:
+    """Accept an old spelling of an option without showing it in `--help`."""
+    parser.add_argument(flag, dest=dest, help=argparse.SUPPRESS, **kwargs)
+
+
+def add_data_dir_flag(parser: argparse.ArgumentParser, *old: str) -> None:
+    """`--data-dir DIR`, the Fashion-MNIST folder in every command (as in `ditkit train`); `old` names stay
+    accepted, hidden."""
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="folder of the Fashion-MNIST IDX files (default: Debian's location)"
+    )
+    for flag in old:
+        add_hidden_alias(parser, flag, "data_dir")
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 image`, `2 images` (`many` for irregular plurals)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
