@@ -9,9 +9,10 @@ from helpers import random_tiny_dit, randomise_weights, tiny_dit_config
 from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.model.blocks import BLOCK_DESIGNS
+from ditkit.model.cost import dit_cost, model_table
 from ditkit.model.dit import DiT, DiTConfig
 from ditkit.model.embeddings import sincos_2d, timestep_features
-from ditkit.model.flops import count_gflops, count_params, model_table
+from ditkit.model.flops import count_gflops, count_params
 from ditkit.model.presets import PAPER_PRESETS, create_model, get_config
 
 
@@ -165,6 +166,32 @@ def test_gflops_of_block_designs_and_512():
     assert count_params(model) > 675e6
 
 
+@pytest.mark.parametrize("block", ["adaln-zero", "adaln", "cross-attention", "in-context"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"num_classes": 0, "learn_sigma": False},
+        {"input_size": (8, 16), "patch_size": 4, "in_channels": 1, "num_classes": 10, "mlp_ratio": 2.5},
+    ],
+)
+def test_closed_form_cost_matches_the_flop_counter(block, overrides):
+    """`ditkit models` counts in closed form; torch's FLOP counter on a real (meta) model must agree."""
+    with torch.device("meta"):
+        model = create_model("DiT-S/2", block=block, **overrides)
+    params, macs = dit_cost(**model.config.to_dict())
+    assert params == count_params(model)
+    assert macs / 1e9 == pytest.approx(count_gflops(model), rel=1e-12, abs=0)
+
+
+def test_model_table_marks_presets_that_do_not_fit():
+    rows = {
+        r["name"]: r for r in model_table(input_size=28, in_channels=1, num_classes=10, include_small=True)
+    }
+    assert rows["DiT-S/8"]["params"] is None and rows["DiT-S/8"]["gflops"] is None
+    assert rows["DiT-S/4"]["tokens"] == 49 and rows["DiT-S/4"]["params"] > 0
+
+
 def test_preset_names_and_overrides():
     cfg = get_config("xl/2", input_size=64, num_classes=10)
     assert (cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.patch_size) == (28, 1152, 16, 2)
@@ -172,6 +199,8 @@ def test_preset_names_and_overrides():
     assert get_config("DiT-B-4").patch_size == 4
     with pytest.raises(UserError, match="ditkit models"):
         get_config("DiT-XXL/2")
+    with pytest.raises(UserError, match=r"did you mean DiT-T/2\? `ditkit models --all`"):
+        get_config("DiT-T2")
 
 
 def test_config_round_trip_and_validation():

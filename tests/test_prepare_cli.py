@@ -18,7 +18,7 @@ def test_prepare_fashion_mnist_identity(tmp_path, capsys):
     argv = ["prepare", "fashion-mnist", "--data", str(data), "--out", str(out), "--shard-size", "4"]
     assert main([*argv, "--limit", "9", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "9 images in 3 shard(s), 0 unreadable skipped" in printed
+    assert "9 images in 3 shards, 0 unreadable skipped" in printed
     cache = LatentCacheDataset(out)
     assert len(cache) == 9 and cache.latent_shape == (1, 32, 32) and cache.num_classes == 10
     assert read_manifest(out)["config"]["first_stage"] == {"kind": "identity", "channels": 1}
@@ -49,7 +49,7 @@ def test_prepare_reports_corrupt_images(tmp_path, capsys):
     argv = ["prepare", str(root), "--out", str(tmp_path / "cache"), "--first-stage", "identity"]
     assert main([*argv, "--image-size", "16", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "6 images in 1 shard(s), 2 unreadable skipped" in printed
+    assert "6 images in 1 shard, 2 unreadable skipped" in printed
     assert "1a_truncated.jpg" in printed and "1b_text.png" in printed
 
 

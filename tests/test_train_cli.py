@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import write_fake_fmnist
@@ -102,3 +103,27 @@ def test_bad_options_fail_before_torch_is_imported():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["2", "False"]
     assert "exactly one of --steps and --epochs" in done.stderr
+
+
+def test_a_run_folder_samples_its_newest_checkpoint_and_last_links_to_it(tmp_path, capsys):
+    """Item 2: `ditkit sample RUN` and `RUN/checkpoints/last` (kept by the trainer) load the newest one."""
+    assert main(_args(tmp_path, "--steps", "2", "--set", "depth=1", "--ckpt-every", "1")) == 0
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last"
+    assert last.is_symlink() and last.resolve() == (run / "checkpoints" / "0000002").resolve()
+    for source in (run, run / "checkpoints", last):
+        out = tmp_path / f"grid-{source.name}"
+        argv = ["sample", str(source), "--class", "3", "--num-per-class", "1", "--steps", "2"]
+        assert main([*argv, "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+        used = json.loads((out / "samples.json").read_text())["settings"]["checkpoint"]
+        assert Path(used).resolve() == (run / "checkpoints" / "0000002").resolve(), source
+    assert "1 image " in capsys.readouterr().out  # not "1 images" (item 13)
+
+
+def test_sampling_a_samples_file_says_what_it_is(tmp_path, capsys):
+    """Item 12: a .npz passed as a checkpoint gets a plain sentence, not a C++ `enforce fail`."""
+    npz = tmp_path / "samples.npz"
+    npz.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["sample", str(npz), "--class", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a NumPy archive" in err and "not a checkpoint" in err and "enforce" not in err

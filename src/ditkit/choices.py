@@ -26,3 +26,5 @@ PARALLEL_MODES = ("ddp", "fsdp")
 FLIP_MODES = ("random", "none")
 # Learning-rate schedules: constant (DiT) or warmup-stable-decay (`ditkit.training.schedule`).
 LR_SCHEDULES = ("constant", "wsd")
+# Conditioning designs of a DiT block compared in the paper (Sec. 3.2, Fig. 5; `ditkit.model.blocks`).
+BLOCK_DESIGNS = ("adaln-zero", "adaln", "cross-attention", "in-context")

@@ -95,12 +95,36 @@ def _from_torch_file(path: Path) -> RawCheckpoint:
     )
 
 
+# Files people pass by mistake, named so that the error says what they are.
+NOT_CHECKPOINTS = {
+    ".npz": "a NumPy archive (samples or a reference batch)",
+    ".json": "a JSON file",
+    ".png": "an image",
+    ".jpg": "an image",
+    ".gif": "an image",
+}
+
+
+def newest_in_run(path: Path) -> Path | None:
+    """The newest checkpoint of a training run, given the run folder or its `checkpoints/` folder."""
+    from ditkit.training.state import CHECKPOINTS_DIR, latest_checkpoint
+
+    run = path.parent if path.name == CHECKPOINTS_DIR else path
+    return latest_checkpoint(run) if (run / CHECKPOINTS_DIR).is_dir() else None
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
     """Recognise a checkpoint and read what it holds (weights are read on demand for folders)."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"checkpoint {p} does not exist")
+    if p.suffix in NOT_CHECKPOINTS:
+        raise UserError(
+            f"{p} is {NOT_CHECKPOINTS[p.suffix]}, not a checkpoint; give a training run folder, a checkpoint "
+            "folder, a .safetensors or .pt file, or a diffusers folder"
+        )
     if p.is_dir():
+        p = newest_in_run(p) or p
         if is_native_folder(p):
             return read_native_folder(p)
         if is_diffusers_folder(p):

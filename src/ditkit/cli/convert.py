@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--to",
         default="ditkit",
         choices=["ditkit", "diffusers", "diffusers-pipeline"],
-        help="output format (default ditkit)",
+        help="output format",
     )
     p.add_argument(
         "--which",

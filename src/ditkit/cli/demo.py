@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out", default="runs/demo", help="output folder (default runs/demo; an earlier demo is replaced)"
     )
     p.add_argument("--steps", type=int, help="override the recipe's training steps")
-    p.add_argument("--per-class", type=int, default=100, help="samples per class (default 100)")
+    p.add_argument("--per-class", type=int, default=100, help="samples per class")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
     p.add_argument(
         "--started-at",

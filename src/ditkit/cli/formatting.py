@@ -8,9 +8,6 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-# Defaults not worth printing: "(default: None)" and "(default: False)" say nothing.
-_UNSHOWN = (None, False, argparse.SUPPRESS, [], ())
-
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the epilog's examples as written and shows each option's default.
@@ -22,7 +19,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if not action.option_strings or text == argparse.SUPPRESS or re.search(r"\bdefault\b", text):
             return text
-        if any(action.default is value or action.default == value for value in _UNSHOWN):
+        unset = action.default in (None, argparse.SUPPRESS) or action.default is False  # "(default: None)"
+        if unset or (isinstance(action.default, list | tuple) and not action.default):  # says nothing
             return text
         if isinstance(action.default, list | tuple):
             return f"{text} (default: {' '.join(map(str, action.default))})".lstrip()
@@ -56,13 +54,14 @@ def suggest(flag: str, known: Iterable[str]) -> str | None:
     """The known option closest to `flag`: by spelling, or by initials (`--learning-rate` -> `--lr`)."""
     flag = flag.split("=", 1)[0]
     known = list(known)
-    close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
-    if close:
-        return close[0]
     words = [w for w in flag.lstrip("-").split("-") if w]
     initials = "--" + "".join(w[0] for w in words)
-    if len(words) > 1 and initials in known:
+    if len(words) > 1 and initials in known:  # an abbreviation spelled out: --learning-rate -> --lr
         return initials
+    bare = {k.lstrip("-"): k for k in known}  # compare names without their dashes, which all share
+    close = difflib.get_close_matches(flag.lstrip("-"), list(bare), n=1, cutoff=0.6)
+    if close:
+        return bare[close[0]]
     for word in sorted(words, key=len, reverse=True):
         hits = [k for k in known if len(word) > 3 and word in k]
         if len(hits) == 1:

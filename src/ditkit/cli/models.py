@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.choices import BLOCK_DESIGNS
 from ditkit.cli.formatting import HelpFormatter
 
 EPILOG = """examples:
@@ -19,24 +20,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "models",
         help="list model presets with parameters and Gflops",
         description="List DiT presets with their parameter count and Gflops (multiply-accumulates of one "
-        "forward pass, attention included, as the paper counts them), measured from a real forward pass.",
+        "forward pass, attention included, as the paper counts them), in closed form (checked against torch's "
+        "FLOP counter in the tests).",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--image-size", type=int, default=256, help="image size in pixels (default 256)")
+    p.add_argument("--image-size", type=int, default=256, help="image size in pixels")
     p.add_argument(
         "--downsample", type=int, default=8, help="first-stage downsampling factor (default 8, the SD VAE)"
     )
-    p.add_argument("--in-channels", type=int, default=4, help="latent channels (default 4)")
-    p.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000)")
+    p.add_argument("--in-channels", type=int, default=4, help="latent channels")
+    p.add_argument("--num-classes", type=int, default=1000, help="number of classes")
     p.add_argument(
         "--block",
         default="adaln-zero",
-        choices=["adaln-zero", "adaln", "cross-attention", "in-context"],
-        help="conditioning design (default adaln-zero)",
+        choices=BLOCK_DESIGNS,
+        help="conditioning design",
     )
     p.add_argument("--all", action="store_true", help="include the small presets (T, XS)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {name, params, gflops}")
+    p.add_argument(
+        "--json", action="store_true", help="print a JSON list of {name, params, gflops} (null: does not fit)"
+    )
     p.set_defaults(func=run)
 
 
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ditkit.errors import UserError
-    from ditkit.model.flops import model_table
+    from ditkit.model.cost import model_table
 
     if args.image_size % args.downsample:
         raise UserError(
@@ -66,8 +70,15 @@ def run(args: argparse.Namespace) -> int:
         f"{'model':<12}{'depth':>6}{'hidden':>8}{'heads':>7}{'patch':>7}{'tokens':>8}{'params':>11}{'Gflops':>10}"
     )
     for r in rows:
+        fits = r["params"] is not None
         print(
             f"{r['name']:<12}{r['depth']:>6}{r['hidden_size']:>8}{r['num_heads']:>7}{r['patch_size']:>7}"
-            f"{r['tokens']:>8}{r['params'] / 1e6:>10.1f}M{r['gflops']:>10.2f}"
+            + (
+                f"{r['tokens']:>8}{r['params'] / 1e6:>10.1f}M{r['gflops']:>10.2f}"
+                if fits
+                else f"{'n/a':>8}{'n/a':>11}{'n/a':>10}"
+            )
         )
+    if any(r["params"] is None for r in rows):
+        print(f"n/a: the patch does not divide the {latent}x{latent} input")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag
+from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, plural
 
 EPILOG = """examples:
   ditkit prepare fashion-mnist --out runs/fmnist-32                  # pixels (identity), 32x32, 1 channel
@@ -51,11 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=[1, 3],
         help="image channels (default: what the first stage takes)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per encoder call (default 64)")
-    p.add_argument("--shard-size", type=int, default=4096, help="images per shard file (default 4096)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
+    p.add_argument("--shard-size", type=int, default=4096, help="images per shard file")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored precision")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1... (default auto)")
-    p.add_argument("--workers", type=int, default=0, help="image-decoding processes (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    p.add_argument("--workers", type=int, default=0, help="image-decoding processes")
     p.add_argument("--limit", type=int, default=None, help="encode only the first N images")
     p.add_argument("--overwrite", action="store_true", help="replace a cache made with other settings")
     p.set_defaults(func=run)
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         else "already complete, nothing encoded"
     )
     print(
-        f"cache {summary.out}: {summary.num_images} images in {summary.num_shards} shard(s), "
+        f"cache {summary.out}: {plural(summary.num_images, 'image')} in {plural(summary.num_shards, 'shard')}, "
         f"{summary.num_skipped} unreadable skipped; {work}"
     )
     for entry in summary.skipped[:10]:

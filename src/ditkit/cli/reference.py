@@ -33,25 +33,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--fashion-mnist", action="store_true", help="Fashion-MNIST (see --data-dir)")
     add_data_dir_flag(p)
     p.add_argument("--out", required=True, metavar="REF.npz", help="the reference batch to write")
-    p.add_argument(
-        "--split", default="train", choices=["train", "test"], help="Fashion-MNIST split (default train)"
-    )
+    p.add_argument("--split", default="train", choices=["train", "test"], help="Fashion-MNIST split")
     p.add_argument(
         "--image-size",
         type=int,
         default=28,
         metavar="N",
-        help="Fashion-MNIST size as trained: padded up to 32, bicubic-resized beyond (default 28)",
+        help="Fashion-MNIST size as trained: padded up to 32, bicubic-resized beyond",
     )
     p.add_argument(
         "--resolution", type=int, metavar="N", help="centre-crop folder images to N x N (ADM's crop)"
     )
     p.add_argument("--num-images", type=int, default=10_000, help="images stored in arr_0 (default 10,000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the stored subset (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stored subset")
     p.add_argument(
         "--inception", metavar="PATH", help="local pt_inception-2015-12-05-6726825d.pth (no download)"
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per Inception batch (default 64)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per Inception batch")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.set_defaults(func=run)
 

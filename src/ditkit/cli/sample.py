@@ -6,14 +6,14 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ditkit.choices import COMPILE_CHOICES, PRECISION_MODES
-from ditkit.cli.formatting import HelpFormatter
+from ditkit.cli.formatting import HelpFormatter, plural
 
 if TYPE_CHECKING:
     from ditkit.sampling.pipeline import DiTPipeline
 
 EPILOG = """examples:
   ditkit sample DiT-XL-2-256x256.pt --class "golden retriever" --class 88 --num-per-class 4
-  ditkit sample runs/fmnist/checkpoints/last --class sneaker --sampler ddim --steps 50 --out samples/
+  ditkit sample runs/fmnist --class sneaker --sampler ddim --steps 50 --out samples/   # newest checkpoint
   ditkit sample ckpt --class "golden retreiver"            # a typo: the closest names are suggested
   ditkit sample --list-classes retriever                   # ImageNet classes whose names contain a word
   ditkit sample ckpt --class 88 --precision fp32 --no-cuda-graph   # exact float32 on a GPU, no graphs
@@ -44,9 +44,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
         "--first-stage",
         help="decoder overriding the checkpoint's: sd-vae-ft-ema, sd-vae-ft-mse, a folder, identity",
     )
-    p.add_argument(
-        "--weights", default="ema", choices=["ema", "model"], help="weight set to use (default ema)"
-    )
+    p.add_argument("--weights", default="ema", choices=["ema", "model"], help="weight set to use")
     add_speed_arguments(p)
 
 
@@ -56,8 +54,7 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         choices=PRECISION_MODES,
-        help="DiT precision: auto = bf16 on CUDA with bf16 support, else exact fp32; tf32 needs CUDA "
-        "(default auto)",
+        help="DiT precision: auto = bf16 on CUDA with bf16 support, else exact fp32; tf32 needs CUDA",
     )
     p.add_argument(
         "--bf16",
@@ -71,7 +68,7 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
         default="none",
         choices=COMPILE_CHOICES,
         help="torch.compile the DiT's blocks or whole model; the compile time at the start only pays "
-        "off over long runs such as --num 50000 (default none)",
+        "off over long runs such as --num 50000",
     )
     p.add_argument(
         "--no-cuda-graph",
@@ -92,27 +89,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("checkpoint", nargs="?", help="checkpoint file or folder")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="a training run folder (its newest checkpoint), a checkpoint folder, a .safetensors or .pt file, "
+        "or a diffusers folder",
+    )
     p.add_argument(
         "--class", dest="classes", action="append", metavar="C", help="class index or name (repeatable)"
     )
-    p.add_argument("--num-per-class", type=int, default=4, help="images per class in the grid (default 4)")
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the first image; image i uses SEED + i (default 0)"
-    )
+    p.add_argument("--num-per-class", type=int, default=4, help="images per class in the grid")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses SEED + i")
     p.add_argument(
         "--cfg-scale", type=float, help="guidance scale (default 4.0; 1.5 with --num); 1 disables it"
     )
-    p.add_argument(
-        "--sampler", default="ddpm", choices=["ddpm", "ddim", "dpm++2m"], help="sampler (default ddpm)"
-    )
+    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpm++2m"], help="sampler")
     p.add_argument("--steps", type=int, help="sampling steps (default 250 ddpm, 50 ddim, 20 dpm++2m)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (default 0: deterministic)")
     p.add_argument(
         "--guided-channels",
         default="all",
         choices=["all", "first3"],
-        help="channels guidance applies to; first3 reproduces the official sampler (default all)",
+        help="channels guidance applies to; first3 reproduces the official sampler",
     )
     p.add_argument(
         "--guidance-interval",
@@ -126,7 +124,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--device", help="device (default: cuda when present, else cpu; cuda:LOCAL_RANK under torchrun)"
     )
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: all / a whole shard)")
-    p.add_argument("--out", default="samples", help="output folder for the grid and PNGs (default samples/)")
+    p.add_argument("--out", default="samples", help="output folder for the grid and PNGs")
     fid = p.add_argument_group("FID-scale sampling")
     fid.add_argument(
         "--num",
@@ -140,9 +138,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--labels",
         default="uniform",
         choices=["uniform", "balanced"],
-        help="uniform random labels (from the seed) or class-balanced (i mod K) (default uniform)",
+        help="uniform random labels (from the seed) or class-balanced (i mod K)",
     )
-    fid.add_argument("--shard-size", type=int, default=1000, help="samples per shard file (default 1000)")
+    fid.add_argument("--shard-size", type=int, default=1000, help="samples per shard file")
     fid.add_argument("--max-shards", type=int, help="stop after computing this many shards (resume later)")
     p.add_argument(
         "--list-classes",
@@ -173,9 +171,17 @@ def run(args: argparse.Namespace) -> int:
 
 def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
     """The pipeline the `add_pipeline_arguments` flags describe, on `device`; prints its notes (rank 0)."""
+    from pathlib import Path
+
+    from ditkit.checkpoints.loader import newest_in_run
     from ditkit.sampling.distributed import rank
     from ditkit.sampling.pipeline import DiTPipeline
 
+    newest = newest_in_run(Path(args.checkpoint))
+    if newest is not None:  # a run folder: record the checkpoint actually used
+        args.checkpoint = str(newest)
+        if rank() == 0:
+            print(f"note: using the run's newest checkpoint, {newest}")
     pipe = DiTPipeline.from_pretrained(
         args.checkpoint,
         device=device,  # type: ignore[arg-type]  # a str or torch.device
@@ -211,7 +217,8 @@ def _grid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
         progress=not args.no_progress,
         settings={"checkpoint": str(args.checkpoint), "precision": pipe.precision, "compile": pipe.compile},
     )
-    print(f"wrote {saved.grid}, {len(saved.images)} images in {saved.images[0].parent}/ and {saved.record}")
+    images = plural(len(saved.images), "image")
+    print(f"wrote {saved.grid}, {images} in {saved.images[0].parent}/ and {saved.record}")
     return 0
 
 
@@ -248,12 +255,13 @@ def _fid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
     )
     if rank() != 0:
         return 0
-    done = f"computed {len(result.computed)} shards here, {len(result.skipped)} were already done"
+    done = f"computed {plural(len(result.computed), 'shard')} here, {len(result.skipped)} already done"
     if result.packed is not None:
         print(f"{done}; wrote {result.packed} ({args.num} samples, ADM layout)")
     elif result.missing:
         print(
-            f"{done}; {len(result.missing)} shards still missing in {out}: run the same command again to finish"
+            f"{done}; {plural(len(result.missing), 'shard')} still missing in {out}: run the same command again "
+            "to finish"
         )
     return 0
 

@@ -15,12 +15,15 @@ EPILOG = """examples:
   # a small pixel-space model on Fashion-MNIST (28x28), on a CPU
   ditkit train --model DiT-XS/4 --data fashion-mnist --image-size 28 --first-stage identity \\
       --lr 1e-3 --warmup-steps 100 --global-batch 128 --ema-decay 0.999 --ema-warmup --steps 1000 --out runs/x
-  # continue after an interruption (SIGTERM/SIGINT save a checkpoint first); exactly as if never stopped
-  ditkit train ... --out runs/x --resume
+  # continue after an interruption (SIGTERM/SIGINT save a checkpoint first), exactly as if never
+  # stopped, or train longer: the run's train_config.json supplies every option not given again
+  ditkit train --out runs/x --resume --steps 2000
+  # sample the run's newest checkpoint (or name one: runs/x/checkpoints/0001000, runs/x/checkpoints/last)
+  ditkit sample runs/x --class sneaker --out runs/x/grid
 
 outputs in --out: train_config.json, metrics.jsonl, loss_curve.png, samples/step_*.png (EMA grids),
-checkpoints/<step>/ (config.json, model.safetensors, ema.safetensors, train_state.pt), train_summary.json.
-A checkpoint folder loads with `ditkit sample --checkpoint runs/x/checkpoints/0001000`.
+checkpoints/<step>/ (config.json, model.safetensors, ema.safetensors, train_state.pt), checkpoints/last
+(a link to the newest), train_summary.json.
 """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter
+from ditkit.cli.formatting import HelpFormatter, plural
 from ditkit.cli.sample import add_pipeline_arguments, open_pipeline
 
 EPILOG = """examples:
@@ -43,25 +43,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seed (repeatable; default 0 1 2 / 0)",
     )
-    p.add_argument("--frames", type=int, default=8, help="frames per segment, both ends included (default 8)")
+    p.add_argument("--frames", type=int, default=8, help="frames per segment, both ends included")
     p.add_argument("--loop", action="store_true", help="walk back from the last point to the first")
     p.add_argument("--bounce", action="store_true", help="GIFs play forward then backward")
-    p.add_argument("--gif-ms", type=int, default=125, help="GIF frame duration in milliseconds (default 125)")
-    p.add_argument("--cfg-scale", type=float, default=4.0, help="guidance scale (default 4.0)")
+    p.add_argument("--gif-ms", type=int, default=125, help="GIF frame duration in milliseconds")
+    p.add_argument("--cfg-scale", type=float, default=4.0, help="guidance scale")
     p.add_argument(
         "--sampler",
         default="ddim",
         choices=["ddim", "dpm++2m", "ddpm"],
         help="sampler (default ddim, eta 0; ddpm only for class walks)",
     )
-    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps")
     p.add_argument(
         "--guided-channels", default="all", choices=["all", "first3"], help="channels guidance applies to"
     )
     add_pipeline_arguments(p)
     p.add_argument("--device", help="device (default: cuda when present, else cpu)")
     p.add_argument("--batch-size", type=int, help="frames per forward pass (default: all of a walk)")
-    p.add_argument("--out", default="walks", help="output folder (default walks/)")
+    p.add_argument("--out", default="walks", help="output folder")
     p.set_defaults(func=run)
 
 
@@ -86,6 +86,6 @@ def run(args: argparse.Namespace) -> int:
     )
     paths = save_walks(walks, args.out, f"{args.mode}_walk", args.gif_ms, args.bounce)
     for walk in walks:
-        print(f"walk: {walk.title} ({len(walk.images)} frames)")
-    print(f"wrote {paths[0]} and {len(paths) - 1} strips/GIFs in {paths[0].parent}/")
+        print(f"walk: {walk.title} ({plural(len(walk.images), 'frame')})")
+    print(f"wrote {paths[0]} and {plural(len(paths) - 1, 'strip/GIF', 'strips/GIFs')} in {paths[0].parent}/")
     return 0

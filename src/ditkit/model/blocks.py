@@ -14,12 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ditkit.choices import BLOCK_DESIGNS
 from ditkit.model.checkpointing import checkpoint_block
 
 # LayerNorm epsilon of the official implementation.
 NORM_EPS = 1e-6
-
-BLOCK_DESIGNS = ("adaln-zero", "adaln", "cross-attention", "in-context")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-# Width of the sinusoidal timestep features fed to the timestep MLP (DiT, Sec. 3.1; as in ADM).
-TIMESTEP_FREQ_DIM = 256
+from ditkit.model.cost import TIMESTEP_FREQ_DIM
+
 # Longest period of the sinusoidal timestep features (Transformer positional encoding).
 MAX_PERIOD = 10_000
 

@@ -4,8 +4,6 @@ pass (attention included), for one image. Counted from a real forward pass, not 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -36,40 +34,3 @@ def count_gflops(model: DiT) -> float:
 def count_params(model: torch.nn.Module) -> int:
     """All parameters, the frozen position embedding included, as the official code counts them."""
     return sum(p.numel() for p in model.parameters())
-
-
-def model_table(
-    input_size: int = 32,
-    in_channels: int = 4,
-    num_classes: int = 1000,
-    block: str = "adaln-zero",
-    include_small: bool = False,
-) -> list[dict[str, Any]]:
-    """Parameters and Gflops of every preset, built on the meta device (no memory, no weights).
-
-    Returns:
-        One dict per preset with name, depth, hidden_size, num_heads, patch_size, tokens, params, gflops.
-    """
-    from ditkit.model.presets import PAPER_PRESETS, PRESETS, create_model
-
-    names = list(PRESETS) if include_small else list(PAPER_PRESETS)
-    rows = []
-    for name in names:
-        with torch.device("meta"):
-            model = create_model(
-                name, input_size=input_size, in_channels=in_channels, num_classes=num_classes, block=block
-            )
-        cfg = model.config
-        rows.append(
-            {
-                "name": name,
-                "depth": cfg.depth,
-                "hidden_size": cfg.hidden_size,
-                "num_heads": cfg.num_heads,
-                "patch_size": cfg.patch_size,
-                "tokens": model.grid_hw[0] * model.grid_hw[1],
-                "params": count_params(model),
-                "gflops": round(count_gflops(model), 3),
-            }
-        )
-    return rows

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from typing import TYPE_CHECKING, Any
 
 from ditkit.errors import UserError
-from ditkit.model.dit import DiT, DiTConfig
+
+if TYPE_CHECKING:  # the preset table itself stays torch-free, for `ditkit models`
+    from ditkit.model.dit import DiT, DiTConfig
 
 # (depth, hidden size, heads) per model size: Table 1 of the paper, plus small CPU/test sizes.
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -46,7 +49,11 @@ def get_config(name: str, **overrides: Any) -> DiTConfig:
     """
     key = _canonical(name)
     if key not in PRESETS:
-        raise UserError(f"unknown model {name!r}; run `ditkit models` to list the presets")
+        close = difflib.get_close_matches(key, PRESETS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UserError(f"unknown model {name!r}; {hint}`ditkit models --all` lists every preset")
+    from ditkit.model.dit import DiTConfig
+
     size, patch = PRESETS[key]
     depth, hidden, heads = SIZES[size]
     fields: dict[str, Any] = dict(
@@ -58,4 +65,6 @@ def get_config(name: str, **overrides: Any) -> DiTConfig:
 
 def create_model(name: str, **overrides: Any) -> DiT:
     """Build a freshly initialised DiT from a preset name, e.g. `create_model("DiT-XL/2")`."""
+    from ditkit.model.dit import DiT
+
     return DiT(get_config(name, **overrides))

@@ -28,6 +28,8 @@ STATE_FORMAT = "ditkit-train-state"
 STATE_VERSION = 1
 # Width of the step in checkpoint folder names, so that they sort by step.
 STEP_DIGITS = 7
+# <out>/checkpoints/last: a relative link to the newest checkpoint, a stable name for `ditkit sample`.
+LAST_LINK = "last"
 
 
 def checkpoint_path(out: str | os.PathLike[str], step: int) -> Path:
@@ -51,6 +53,19 @@ def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
     """The newest complete checkpoint of a run folder, or None."""
     found = list_checkpoints(out)
     return found[-1][1] if found else None
+
+
+def link_last(checkpoint: Path) -> None:
+    """Point <out>/checkpoints/last at `checkpoint` (replaced atomically; skipped where links are not
+    possible: `ditkit sample` also takes the run folder itself)."""
+    link = checkpoint.parent / LAST_LINK
+    tmp = checkpoint.parent / f".{LAST_LINK}.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(checkpoint.name, target_is_directory=True)
+        os.replace(tmp, link)
+    except (OSError, NotImplementedError):
+        tmp.unlink(missing_ok=True)
 
 
 def resolve_resume(resume: str | os.PathLike[str] | bool | None, out: str | os.PathLike[str]) -> Path | None:

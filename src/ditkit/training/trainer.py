@@ -46,6 +46,7 @@ from ditkit.training.signals import GracefulStop
 from ditkit.training.snapshot import gather_state, restore_optimizer, weights_finite, weights_holder
 from ditkit.training.state import (
     checkpoint_path,
+    link_last,
     load_training_checkpoint,
     prune_checkpoints,
     resolve_resume,
@@ -394,6 +395,7 @@ class Trainer:
             holder = weights_holder(self.raw, self.model_config, model_sd, sharded)
             extra = checkpoint_extra(self.config, self.data, self.step)
             save_training_checkpoint(path, holder, ema_sd, state, extra)
+            link_last(path)
             prune_checkpoints(self.out, self.config.keep_checkpoints)
             self._plot()
         D.barrier()
