@@ -70,3 +70,26 @@ def test_prepare_help(capsys):
         main(["prepare", "--help"])
     assert exit_info.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("mnist", "dataset 'mnist' not found: no such folder (did you mean 'fashion-mnist'?)"),
+        ("{npz}", "is a file, not a dataset ditkit reads; pass 'fashion-mnist', an image folder"),
+    ],
+)
+def test_a_bad_source_is_named_before_any_first_stage_loads(tmp_path, capsys, monkeypatch, source, message):
+    """Issue 16 items 3 and 12: the real problem first, without loading (or downloading) the VAE."""
+    import ditkit.first_stage.load as load
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the first stage must not load before the source is checked")
+
+    monkeypatch.setattr(load, "load_first_stage", no_network)
+    npz = tmp_path / "samples.npz"
+    npz.write_bytes(b"x")
+    assert main(["prepare", source.format(npz=npz), "--out", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "cache").exists()

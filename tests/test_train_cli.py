@@ -39,7 +39,7 @@ def test_cli_trains_a_tiny_model_with_overrides(tmp_path, capsys):
         _args(tmp_path, "--steps", "2", "--set", "depth=1", "--set", "block=in-context", "--no-learn-sigma")
     )
     assert code == 0
-    assert "trained 2 steps" in capsys.readouterr().out
+    assert "trained steps 1-2" in capsys.readouterr().out
     config = json.loads((tmp_path / "run" / "checkpoints" / "0000002" / "config.json").read_text())["config"]
     assert config["depth"] == 1 and config["block"] == "in-context" and config["learn_sigma"] is False
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
@@ -75,10 +75,15 @@ def test_resume_takes_the_runs_own_options(tmp_path, capsys):
     assert main(_args(tmp_path, "--steps", "2", "--set", "depth=1", "--ckpt-every", "1")) == 0
     capsys.readouterr()
     run = str(tmp_path / "run")
-    assert main(["train", "--out", run, "--resume", "--steps", "3", "--no-progress"]) == 0
-    assert (tmp_path / "run" / "checkpoints" / "0000003").is_dir()
+    assert main(["train", "--out", run, "--resume", "--steps", "4", "--no-progress"]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "0000004").is_dir()
+    # Item 5: the new steps are named, and the printed loss is the logged one, labelled.
+    printed = capsys.readouterr().out
+    assert "trained steps 3-4 (2 new steps after resuming)" in printed
+    logged = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["step"] == 4 and f"loss {logged['loss']:.4f} (mean of steps 3-4, as logged)" in printed
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
-    assert saved["model"] == "DiT-T/2" and saved["model_overrides"] == {"depth": 1} and saved["steps"] == 3
+    assert saved["model"] == "DiT-T/2" and saved["model_overrides"] == {"depth": 1} and saved["steps"] == 4
 
 
 def test_resume_refuses_changed_options_in_one_line_with_both_values(tmp_path, capsys):

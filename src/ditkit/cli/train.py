@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ditkit.cli.config_flags import add_config_arguments, given_config_values
-from ditkit.cli.formatting import HelpFormatter
+from ditkit.cli.formatting import HelpFormatter, plural
 
 EPILOG = """examples:
   # the paper's recipe on a latent cache made by `ditkit prepare` (AdamW 1e-4, batch 256, EMA 0.9999)
@@ -75,12 +75,22 @@ def run(args: argparse.Namespace) -> int:
     result = train(config, resume=args.resume, progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
+    steps = (
+        f"steps {result.start_step + 1}-{result.step}" if result.step > result.start_step else "no new steps"
+    )
+    if result.start_step:
+        steps += f" ({plural(result.step - result.start_step, 'new step')} after resuming)"
+    loss = ""
+    if result.loss is not None and result.loss_steps is not None:
+        first, last = result.loss_steps
+        loss = f"; loss {result.loss:.4f} (mean of steps {first}-{last}, as logged)"
     if result.stopped == "finished":
         print(
-            f"trained {result.step} steps ({result.steps_per_second:.2f} steps/s); checkpoint {result.checkpoint}"
+            f"trained {steps} ({result.steps_per_second:.2f} steps/s){loss}; checkpoint {result.checkpoint}"
         )
     else:
         print(
-            f"stopped at step {result.step} of {result.total_steps} ({result.stopped}); checkpoint {result.checkpoint}"
+            f"stopped at step {result.step} of {result.total_steps} ({result.stopped}; {steps}){loss}; "
+            f"checkpoint {result.checkpoint}"
         )
     return 0

@@ -11,6 +11,7 @@ Every dataset yields `(x, label)` with x float32 (C, H, W) in the model's input 
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,6 +67,21 @@ def natural_channels(spec: str) -> int:
     return 1 if spec == FASHION_MNIST else 3
 
 
+def check_dataset_spec(spec: str) -> None:
+    """Raise UserError unless `spec` can name a dataset ditkit reads ("fashion-mnist" or a folder).
+
+    Cheap (no file is read): called before any model or first stage is loaded.
+    """
+    if spec == FASHION_MNIST or Path(spec).is_dir():
+        return
+    kinds = f"pass {FASHION_MNIST!r}, an image folder (one sub-folder per class) or a latent cache from `ditkit prepare`"
+    if Path(spec).exists():
+        raise UserError(f"{spec} is a file, not a dataset ditkit reads; {kinds}")
+    close = difflib.get_close_matches(spec.lower(), [FASHION_MNIST], n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(f"dataset {spec!r} not found: no such folder{hint}; {kinds}")
+
+
 def open_image_source(
     spec: str,
     *,
@@ -88,10 +104,7 @@ def open_image_source(
     path = Path(spec)
     if (path / CACHE_MANIFEST).is_file():
         raise UserError(f"{spec} is already a latent cache; pass the image folder it was made from")
-    if not path.is_dir():
-        raise UserError(
-            f"dataset {spec!r} not found; pass {FASHION_MNIST!r}, an image folder or a latent cache"
-        )
+    check_dataset_spec(spec)
     size = image_size if image_size is not None else DEFAULT_IMAGE_SIZE
     return ImageFolderDataset(path, size, channels=channels, flip=flip, seed=seed)
 

@@ -360,9 +360,10 @@ def prepare_dataset(
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         **options: passed to `prepare_latent_cache` (batch_size, shard_size, dtype, workers, ...).
     """
-    from ditkit.data.build import FASHION_MNIST, natural_channels, open_image_source
+    from ditkit.data.build import FASHION_MNIST, check_dataset_spec, natural_channels, open_image_source
     from ditkit.first_stage.load import load_first_stage
 
+    check_dataset_spec(spec)  # before the first stage, which may reach the network
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     spec_first_stage = first_stage or ("identity" if spec == FASHION_MNIST else "sd-vae-ft-ema")

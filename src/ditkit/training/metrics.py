@@ -86,7 +86,9 @@ def plot_loss_curve(
 
     steps, losses = zip(*points, strict=True)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(steps, losses, lw=0.8, alpha=0.4, label="logged")
+    # A short run logs few points: mark them, so that one or two are visible at all.
+    marker = "o" if len(points) < 20 else None
+    ax.plot(steps, losses, lw=0.8, alpha=0.6, marker=marker, label="logged (mean of each log window)")
     if len(points) >= 5:
         ax.plot(steps, smooth(losses, max(2, len(points) // 20)), lw=1.6, label="smoothed")
     ax.set_xlabel("step")

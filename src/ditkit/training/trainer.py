@@ -73,9 +73,12 @@ class TrainResult:
         total_steps: steps the run was asked for.
         checkpoint: the last checkpoint written.
         stopped: "finished", "time budget" or the signal's name ("SIGTERM", "SIGINT").
-        loss: the last logged loss (mean over the global batch and the log window).
+        loss: the last logged loss: the mean over the global batch and the steps `loss_steps` (the last
+            line of metrics.jsonl); the progress bar shows the loss of the most recent steps instead.
         steps_per_second: optimizer steps per second of this session.
         elapsed_seconds: wall time of this session's loop.
+        start_step: the step this session started from (0, or the checkpoint resumed).
+        loss_steps: first and last step averaged in `loss`.
     """
 
     out: Path
@@ -86,6 +89,8 @@ class TrainResult:
     loss: float | None
     steps_per_second: float
     elapsed_seconds: float
+    start_step: int = 0
+    loss_steps: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -220,7 +225,8 @@ class Trainer:
         self._start(resume)
         cfg = self.config
         start_step, self.t0 = self.step, time.perf_counter()
-        window, last_loss, stopped = LogWindow(), None, "finished"
+        window, stopped = LogWindow(), "finished"
+        self.logged: tuple[float, int, int] | None = None  # loss, first and last step of its window
         bar = tqdm(
             total=self.total_steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True
         )
@@ -263,8 +269,7 @@ class Trainer:
                 if readout.nonfinite:
                     raise self._nonfinite_error(readout.steps)
                 window.add(readout)
-                last_loss = readout.values["loss"]
-                bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                bar.set_postfix({"recent loss": f"{readout.values['loss']:.4f}"}, refresh=False)
                 if readout.decay and self.lr_schedule.start_decay(self.step):
                     self.echo(
                         f"time budget: the learning rate decays from step {self.step} "
@@ -289,8 +294,18 @@ class Trainer:
                 self._save()
         elapsed = time.perf_counter() - self.t0
         rate = (self.step - start_step) / elapsed if elapsed > 0 else 0.0
+        loss, first, last = self.logged if self.logged is not None else (None, 0, 0)
         result = TrainResult(
-            self.out, self.step, self.total_steps, self.last_checkpoint, stopped, last_loss, rate, elapsed
+            self.out,
+            self.step,
+            self.total_steps,
+            self.last_checkpoint,
+            stopped,
+            loss,
+            rate,
+            elapsed,
+            start_step=start_step,
+            loss_steps=(first, last) if self.logged is not None else None,
         )
         if D.is_main():
             if self.step == start_step:  # nothing new was saved (and plotted)
@@ -358,9 +373,13 @@ class Trainer:
 
     # ---- outputs -----------------------------------------------------------------------------------
     def _log(self, window: LogWindow, step: int, elapsed: float) -> None:
-        if self.metrics is not None and window.count:
+        if not window.count:
+            return
+        summary = window.summary(self.config.global_batch)
+        self.logged = (summary["loss"], self.step - window.count + 1, self.step)
+        if self.metrics is not None:
             record: dict[str, Any] = {"step": self.step, "epoch": self.order.position(step)[0]}
-            record.update(window.summary(self.config.global_batch))
+            record.update(summary)
             record.update(lr=self.lr_schedule.at(step), elapsed_sec=self.elapsed_before + elapsed)
             self.metrics.write(record)
 
