@@ -98,3 +98,18 @@ def test_normalize_and_search():
 def test_cli_lists_classes(capsys):
     assert main(["sample", "--list-classes", "tennis"]) == 0
     assert capsys.readouterr().out.split() == ["852", "tennis", "ball"]
+
+
+def test_a_unique_word_start_finds_the_class():
+    """Issue 16 item 7: "t-shirt" and "boot" find Fashion-MNIST's "T-shirt/top" and "Ankle boot"."""
+    from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES
+
+    names = ClassNames.from_names(list(FASHION_MNIST_CLASSES))
+    assert names.resolve("t-shirt") == 0 and names.resolve("T-shirt") == 0 and names.resolve("top") == 0
+    assert names.resolve("boot") == 9 and names.resolve("sneak") == 7 and names.resolve("shirt") == 6
+    with pytest.raises(
+        UserError, match="ambiguous: T-shirt/top \\(0\\), Sandal \\(5\\), Shirt \\(6\\), Sneaker \\(7\\)"
+    ):
+        names.resolve("s")
+    with pytest.raises(UserError, match="unknown class 'hat'"):
+        names.resolve("hat")

@@ -244,3 +244,21 @@ def test_from_pretrained_diffusers_transformer_folder(tmp_path):
     torch.testing.assert_close(
         loaded([3, 4], output_type="tensor", **FAST), direct([3, 4], output_type="tensor", **FAST)
     )
+
+
+def test_cli_all_classes_and_the_same_rule_for_sample_and_walk(tmp_path, capsys):
+    """Item 7: --all-classes samples every class; without a class, `sample` and `walk` refuse alike."""
+    ckpt = tmp_path / "c.safetensors"
+    save_model(
+        sampling_dit(), ckpt, extra={"first_stage": {"kind": "identity", "channels": 1}, "class_names": NAMES}
+    )
+    out = tmp_path / "out"
+    argv = ["sample", str(ckpt), "--all-classes", "--num-per-class", "1", "--sampler", "ddim", "--steps", "2"]
+    assert main([*argv, "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    record = json.loads((out / "samples.json").read_text())
+    assert [e["class"] for e in record["images"]] == list(range(10))
+    capsys.readouterr()
+    for argv in (["sample", str(ckpt)], ["walk", str(ckpt), "--mode", "noise"]):
+        assert main([*argv, "--steps", "2", "--out", str(out), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert "class-conditional (10 classes): choose with --class NAME (repeatable) or --all-classes" in err

@@ -32,6 +32,41 @@ each batch shape is replayed as a CUDA graph; --compile blocks adds torch.compil
 """
 
 
+def add_class_arguments(p: argparse.ArgumentParser) -> None:
+    """--class (repeatable) and --all-classes; shared with `ditkit walk`. See `chosen_classes`."""
+    p.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        metavar="C",
+        help="class index or name, or the start of a word of one name (`boot`); repeatable",
+    )
+    p.add_argument("--all-classes", action="store_true", help="every class of the model, in label order")
+
+
+def chosen_classes(args: argparse.Namespace, pipe: DiTPipeline) -> list[int | str] | None:
+    """The classes `--class`/`--all-classes` ask for: None for an unconditional model.
+
+    A class-conditional model needs one of the two (the same rule for `sample` and `walk`).
+    """
+    from ditkit.errors import UserError
+
+    if pipe.num_classes == 0:
+        if args.classes or args.all_classes:
+            raise UserError("this model is unconditional: drop --class/--all-classes")
+        return None
+    if args.all_classes:
+        if args.classes:
+            raise UserError("give --class or --all-classes, not both")
+        return list(range(pipe.num_classes))
+    if not args.classes:
+        raise UserError(
+            f"this model is class-conditional ({plural(pipe.num_classes, 'class', 'classes')}): choose with "
+            "--class NAME (repeatable) or --all-classes; `--list-classes` lists the names"
+        )
+    return list(args.classes)
+
+
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """What `open_pipeline` reads but --device: --image-size, --first-stage, --weights and the speed flags.
 
@@ -95,9 +130,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="a training run folder (its newest checkpoint), a checkpoint folder, a .safetensors or .pt file, "
         "or a diffusers folder",
     )
-    p.add_argument(
-        "--class", dest="classes", action="append", metavar="C", help="class index or name (repeatable)"
-    )
+    add_class_arguments(p)
     p.add_argument("--num-per-class", type=int, default=4, help="images per class in the grid")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses SEED + i")
     p.add_argument(
@@ -203,7 +236,7 @@ def _grid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
 
     saved = sample_to_folder(
         pipe,
-        args.classes,
+        chosen_classes(args, pipe),
         args.out,
         per_class=args.num_per_class,
         seed=args.seed,
@@ -229,7 +262,7 @@ def _fid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
     from ditkit.sampling.sharded import FID_GUIDANCE_SCALE, ShardedSettings, generate_sharded
 
     classes = None
-    if args.classes:
+    if args.classes:  # else every class (--all-classes or not), drawn as --labels says
         classes = tuple(pipe.resolve_labels(args.classes))
     settings = ShardedSettings(
         num_samples=args.num,

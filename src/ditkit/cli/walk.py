@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ditkit.cli.formatting import HelpFormatter, plural
-from ditkit.cli.sample import add_pipeline_arguments, open_pipeline
+from ditkit.cli.sample import add_class_arguments, add_pipeline_arguments, chosen_classes, open_pipeline
 
 EPILOG = """examples:
   # slerp through the noises of seeds 0, 1, 2 (deterministic DDIM), one row per class:
@@ -32,9 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="checkpoint file or folder")
     p.add_argument("--mode", required=True, choices=["noise", "class"], help="what to walk through")
-    p.add_argument(
-        "--class", dest="classes", action="append", metavar="C", help="class index or name (repeatable)"
-    )
+    add_class_arguments(p)
     p.add_argument(
         "--seed",
         dest="seeds",
@@ -73,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     walks = make_walks(
         pipe,
         args.mode,
-        args.classes,
+        chosen_classes(args, pipe),
         seeds,
         args.frames,
         loop=args.loop,

@@ -1,8 +1,9 @@
 """Class names: ImageNet's 1000 classes with their WordNet synonyms, and name -> label resolution.
 
 A class is asked for by index (207 or "207") or by any of its names, compared case-insensitively
-with spaces, underscores and hyphens treated alike ("Golden_Retriever" finds "golden retriever").
-A name that matches nothing raises a `UserError` that suggests the closest names.
+with spaces, underscores and hyphens treated alike ("Golden_Retriever" finds "golden retriever"),
+or by the start of a word of one name only ("boot" finds "Ankle boot" when no other class has a
+word starting so). A name that matches nothing raises a `UserError` that suggests the closest names.
 
 The ImageNet list is the ILSVRC-2012 synset order (sorted WordNet ids, the label order of every
 ImageNet model, DiT's included), shipped as `ditkit/data/imagenet_classes.json`.
@@ -111,10 +112,28 @@ class ClassNames:
             matches = self._primary.get(key, matches)
         if len(matches) == 1:
             return matches[0]
+        if not matches:
+            matches = self.partial_matches(text)  # "t-shirt" -> "T-shirt/top", "boot" -> "Ankle boot"
+        if len(matches) == 1:
+            return matches[0]
         if matches:
-            options = ", ".join(self.describe(i) for i in matches)
-            raise UserError(f"class name {text!r} is ambiguous: {options}; give the index instead")
+            options = ", ".join(self.describe(i) for i in matches[:MAX_SUGGESTIONS])
+            more = f" and {len(matches) - MAX_SUGGESTIONS} more" if len(matches) > MAX_SUGGESTIONS else ""
+            raise UserError(f"class name {text!r} is ambiguous: {options}{more}; give the index instead")
         raise UserError(self._unknown_message(text))
+
+    def partial_matches(self, query: str) -> list[int]:
+        """Labels with a name in which `query` starts a word ("boot" in "ankle boot", "t shirt" in
+        "t shirt/top"), compared like `resolve`; "/" separates words too."""
+        key = normalize_name(query).replace("/", " ")
+        if not key:
+            return []
+        pattern = re.compile(rf"(^| ){re.escape(key)}")
+        return [
+            label
+            for label, names in enumerate(self.synonyms)
+            if any(pattern.search(normalize_name(n).replace("/", " ")) for n in names)
+        ]
 
     def resolve_all(self, queries: Iterable[ClassQuery]) -> list[int]:
         """`resolve` for each query, in order."""
