@@ -214,3 +214,22 @@ def test_import_refuses_embedders_that_differ_between_blocks(tmp_path):
     transformer.save_pretrained(tmp_path / "hf")
     with pytest.raises(UserError, match="embedders differ between blocks 0 and 1"):
         load_model(tmp_path / "hf")
+
+
+def test_convert_to_a_transformer_folder_and_back_keeps_class_names_and_first_stage(tmp_path, capsys):
+    """Issue 16 item 8: `ditkit sample back/ --class sneaker` works after a round trip through diffusers."""
+    from helpers import sampling_dit
+
+    names = ["tee", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+    extra = {"first_stage": {"kind": "identity", "channels": 1}, "class_names": names}
+    src = save_model(sampling_dit(), tmp_path / "ckpt", extra=extra)
+    assert main(["convert", str(src), str(tmp_path / "hf"), "--to", "diffusers"]) == 0
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
+    printed = capsys.readouterr().out
+    assert "weights weights" not in printed and "(ditkit, its one weight set, DiT-T/2)" in printed
+    back = load_checkpoint(tmp_path / "back")
+    assert back.extra["class_names"] == names and back.extra["first_stage"] == extra["first_stage"]
+    argv = ["sample", str(tmp_path / "back"), "--class", "sneaker", "--num-per-class", "1", "--steps", "2"]
+    assert (
+        main([*argv, "--sampler", "ddim", "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
+    )

@@ -54,9 +54,9 @@ def convert_checkpoint(
             other, _, _ = model_from_raw(raw, "model" if name == "ema" else "ema", cfg)
             raw_weights, ema = (other, model) if name == "ema" else (model, other)
             save_model(raw_weights, dst, ema=ema, extra=raw.extra)
-            return [f"wrote {dst} (ditkit, EMA and raw weights, {cfg.name or 'custom config'})", *notes]
+            return [f"wrote {dst} (ditkit, EMA and raw weights, {_shape(cfg)})", *notes]
         save_model(model, dst, extra=raw.extra, model_is_ema=name == "ema")
-        return [f"wrote {dst} (ditkit, {name} weights, {cfg.name or 'custom config'})", *notes]
+        return [f"wrote {dst} (ditkit, {_weights(name)}, {_shape(cfg)})", *notes]
     if to == "diffusers-pipeline" and vae is None:
         vae = _recorded_vae(raw.extra)
     export_diffusers(
@@ -67,8 +67,22 @@ def convert_checkpoint(
         scheduler=scheduler,
         class_names=raw.extra.get("class_names"),
         diffusion=raw.extra.get("diffusion"),
+        extra=raw.extra,
     )
-    return [f"wrote {Path(dst)} ({to}, {name} weights)", *notes, *export_notes(model)]
+    return [f"wrote {Path(dst)} ({to}, {_weights(name)}, {_shape(cfg)})", *notes, *export_notes(model)]
+
+
+def _weights(name: str) -> str:
+    """ "EMA weights", "raw weights", or "its weights" for a source with one unnamed set."""
+    return {"ema": "EMA weights", "model": "raw weights"}.get(name, "its one weight set")
+
+
+def _shape(cfg: Any) -> str:
+    """The preset a config is ("DiT-T/2"), or has the shape of, else "a custom shape"."""
+    from ditkit.model.presets import preset_of
+
+    name = cfg.name or preset_of(cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.patch_size)
+    return name if name else "a custom shape"
 
 
 def overrides_from_cli(

@@ -41,6 +41,9 @@ from ditkit.first_stage.sd_vae import SD_VAE_LATENT_SCALE
 from ditkit.model.dit import DiT
 
 PIPELINE_INDEX = "model_index.json"
+# ditkit's own record in an exported folder: class names, first stage, diffusion settings (the
+# checkpoint's `extra`), which a DiTTransformer2DModel config has no place for. diffusers ignores it.
+EXTRA_FILE = "ditkit_extra.json"
 SCHEDULERS = ("ddim", "ddpm")
 # The label DiTPipeline uses as "no class" for guidance (diffusers pipeline_dit.py hard-codes it).
 DIFFUSERS_NULL_CLASS = 1000
@@ -114,6 +117,7 @@ def export_diffusers(
     scheduler: str = "ddim",
     class_names: Sequence[str] | None = None,
     diffusion: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model` as a diffusers folder, atomically.
 
@@ -127,6 +131,8 @@ def export_diffusers(
         scheduler: "ddim" or "ddpm" (DDIMScheduler / DDPMScheduler) with DiT's training schedule.
         class_names: names of the classes by id, stored as DiTPipeline's `id2label`.
         diffusion: ditkit's diffusion settings ({"noise_schedule", "diffusion_steps"}); default DiT's.
+        extra: plain data kept for a ditkit import (class names, first stage...): written to
+            `ditkit_extra.json` beside the weights, so that a round trip loses nothing.
 
     Returns:
         `out_dir`.
@@ -146,9 +152,13 @@ def export_diffusers(
     transformer = to_diffusers_transformer(model)
     target = Path(out_dir)
     _check_replaceable(target)
+    record = {**(extra or {}), **({"class_names": list(class_names)} if class_names is not None else {})}
+    if diffusion is not None:
+        record["diffusion"] = diffusion
     if not pipeline:
         with atomic_folder(target) as tmp:
             transformer.save_pretrained(tmp, safe_serialization=True)
+            _write_extra(tmp, record)
         return target
     cls = DDIMScheduler if scheduler == "ddim" else DDPMScheduler
     pipe: Any = DiTPipeline(
@@ -162,7 +172,25 @@ def export_diffusers(
             index = json.loads((tmp / PIPELINE_INDEX).read_text(encoding="utf-8"))
             index["id2label"] = {str(i): name for i, name in enumerate(class_names)}
             (tmp / PIPELINE_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        _write_extra(tmp, record)
     return target
+
+
+def _write_extra(folder: Path, record: dict[str, Any]) -> None:
+    if record:
+        (folder / EXTRA_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _read_extra(folder: Path) -> dict[str, Any]:
+    """The `ditkit_extra.json` of an exported folder ({} when absent)."""
+    path = folder / EXTRA_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path} ({err}); delete it to load the weights without it") from None
+    return record if isinstance(record, dict) else {}
 
 
 def export_notes(model: DiT) -> list[str]:
@@ -263,9 +291,10 @@ def read_diffusers(path: Path) -> RawCheckpoint:
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read {folder / 'config.json'}: {err}") from None
     config, notes = config_from_diffusers(cfg, source)
-    extra: dict[str, Any] = {}
-    if folder != path:
-        extra, more = _pipeline_extra(path, config.num_classes)
+    extra = _read_extra(path)
+    if folder != path:  # what the pipeline's own files say wins (its VAE may have moved with it)
+        pipeline_extra, more = _pipeline_extra(path, config.num_classes)
+        extra.update(pipeline_extra)
         notes += more
 
     def weights() -> StateDict:

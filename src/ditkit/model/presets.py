@@ -63,6 +63,14 @@ def get_config(name: str, **overrides: Any) -> DiTConfig:
     return DiTConfig(**fields)
 
 
+def preset_of(depth: int, hidden_size: int, num_heads: int, patch_size: int) -> str | None:
+    """The preset with this shape ("DiT-XL/2"), or None."""
+    for name, (size, patch) in PRESETS.items():
+        if SIZES[size] == (depth, hidden_size, num_heads) and patch == patch_size:
+            return name
+    return None
+
+
 def create_model(name: str, **overrides: Any) -> DiT:
     """Build a freshly initialised DiT from a preset name, e.g. `create_model("DiT-XL/2")`."""
     from ditkit.model.dit import DiT
