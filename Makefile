@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU wheel of torch that lies on the build machines; users may install any torch>=2.5 themselves.
+# The CPU wheel of torch that lies on the build machines; users may install any torch>=2.6 themselves.
 TORCH_WHEEL ?= /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+# The optional parts the tests exercise, installed with ditkit (see pyproject.toml).
+EXTRAS ?= test,diffusers,tensorboard
 # When make started: the demo's reported wall time includes the setup.
 MAKE_STARTED := $(shell date +%s)
 
@@ -14,8 +16,8 @@ $(BIN)/ditkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	if [ -f "$(TORCH_WHEEL)" ]; then $(BIN)/pip install -q "$(TORCH_WHEEL)"; \
-	else $(BIN)/pip install -q "torch>=2.5" --index-url https://download.pytorch.org/whl/cpu || $(BIN)/pip install -q "torch>=2.5"; fi
-	$(BIN)/pip install -q -e ".[test]"
+	else $(BIN)/pip install -q "torch>=2.6" --index-url https://download.pytorch.org/whl/cpu || $(BIN)/pip install -q "torch>=2.6"; fi
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $(BIN)/ditkit
 
 venv: $(BIN)/ditkit
@@ -27,8 +29,9 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy src/ditkit
 
-test: venv lint
-	$(BIN)/python -m pytest -q
+# The data is installed first, and a missing dataset then fails its tests instead of skipping them.
+test: venv lint fmnist
+	DITKIT_REQUIRE_DATA=1 $(BIN)/python -m pytest -q
 
 fmnist:
 	@if [ ! -f "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ]; then \

@@ -7,6 +7,7 @@ as `from helpers import random_tiny_dit`, like the sibling test modules they alr
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,19 @@ def assert_junk_and_missing_files_rejected(
         load(junk)
     with pytest.raises(UserError, match=missing):
         load(folder / f"absent{suffix}")
+
+
+# Set by `make test` and CI: tests that need the real Fashion-MNIST fail instead of skipping without it.
+REQUIRE_DATA_ENV = "DITKIT_REQUIRE_DATA"
+
+
+def fashion_mnist_missing(reason: str) -> None:
+    """Skip a test that needs Debian's Fashion-MNIST, or fail it where the data must be there.
+
+    Under CI=true or DITKIT_REQUIRE_DATA=1 (as `make test` sets after installing the package) a missing
+    dataset is an error of the machine's setup, which a skip would hide in a summary line.
+    """
+    message = f"Fashion-MNIST not installed ({reason}); `make test` installs Debian's dataset-fashion-mnist"
+    if os.environ.get("CI", "").lower() == "true" or os.environ.get(REQUIRE_DATA_ENV) == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)

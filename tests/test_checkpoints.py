@@ -210,8 +210,10 @@ def test_missing_tensor_and_wrong_config_are_named(tmp_path):
     with pytest.raises(UserError, match=r"missing keys blocks\.1\.mlp\.fc2\.bias"):
         load_model(tmp_path / "m.pt")
     torch.save(random_tiny_dit().state_dict(), tmp_path / "ok.pt")
-    with pytest.raises(UserError, match=r"wrong shapes y_embedder\.embedding_table\.weight"):
+    with pytest.raises(UserError, match=r"label table has 11 rows, neither 5 classes"):
         load_model(tmp_path / "ok.pt", config={"num_classes": 5})
+    with pytest.raises(UserError, match=r"wrong shapes x_embedder\.proj\.weight"):
+        load_model(tmp_path / "ok.pt", config={"in_channels": 3})
 
 
 # ---- ditkit's format ----

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import fashion_mnist_missing
 from safetensors.torch import save_file
 
 from ditkit.cli.main import main
@@ -29,7 +30,7 @@ def fmnist():
         train, train_labels = load_fashion_mnist(split="train")
         test, test_labels = load_fashion_mnist(split="test")
     except UserError as err:
-        pytest.skip(f"Fashion-MNIST not installed: {err}")
+        fashion_mnist_missing(str(err))
     return train, train_labels, test, test_labels
 
 

@@ -31,6 +31,7 @@ def untrained_classifier(monkeypatch):
     torch.manual_seed(0)
     model = fmnist_classifier.FashionMNISTClassifier().eval()
     monkeypatch.setattr(fmnist_classifier, "load_fmnist_classifier", lambda path=None: model)
+    return model
 
 
 def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifier, capsys):
@@ -47,7 +48,13 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
     assert Image.open(out / "loss_curve.png").format == "PNG"
     saved = json.loads((out / "report.json").read_text())
     assert saved["training"]["steps"] == 2 and saved["samples_per_class"] == 3
-    assert 0.0 <= saved["scores"]["agreement"] <= 1.0 and np.isfinite(saved["scores"]["frechet_distance"])
+    # The reported agreement is the classifier's verdict on the saved samples and their saved labels.
+    _, logits = fmnist_classifier.classify(untrained_classifier, images)
+    hits = logits.argmax(axis=1) == labels
+    assert saved["scores"]["agreement"] == pytest.approx(hits.mean(), abs=1e-12)
+    per_class = saved["scores"]["per_class_agreement"]
+    assert list(per_class.values()) == pytest.approx([hits[labels == c].mean() for c in range(10)])
+    assert np.isfinite(saved["scores"]["frechet_distance"]) and saved["scores"]["frechet_distance"] >= 0
     assert set(verdict(saved)) == {"agreement", "time"}
     assert "classifier agreement" in (out / "report.md").read_text()
     printed = capsys.readouterr().out

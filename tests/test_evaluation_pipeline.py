@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import fashion_mnist_missing
 from test_inception import random_state, real_layout
 
 from ditkit.cli.main import main
@@ -75,8 +76,8 @@ def test_reference_sources_give_rgb_batches():
         ArrayImages(grey.astype(np.float32))
     try:
         fmnist = FashionMNISTImages(None, "test", image_size=32)
-    except UserError:
-        pytest.skip("Fashion-MNIST not installed")
+    except UserError as err:
+        fashion_mnist_missing(str(err))
     test, _ = load_fashion_mnist(split="test")
     padded = fmnist.read([0, 1])  # black 2-pixel border, as the 32x32 training data
     assert padded.shape == (2, 32, 32, 3) and (padded[:, :2] == 0).all() and (padded[:, :, -2:] == 0).all()

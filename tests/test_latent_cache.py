@@ -15,12 +15,12 @@ from test_first_stage import save_tiny_vae
 from ditkit.data.build import build_dataset, open_image_source
 from ditkit.data.cache_writer import prepare_latent_cache
 from ditkit.data.imagefolder import ImageFolderDataset
-from ditkit.data.item_seed import item_generator
 from ditkit.data.latent_cache import LatentCacheDataset, read_manifest, sample_latent
 from ditkit.errors import UserError
 from ditkit.first_stage.base import IdentityFirstStage
 from ditkit.first_stage.load import first_stage_from_dict, load_first_stage
 from ditkit.first_stage.sd_vae import SD_VAE_LATENT_SCALE
+from ditkit.seeding import item_generator
 
 
 @pytest.fixture

@@ -59,6 +59,50 @@ def test_adaln_zero_blocks_start_as_identity_and_output_zero():
     assert torch.count_nonzero(model(x, t, y)) == 0
 
 
+@pytest.mark.parametrize("block", BLOCK_DESIGNS)
+def test_t_and_y_reach_the_output_through_each_block_design(block):
+    model = random_tiny_dit(block=block)
+    # With the final layer's modulation at zero, t and y reach the output only through the blocks.
+    torch.nn.init.zeros_(model.final_layer.adaLN_modulation[-1].weight)
+    torch.nn.init.zeros_(model.final_layer.adaLN_modulation[-1].bias)
+    x, t, y = inputs()
+    out = model(x, t, y)
+    assert (out - model(x, t + 100, y)).abs().amax(dim=(1, 2, 3)).min() > 1e-4  # every sample moves
+    assert (out - model(x, t, (y + 1) % 10)).abs().amax(dim=(1, 2, 3)).min() > 1e-4
+
+
+def _block_outputs(block, tokens, c, context):
+    """A block's output for the given conditioning, for other conditioning and without conditioning."""
+    return (
+        block(tokens, c, context),
+        block(tokens, c.flip(0), context.flip(0)),  # each sample gets another sample's t and y
+        tokens,
+    )
+
+
+@pytest.mark.parametrize("block", BLOCK_DESIGNS)
+def test_initial_blocks_follow_their_design(block):
+    model = tiny(block=block).eval()  # the official initialisation
+    g = torch.Generator().manual_seed(3)
+    tokens, c = torch.randn(3, 16, 32, generator=g), torch.randn(3, 32, generator=g)
+    context = torch.randn(3, 2, 32, generator=g)
+    for layer in model.blocks:
+        out, other, identity = _block_outputs(layer, tokens, c, context)
+        if block == "adaln-zero":  # zero-initialised gates: the identity, whatever the conditioning
+            assert torch.equal(out, identity) and torch.equal(other, identity)
+            continue
+        assert not torch.allclose(out, identity, atol=1e-3)  # no gate: attention and MLP act at once
+        if block == "in-context":  # a plain ViT block: conditioning enters as tokens, not here
+            assert torch.equal(out, other)
+        else:  # adaLN regresses shift and scale from c; cross-attention reads the condition tokens
+            assert not torch.allclose(out, other, atol=1e-3)
+    if block == "cross-attention":  # it attends to the tokens and ignores c itself
+        layer = model.blocks[0]
+        assert torch.equal(layer(tokens, c, context), layer(tokens, c.flip(0), context))
+    x, t, y = inputs()
+    assert torch.count_nonzero(model(x, t, y)) == 0  # the zero-initialised final layer, for every design
+
+
 def test_labels_change_the_output_and_null_class_is_last_row():
     model = random_tiny_dit()
     x, t, y = inputs()

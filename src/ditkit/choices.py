@@ -28,3 +28,5 @@ FLIP_MODES = ("random", "none")
 LR_SCHEDULES = ("constant", "wsd")
 # Conditioning designs of a DiT block compared in the paper (Sec. 3.2, Fig. 5; `ditkit.model.blocks`).
 BLOCK_DESIGNS = ("adaln-zero", "adaln", "cross-attention", "in-context")
+# Where training metrics go besides metrics.jsonl (always written): nowhere else, or TensorBoard.
+LOGGERS = ("jsonl", "tensorboard")

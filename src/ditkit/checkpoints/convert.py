@@ -86,9 +86,13 @@ def _shape(cfg: Any) -> str:
 
 
 def overrides_from_cli(
-    input_size: list[int] | None, image_size: int | None = None, num_heads: int | None = None
+    input_size: list[int] | None,
+    image_size: int | None = None,
+    num_heads: int | None = None,
+    num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """Config overrides from command-line options: --input-size N | H W, --image-size PX, --num-heads."""
+    """Config overrides from command-line options: --input-size N | H W, --image-size PX, --num-heads,
+    --num-classes."""
     overrides: dict[str, Any] = {}
     if input_size:
         if len(input_size) > 2:
@@ -102,6 +106,8 @@ def overrides_from_cli(
         overrides["input_size"] = image_size // SD_VAE_DOWNSAMPLE
     if num_heads is not None:
         overrides["num_heads"] = num_heads
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
     return overrides
 
 

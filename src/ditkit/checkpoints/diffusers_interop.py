@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ditkit.atomic import atomic_folder
 from ditkit.checkpoints.diffusers_keys import (
     DIFFUSERS_CLASS,
     LEGACY_CLASS,
@@ -31,12 +32,12 @@ from ditkit.checkpoints.diffusers_keys import (
     from_diffusers_state_dict,
     to_diffusers_state_dict,
 )
-from ditkit.checkpoints.folders import atomic_folder
 from ditkit.checkpoints.layout import RawCheckpoint, StateDict, build_model
 from ditkit.checkpoints.native import read_safetensors
 from ditkit.checkpoints.official import SINGLE_WEIGHTS, load_torch_file
 from ditkit.diffusion.schedule import DEFAULT_DIFFUSION_STEPS, LINEAR_BETA_END, LINEAR_BETA_START
 from ditkit.errors import UserError
+from ditkit.extras import optional_dependency
 from ditkit.first_stage.sd_vae import SD_VAE_LATENT_SCALE
 from ditkit.model.dit import DiT
 
@@ -54,7 +55,8 @@ BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 
 def to_diffusers_transformer(model: DiT) -> Any:
     """A diffusers DiTTransformer2DModel (float32, eval mode) computing the same function as `model`."""
-    from diffusers import DiTTransformer2DModel
+    with optional_dependency("diffusers", "diffusers export and import"):
+        from diffusers import DiTTransformer2DModel
 
     config = model.config
     tensors = to_diffusers_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, config)
@@ -87,7 +89,8 @@ def scheduler_config(diffusion: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def _load_vae(vae: Any, in_channels: int) -> Any:
     """An AutoencoderKL from an instance or a spec `ditkit.first_stage` understands (folder, file, hub id)."""
-    from diffusers import AutoencoderKL
+    with optional_dependency("diffusers", "diffusers export and import"):
+        from diffusers import AutoencoderKL
 
     if isinstance(vae, (str, os.PathLike)):
         from ditkit.first_stage.sd_vae import load_sd_vae
@@ -137,7 +140,8 @@ def export_diffusers(
     Returns:
         `out_dir`.
     """
-    from diffusers import DDIMScheduler, DDPMScheduler, DiTPipeline
+    with optional_dependency("diffusers", "diffusers export and import"):
+        from diffusers import DDIMScheduler, DDPMScheduler, DiTPipeline
 
     if scheduler not in SCHEDULERS:
         raise UserError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")

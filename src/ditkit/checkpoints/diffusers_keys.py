@@ -81,6 +81,10 @@ def check_exportable(config: DiTConfig) -> None:
         raise UserError(f"diffusers' DiT takes square inputs only; this model's input is {h}x{w}")
     if config.mlp_ratio != DIFFUSERS_MLP_RATIO:
         raise UserError(f"diffusers' DiT has mlp_ratio 4; this model has {config.mlp_ratio}")
+    if config.conditional and not config.null_class_row:
+        raise UserError(
+            "diffusers' DiT always has the null-class label row; this model was trained without one"
+        )
 
 
 def diffusers_config(config: DiTConfig) -> dict[str, Any]:

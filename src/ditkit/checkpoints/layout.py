@@ -122,6 +122,7 @@ def infer_config(
     state_dict: Mapping[str, torch.Tensor],
     overrides: Mapping[str, Any] | None = None,
     num_heads_hint: int | None = None,
+    num_classes_hint: int | None = None,
 ) -> tuple[DiTConfig, list[str]]:
     """Infer the `DiTConfig` of an official-layout state dict from its tensor shapes.
 
@@ -130,6 +131,7 @@ def infer_config(
         overrides: config fields that win over what is inferred (e.g. num_heads, input_size,
             class_dropout_prob); they must agree with the shapes.
         num_heads_hint: heads known from elsewhere (e.g. the training arguments' model name).
+        num_classes_hint: classes known from elsewhere (the training arguments' --num-classes).
 
     Returns:
         The config and notes saying which fields were guessed.
@@ -164,11 +166,18 @@ def infer_config(
         depth=depth,
         num_heads=heads,
         mlp_ratio=state_dict["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
-        # The table has one extra row, the null class of classifier-free guidance.
-        num_classes=table.shape[0] - 1 if table is not None else 0,
+        num_classes=0,
         learn_sigma=out_channels == 2 * in_channels,
         block=block_design(state_dict, hidden),
     )
+    if table is not None:
+        classes, null_row, label_note = label_table_classes(
+            table.shape[0], overrides.get("num_classes", num_classes_hint)
+        )
+        fields.update(num_classes=classes, null_class_row=null_row)
+        if not null_row:
+            fields["class_dropout_prob"] = 0.0  # trained without label dropout: nothing to drop to
+        notes += [label_note] if label_note else []
     fields.update(overrides)
     if fields["num_classes"] == 1 and table is not None:
         raise UserError("the label table has 2 rows (1 class + null); ditkit treats 1 class as unconditional")
@@ -179,6 +188,30 @@ def infer_config(
     if config.name is None:
         config.name = preset_name(config.depth, config.hidden_size, config.num_heads, config.patch_size)
     return config, notes
+
+
+def label_table_classes(rows: int, num_classes: int | None) -> tuple[int, bool, str | None]:
+    """Classes of a label table with `rows` rows, whether it has the null-class row, and a note.
+
+    The official code builds `nn.Embedding(num_classes + (dropout > 0), D)`: the null-class row of
+    guidance exists only when the model was trained with label dropout. With the class count known
+    (training arguments, --num-classes) the table says which; without it, the row is assumed, as in
+    every released DiT, and the note says so.
+    """
+    if num_classes is not None:
+        num_classes = int(num_classes)
+        if rows in (num_classes, num_classes + 1):
+            return num_classes, rows == num_classes + 1, None
+        raise UserError(
+            f"the label table has {rows} rows, neither {num_classes} classes nor {num_classes} + the null "
+            f"class; pass the right class count (--num-classes, config={{'num_classes': N}})"
+        )
+    note = (
+        f"assumed the last of the {rows} label rows is the null class (as when trained with label dropout): "
+        f"{rows - 1} classes; for a model trained without dropout pass --num-classes {rows} "
+        f"(config={{'num_classes': {rows}}})"
+    )
+    return rows - 1, True, note
 
 
 def build_model(config: DiTConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> DiT:
@@ -229,6 +262,7 @@ class RawCheckpoint:
         extra: plain data stored beside the weights (first stage, diffusion settings, class names...).
         notes: what the reader had to assume or could not carry over, for the user to see.
         num_heads_hint: heads known from the file's metadata when the config is inferred.
+        num_classes_hint: classes known from the file's metadata (official training arguments).
     """
 
     kind: str
@@ -238,6 +272,7 @@ class RawCheckpoint:
     extra: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     num_heads_hint: int | None = None
+    num_classes_hint: int | None = None
 
 
 def in_memory(state_dict: StateDict) -> Callable[[], StateDict]:

@@ -91,7 +91,12 @@ def _from_torch_file(path: Path) -> RawCheckpoint:
     sets, args = official_weight_sets(load_torch_file(path), str(path))
     weights = {name: in_memory(sd) for name, sd in sets.items()}
     return RawCheckpoint(
-        "official", str(path), weights, extra=extra_from_args(args), num_heads_hint=num_heads_from_args(args)
+        "official",
+        str(path),
+        weights,
+        extra=extra_from_args(args),
+        num_heads_hint=num_heads_from_args(args),
+        num_classes_hint=args.get("num_classes") if isinstance(args.get("num_classes"), int) else None,
     )
 
 
@@ -159,7 +164,7 @@ def resolve_config(
         return config, []
     overrides = dict(config or {})
     if raw.config is None:
-        return infer_config(state_dict, overrides, raw.num_heads_hint)
+        return infer_config(state_dict, overrides, raw.num_heads_hint, raw.num_classes_hint)
     try:
         return dataclasses.replace(raw.config, **overrides), []
     except (TypeError, ValueError) as err:

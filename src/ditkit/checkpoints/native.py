@@ -28,8 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ditkit.atomic import atomic_path
-from ditkit.checkpoints.folders import atomic_folder
+from ditkit.atomic import atomic_folder, atomic_path
 from ditkit.checkpoints.layout import RawCheckpoint, StateDict, in_memory
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT, DiTConfig

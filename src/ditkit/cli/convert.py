@@ -14,6 +14,7 @@ EPILOG = """examples:
   ditkit convert dit-xl-256/ hf-pipeline/ --to diffusers-pipeline --vae ./sd-vae-ft-ema
   ditkit convert hf-pipeline/ back/                              # a diffusers folder -> ditkit
   ditkit convert custom.pt out/ --num-heads 8 --input-size 16 32 # when shapes do not tell
+  ditkit convert no-dropout.pt out/ --num-classes 1000           # a label table without the null row
 
 Sources: a ditkit folder or .safetensors, an official .pt (plain state dict or train.py's
 {model, ema, opt, args}), a diffusers DiTPipeline or DiTTransformer2DModel folder.
@@ -56,13 +57,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     size.add_argument("--image-size", type=int, help="image size in pixels; the input is 1/8 of it (SD VAE)")
     p.add_argument("--num-heads", type=int, help="attention heads (official files do not record them)")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        help="classes of an official .pt without training arguments; N rows in its label table mean "
+        "N classes without the null-class row (trained without label dropout); default: rows - 1",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ditkit.checkpoints.convert import convert_checkpoint, overrides_from_cli
 
-    overrides = overrides_from_cli(args.input_size, args.image_size, args.num_heads)
+    overrides = overrides_from_cli(args.input_size, args.image_size, args.num_heads, args.num_classes)
     for line in convert_checkpoint(
         args.src,
         args.dst,

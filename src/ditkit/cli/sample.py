@@ -68,7 +68,7 @@ def chosen_classes(args: argparse.Namespace, pipe: DiTPipeline) -> list[int | st
 
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
-    """What `open_pipeline` reads but --device: --image-size, --first-stage, --weights and the speed flags.
+    """What `open_pipeline` reads but --device: --image-size, --first-stage, --weights, --num-classes, speed.
 
     Shared with `ditkit walk`.
     """
@@ -80,6 +80,12 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
         help="decoder overriding the checkpoint's: sd-vae-ft-ema, sd-vae-ft-mse, a folder, identity",
     )
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="weight set to use")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        help="classes of an official .pt without training arguments, when its label table has no "
+        "null-class row (trained without label dropout); default: the last row is the null class",
+    )
     add_speed_arguments(p)
 
 
@@ -192,14 +198,17 @@ def run(args: argparse.Namespace) -> int:
         return _list_classes(args)
     if not args.checkpoint:
         raise UserError("give a checkpoint (or --list-classes)")
-    from ditkit.sampling import distributed
+    from ditkit.distributed import init_distributed, launched_by_torchrun, shutdown
 
-    device = distributed.init_from_env()
+    # Sampling only needs a barrier: gloo works beside CUDA and on CPU-only machines alike.
+    ctx = init_distributed(args.device or "auto", backend="gloo")
     try:
-        pipe = open_pipeline(args, args.device or device)
+        # Alone, an unset --device is left to the pipeline (it picks the checkpoint's best device).
+        device = ctx.device if args.device or launched_by_torchrun() else None
+        pipe = open_pipeline(args, device)
         return _fid(args, pipe) if args.num is not None else _grid(args, pipe)
     finally:
-        distributed.shutdown()
+        shutdown(ctx)
 
 
 def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
@@ -207,7 +216,7 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
     from pathlib import Path
 
     from ditkit.checkpoints.loader import newest_in_run
-    from ditkit.sampling.distributed import rank
+    from ditkit.distributed import rank
     from ditkit.sampling.pipeline import DiTPipeline
 
     newest = newest_in_run(Path(args.checkpoint))
@@ -224,6 +233,7 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
         first_stage=args.first_stage,
         image_size=args.image_size,
         which=args.weights,
+        config={"num_classes": args.num_classes} if args.num_classes is not None else None,
     )
     if rank() == 0:
         for note in pipe.notes:
@@ -258,7 +268,7 @@ def _grid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
 def _fid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
     from pathlib import Path
 
-    from ditkit.sampling.distributed import rank
+    from ditkit.distributed import rank
     from ditkit.sampling.sharded import FID_GUIDANCE_SCALE, ShardedSettings, generate_sharded
 
     classes = None

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 4096  # images per shard: 64 MiB of float16 SD-VAE means at 256px
 CACHE_DTYPES = ("float16", "float32")
+# The SD VAE encodes RGB images; other datasets are converted to it unless --channels says otherwise.
+SD_VAE_IMAGE_CHANNELS = 3
 
 
 @dataclass
@@ -133,10 +135,7 @@ def prepare_latent_cache(
     Raises:
         UserError: bad settings, or `out` holds a cache made with different settings.
     """
-    if batch_size < 1 or shard_size < 1 or workers < 0:
-        raise UserError("batch size and shard size must be positive, workers non-negative")
-    if dtype not in CACHE_DTYPES:
-        raise UserError(f"unknown cache dtype {dtype!r}; use one of {', '.join(CACHE_DTYPES)}")
+    check_cache_options(batch_size=batch_size, shard_size=shard_size, dtype=dtype, workers=workers)
     if source.channels != first_stage.image_channels:
         raise UserError(
             f"the first stage encodes {first_stage.image_channels}-channel images but the dataset gives "
@@ -170,6 +169,21 @@ def prepare_latent_cache(
         seconds=time.perf_counter() - start,
         skipped=[entry for shard in manifest["shards"] for entry in shard["skipped"]],
     )
+
+
+def check_cache_options(
+    *,
+    batch_size: int = 64,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    dtype: str = "float16",
+    workers: int = 0,
+    **_: Any,
+) -> None:
+    """Raise UserError for options `prepare_latent_cache` cannot use (checked before any loading)."""
+    if batch_size < 1 or shard_size < 1 or workers < 0:
+        raise UserError("--batch-size and --shard-size must be positive, --workers non-negative")
+    if dtype not in CACHE_DTYPES:
+        raise UserError(f"unknown cache dtype {dtype!r}; use one of {', '.join(CACHE_DTYPES)}")
 
 
 def _encode_shards(
@@ -360,22 +374,19 @@ def prepare_dataset(
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         **options: passed to `prepare_latent_cache` (batch_size, shard_size, dtype, workers, ...).
     """
-    from ditkit.data.build import FASHION_MNIST, check_dataset_spec, natural_channels, open_image_source
-    from ditkit.first_stage.load import load_first_stage
+    from ditkit.data.build import FASHION_MNIST, natural_channels, open_image_source
+    from ditkit.first_stage.load import load_first_stage, planned_latent_shape
 
-    check_dataset_spec(spec)  # before the first stage, which may reach the network
+    # Everything cheap first (options, the dataset's path, sizes): nothing is loaded or downloaded yet.
+    check_cache_options(**options)
+    spec_first_stage = first_stage or ("identity" if spec == FASHION_MNIST else "sd-vae-ft-ema")
+    if channels is None:
+        channels = natural_channels(spec) if spec_first_stage == "identity" else SD_VAE_IMAGE_CHANNELS
+    source = open_image_source(
+        spec, data_dir=data_dir, split=split, image_size=image_size, channels=channels, flip="none"
+    )
+    planned_latent_shape(spec_first_stage, channels, source.image_size)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    spec_first_stage = first_stage or ("identity" if spec == FASHION_MNIST else "sd-vae-ft-ema")
-    if spec_first_stage == "identity":
-        channels = channels if channels is not None else natural_channels(spec)
-    encoder = load_first_stage(spec_first_stage, channels=channels or 3, device=device)
-    source = open_image_source(
-        spec,
-        data_dir=data_dir,
-        split=split,
-        image_size=image_size,
-        channels=channels if channels is not None else encoder.image_channels,
-        flip="none",
-    )
+    encoder = load_first_stage(spec_first_stage, channels=channels, device=device)
     return prepare_latent_cache(source, encoder, out, **options)

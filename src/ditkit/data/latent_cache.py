@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ditkit.data.item_seed import coin_flip, item_generator
 from ditkit.errors import UserError
+from ditkit.seeding import coin_flip, item_generator
 
 CACHE_MANIFEST = "cache.json"
 CACHE_FORMAT = "ditkit-latent-cache"

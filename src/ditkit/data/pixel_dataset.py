@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ditkit.data.item_seed import coin_flip, item_generator
 from ditkit.data.transforms import to_unit_range
 from ditkit.errors import UserError
+from ditkit.seeding import coin_flip, item_generator
 
 logger = logging.getLogger(__name__)
 

@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from ditkit.atomic import atomic_path
-from ditkit.checkpoints.folders import atomic_folder
+from ditkit.atomic import atomic_folder, atomic_path
 from ditkit.demo.recipe import DEMO_RECIPE, DEMO_SAMPLES_PER_CLASS, DemoRecipe
 from ditkit.demo.report import describe_machine, summary_lines, write_report
 from ditkit.errors import UserError
@@ -27,6 +26,8 @@ GRID_FILE = "grid.png"
 # Columns of the demo grid (samples per class shown) and its enlargement.
 GRID_PER_CLASS = 10
 GRID_SCALE = 2
+# Images per sampling batch: all 1,000 demo samples in two passes, a few hundred MB on a CPU.
+SAMPLE_BATCH = 500
 # A stable name for the final checkpoint (a relative symlink into checkpoints/), for `ditkit sample`.
 CHECKPOINT_LINK = "checkpoint"
 # Files a previous demo leaves in its folder; they are replaced by a new run.
@@ -109,12 +110,12 @@ def run_demo(
     """
     from ditkit.checkpoints import load_model
     from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES
+    from ditkit.distributed import pick_device
     from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier, score_fmnist_samples
     from ditkit.first_stage.load import load_first_stage
+    from ditkit.sampling.pipeline import DiTPipeline
     from ditkit.training import train
-    from ditkit.training.distributed import pick_device
     from ditkit.training.metrics import LOSS_CURVE_FILE
-    from ditkit.training.previews import sample_images
 
     t_start = time.time() if started_at is None else started_at
     out = Path(out)
@@ -136,17 +137,19 @@ def run_demo(
     echo(
         f"sampling {len(labels)} images ({recipe.sampler}, {recipe.sample_steps} steps, guidance {recipe.cfg_scale})"
     )
-    images = sample_images(
-        model,
-        load_first_stage("identity", channels=1),
-        labels.tolist(),
-        len(labels),
-        cfg_scale=recipe.cfg_scale,
-        steps=recipe.sample_steps,
-        diffusion={"noise_schedule": config.noise_schedule, "diffusion_steps": config.diffusion_steps},
-        sampler=recipe.sampler,
-        batch_size=500,
-        progress=progress,
+    diffusion = {"noise_schedule": config.noise_schedule, "diffusion_steps": config.diffusion_steps}
+    pipe = DiTPipeline(model, load_first_stage("identity", channels=1), diffusion, device=dev)
+    images = cast(
+        np.ndarray,  # uint8 (N, 28, 28, 1), the default output type
+        pipe(
+            labels.tolist(),
+            guidance_scale=recipe.cfg_scale,
+            num_steps=recipe.sample_steps,
+            sampler=recipe.sampler,
+            seeds=range(len(labels)),
+            batch_size=SAMPLE_BATCH,
+            progress=progress,
+        ),
     )[..., 0]  # (N, 28, 28)
     _save_samples(out / SAMPLES_FILE, images, labels)
     from ditkit.visual import save_grid

@@ -36,6 +36,32 @@ def load_first_stage(spec: str, *, channels: int = 3, device: str | torch.device
     return first_stage.to(device)
 
 
+def planned_latent_shape(spec: str, channels: int, image_size: int) -> tuple[int, int, int] | None:
+    """The latent shape `load_first_stage(spec)` would give, read without loading any weights.
+
+    Lets a run check sizes against its model before a VAE is read or downloaded. Known for the
+    identity, the two SD VAEs, local folders and files; None for other hub repositories.
+
+    Raises:
+        UserError: `image_size` is not a multiple of the first stage's downsampling factor.
+    """
+    from ditkit.first_stage.sd_vae import planned_vae_geometry
+
+    if spec == "identity":
+        geometry: tuple[int, int] | None = (channels, 1)
+    else:
+        geometry = planned_vae_geometry(spec)
+    if geometry is None:
+        return None
+    latent_channels, downsample = geometry
+    if image_size % downsample:
+        raise UserError(
+            f"image size {image_size} is not a multiple of {downsample}, the first stage's downsampling "
+            f"factor; pick e.g. {max(1, round(image_size / downsample)) * downsample}"
+        )
+    return latent_channels, image_size // downsample, image_size // downsample
+
+
 def first_stage_from_dict(
     data: Mapping[str, Any], *, source: str | None = None, device: str | torch.device = "cpu"
 ) -> FirstStage:

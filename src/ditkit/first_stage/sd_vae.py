@@ -7,18 +7,19 @@ weights file (diffusers or original LDM key layout), or the Hugging Face hub.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ditkit.errors import UserError
+from ditkit.extras import optional_dependency
 from ditkit.first_stage.base import FirstStage, check_channels
 
 # Latent scale of the SD VAE (Rombach et al. 2022, LDM sec. 4.3.2: makes latents about unit variance);
@@ -113,15 +114,55 @@ def load_sd_vae(spec: str) -> SDVAEFirstStage:
         return SDVAEFirstStage(_from_single_file(path), str(path.absolute()))
     repo = SD_VAE_REPOS.get(spec, spec)
     if not _REPO_ID.fullmatch(repo):
-        raise UserError(
-            f"unknown first stage {spec!r} (no such file or folder); use identity, "
-            f"{', '.join(SD_VAE_REPOS)}, a hub repo id, a diffusers VAE folder or a .safetensors/.ckpt file"
-        )
+        raise UserError(_unknown_spec_message(spec))
     return SDVAEFirstStage(_from_hub(repo), repo)
 
 
+def planned_vae_geometry(spec: str) -> tuple[int, int] | None:
+    """(latent channels, downsampling factor) of the VAE `spec` names, from its config alone.
+
+    No weights are read and the network is never touched: the short names use SD_VAE_CONFIG, local
+    folders and files their config.json (a file without one SD_VAE_CONFIG, as `load_sd_vae` does).
+    None for other hub repositories, whose config is only known once fetched; a path that is neither
+    a file, a folder nor a repository id raises the same error as `load_sd_vae`.
+    """
+    path = Path(spec).expanduser()
+    config: Mapping[str, Any] | None = None
+    if spec in SD_VAE_REPOS:
+        config = SD_VAE_CONFIG
+    elif path.is_dir():
+        for candidate in (path / "config.json", path / "vae" / "config.json"):
+            if candidate.is_file():
+                config = _read_json(candidate)
+                break
+    elif path.is_file():
+        beside = path.parent / "config.json"
+        config = _read_json(beside) if beside.is_file() else SD_VAE_CONFIG
+    elif not _REPO_ID.fullmatch(spec):
+        raise UserError(_unknown_spec_message(spec))
+    if config is None or "latent_channels" not in config or "block_out_channels" not in config:
+        return None
+    return int(config["latent_channels"]), 2 ** (len(config["block_out_channels"]) - 1)
+
+
+def _read_json(path: Path) -> Mapping[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # left for the loader to report in full
+    return data if isinstance(data, Mapping) else None
+
+
+def _unknown_spec_message(spec: str) -> str:
+    return (
+        f"unknown first stage {spec!r} (no such file or folder); use identity, "
+        f"{', '.join(SD_VAE_REPOS)}, a hub repo id, a diffusers VAE folder or a .safetensors/.ckpt file"
+    )
+
+
 def _from_folder(folder: Path) -> Any:
-    from diffusers import AutoencoderKL
+    with optional_dependency("diffusers", "the SD VAE"):
+        from diffusers import AutoencoderKL
 
     subfolder = None
     if not (folder / "config.json").is_file():
@@ -138,13 +179,18 @@ def _from_folder(folder: Path) -> Any:
 
 
 def _from_hub(repo: str) -> Any:
+    from ditkit.hub import hub_unreachable_reason
+
     try:  # the local cache first: no network, no retries
         return _hub_pretrained(repo, local_files_only=True)
     except (OSError, ValueError):
         pass
     local_hint = "pass a local VAE folder or a .safetensors/.ckpt file to --first-stage"
-    if _hub_offline():
-        raise UserError(f"{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {local_hint}")
+    problem = hub_unreachable_reason()  # asked once: no retries, no log lines
+    if problem is not None:
+        raise UserError(
+            f"{repo} is not in the Hugging Face cache and the hub is out of reach ({problem}); {local_hint}"
+        )
     try:
         return _hub_pretrained(repo, local_files_only=False)
     except (OSError, ValueError) as err:
@@ -155,18 +201,28 @@ def _from_hub(repo: str) -> Any:
 
 
 def _hub_pretrained(repo: str, local_files_only: bool) -> Any:
-    from diffusers import AutoencoderKL
+    with optional_dependency("diffusers", "the SD VAE"):
+        from diffusers import AutoencoderKL
 
-    with warnings.catch_warnings():  # diffusers passes an argument the hub client has deprecated
-        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+    with warnings.catch_warnings(), _no_network(local_files_only):
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")  # diffusers' old argument
         return AutoencoderKL.from_pretrained(repo, local_files_only=local_files_only, low_cpu_mem_usage=False)
 
 
-def _hub_offline() -> bool:
+@contextlib.contextmanager
+def _no_network(enabled: bool) -> Iterator[None]:
+    """Hold huggingface_hub offline: even with local_files_only it fetches a registry for its user agent."""
+    if not enabled:
+        yield
+        return
     from huggingface_hub import constants
 
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return flag in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _from_single_file(path: Path) -> Any:
@@ -175,7 +231,8 @@ def _from_single_file(path: Path) -> Any:
     Done here rather than with `AutoencoderKL.from_single_file`, which fetches a config from the hub
     when none is given and so fails offline.
     """
-    from diffusers import AutoencoderKL
+    with optional_dependency("diffusers", "the SD VAE"):
+        from diffusers import AutoencoderKL
 
     weights = _read_weights(path)  # first: a bad file fails before a large model is built
     config_file = path.parent / "config.json"
@@ -223,7 +280,8 @@ def _to_diffusers_layout(
     renamed = {_rename_legacy(key): value for key, value in state.items()}
     if expected <= renamed.keys():
         return {key: renamed[key] for key in expected}
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+    with optional_dependency("diffusers", "the SD VAE"):
+        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
     try:
         converted = convert_ldm_vae_checkpoint(state, config)

@@ -33,6 +33,9 @@ class DiTConfig:
         hidden_size, depth, num_heads, mlp_ratio: the transformer's width, blocks, heads, MLP ratio.
         class_dropout_prob: label dropout for classifier-free guidance.
         num_classes: number of classes; 0 or 1 makes the model unconditional.
+        null_class_row: the label table has one more row, the null class of classifier-free guidance
+            (ditkit always trains with it; official models trained without label dropout lack it and
+            cannot be guided).
         learn_sigma: output the variance interpolation values too (2 * in_channels outputs).
         block: conditioning design, one of "adaln-zero", "adaln", "cross-attention", "in-context".
         checkpointing: recompute the activations of the first `checkpointing` blocks in backward
@@ -51,6 +54,7 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     class_dropout_prob: float = DEFAULT_CLASS_DROPOUT
     num_classes: int = 1000
+    null_class_row: bool = True
     learn_sigma: bool = True
     block: str = "adaln-zero"
     checkpointing: int = 0
@@ -117,15 +121,18 @@ class DiT(nn.Module):
         self.learn_sigma = config.learn_sigma
         self.patch_size = config.patch_size
         self.num_classes = config.num_classes if config.conditional else 0
-        # Index of the null-class row used for classifier-free guidance; None when unconditional.
-        self.null_class = self.num_classes if config.conditional else None
+        # Index of the null-class row used for classifier-free guidance; None when unconditional or
+        # when the label table has no such row.
+        self.null_class = self.num_classes if config.conditional and config.null_class_row else None
         self.grid_hw = (config.size_hw[0] // config.patch_size, config.size_hw[1] // config.patch_size)
         D = config.hidden_size
 
         self.x_embedder = PatchEmbed(config.patch_size, config.in_channels, D)
         self.t_embedder = TimestepEmbedder(D)
         if config.conditional:
-            self.y_embedder = LabelEmbedder(config.num_classes, D, config.class_dropout_prob)
+            self.y_embedder = LabelEmbedder(
+                config.num_classes, D, config.class_dropout_prob, null_row=config.null_class_row
+            )
         num_patches = self.grid_hw[0] * self.grid_hw[1]
         # Fixed sin-cos positions; a frozen Parameter so that it sits in the state dict as officially.
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, D), requires_grad=False)
@@ -197,8 +204,12 @@ class DiT(nn.Module):
         tokens = (self.x_embedder(x) + self.pos_embed).contiguous()
         c = self.t_embedder(t)  # (B, D)
         context = [c]
-        if self.null_class is not None:
+        if self.config.conditional:
             if y is None:
+                if self.null_class is None:
+                    raise ValueError(
+                        "this model has no null class (trained without label dropout); pass labels"
+                    )
                 y = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
             y_emb = self.y_embedder(y, self.training, force_drop_ids)
             c = c + y_emb

@@ -83,19 +83,28 @@ class LabelEmbedder(nn.Module):
     """Class label -> (B, D), with one extra row (index num_classes) for the null class.
 
     During training, labels are replaced by the null class with probability `dropout_prob`,
-    which is what classifier-free guidance needs.
+    which is what classifier-free guidance needs. `null_row=False` builds the table of official
+    models trained without label dropout (exactly num_classes rows): labels can never be dropped.
     """
 
-    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float) -> None:
+    def __init__(
+        self, num_classes: int, hidden_size: int, dropout_prob: float, null_row: bool = True
+    ) -> None:
         super().__init__()
+        if not null_row and dropout_prob > 0:
+            raise ValueError("label dropout needs the null-class row; set null_class_row or dropout 0")
         self.num_classes = num_classes
         self.dropout_prob = dropout_prob
-        self.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
+        self.embedding_table = nn.Embedding(num_classes + int(null_row), hidden_size)
 
     def forward(
         self, labels: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         if force_drop_ids is not None:
+            if self.embedding_table.num_embeddings == self.num_classes:
+                raise ValueError(
+                    "this model has no null class (trained without label dropout) to drop labels to"
+                )
             drop = force_drop_ids.to(labels.device).bool()
         elif train and self.dropout_prob > 0:
             drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob

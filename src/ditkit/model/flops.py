@@ -20,7 +20,7 @@ def count_gflops(model: DiT) -> float:
     device = next(model.parameters()).device
     x = torch.zeros(1, model.in_channels, h, w, device=device)
     t = torch.zeros(1, device=device)
-    y = torch.zeros(1, dtype=torch.long, device=device) if model.null_class is not None else None
+    y = torch.zeros(1, dtype=torch.long, device=device) if model.num_classes else None
     was_training = model.training
     model.eval()
     try:

@@ -159,7 +159,10 @@ def sample(
     if cfg_scale != 1.0:
         null = null_label if null_label is not None else getattr(model, "null_class", None)
         if null is None or y is None:
-            raise UserError("classifier-free guidance needs labels and a null label (pass null_label=...)")
+            raise UserError(
+                "classifier-free guidance needs labels and a null class, which this model lacks if it was "
+                "trained without label dropout; sample with cfg_scale 1 (or pass null_label=...)"
+            )
         model = ClassifierFreeGuidance(model, cfg_scale, null, guided_channels, guidance_interval)
 
     steps = DEFAULT_STEPS[sampler] if steps is None else steps

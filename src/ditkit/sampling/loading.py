@@ -69,6 +69,7 @@ def load_for_sampling(
     first_stage: str | None = None,
     image_size: int | None = None,
     which: str = "ema",
+    config: Mapping[str, Any] | None = None,
 ) -> SamplingBundle:
     """Load a checkpoint (ditkit, official or diffusers) and everything sampling needs around it.
 
@@ -77,10 +78,11 @@ def load_for_sampling(
         first_stage: a first-stage spec overriding the stored one ("sd-vae-ft-ema", a folder, "identity").
         image_size: the expected image side in pixels; a mismatch with the checkpoint is an error.
         which: "ema" (default) or "model" weights.
+        config: DiTConfig fields overriding the stored or inferred ones (see `load_checkpoint`).
     """
     from ditkit.checkpoints import load_checkpoint
 
-    loaded = load_checkpoint(path, which=which)
+    loaded = load_checkpoint(path, dict(config) if config else None, which=which)
     model = loaded.model
     stage, note = first_stage_for(loaded.extra, int(model.in_channels), first_stage)
     notes = list(loaded.notes) + ([note] if note else [])

@@ -146,6 +146,7 @@ class DiTPipeline:
         first_stage: str | None = None,
         image_size: int | None = None,
         which: str = "ema",
+        config: Mapping[str, Any] | None = None,
     ) -> DiTPipeline:
         """Load any checkpoint `ditkit.checkpoints` reads: ours, an official DiT .pt, a diffusers folder.
 
@@ -155,11 +156,15 @@ class DiTPipeline:
             first_stage: override the stored first stage ("sd-vae-ft-ema", a VAE folder, "identity").
             image_size: the expected image side in pixels; a checkpoint making another size is an error.
             which: "ema" (default) or "model" weights.
+            config: DiTConfig fields the file does not record, e.g. {"num_classes": 1000} for an
+                official .pt trained without label dropout, or {"num_heads": 16}.
         """
         from ditkit.sampling.loading import load_for_sampling
 
         resolve_precision(precision, dtype, _default_device(device))  # a bad choice fails before loading
-        loaded = load_for_sampling(path, first_stage=first_stage, image_size=image_size, which=which)
+        loaded = load_for_sampling(
+            path, first_stage=first_stage, image_size=image_size, which=which, config=config
+        )
         pipe = cls(
             loaded.model,
             loaded.first_stage,

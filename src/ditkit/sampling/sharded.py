@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ditkit import distributed
 from ditkit.atomic import atomic_path, atomic_write_text
 from ditkit.errors import UserError
 from ditkit.evaluation.npz_io import to_rgb
-from ditkit.sampling import distributed
 from ditkit.sampling.pipeline import DiTPipeline
 from ditkit.visual import images_to_uint8
 

@@ -14,6 +14,7 @@ from ditkit.choices import (
     COMPILE_MODES,
     DEFAULT_DIFFUSION_STEPS,
     FLIP_MODES,
+    LOGGERS,
     LR_SCHEDULES,
     NOISE_SCHEDULES,
     PARALLEL_MODES,
@@ -101,6 +102,9 @@ class TrainConfig:
         keep_checkpoints: keep only the newest N checkpoints (0: keep all).
         sample_cfg_scale: guidance scale of the preview grids.
         sample_steps: DDIM steps of the preview grids.
+        logger: where metrics go besides metrics.jsonl (always written): jsonl (nowhere else) or
+            tensorboard (the same scalars and the preview grids as TensorBoard events in
+            <out>/tensorboard; needs `pip install 'ditkit[tensorboard]'`).
         num_workers: DataLoader worker processes per training process.
         device: "auto" (GPU if any), "cpu" or "cuda" (torchrun picks cuda:LOCAL_RANK).
         out: run folder (train_config.json, metrics.jsonl, checkpoints/ ...).
@@ -144,6 +148,7 @@ class TrainConfig:
     keep_checkpoints: int = option(0, group=RUN)
     sample_cfg_scale: float = option(4.0, group=RUN)
     sample_steps: int = option(25, group=RUN)
+    logger: str = option("jsonl", choices=LOGGERS, group=RUN)
     num_workers: int = option(0, group=RUN)
     device: str = option("auto", group=RUN)
     out: str = option("runs/train", group=RUN, required=True)
@@ -248,6 +253,17 @@ def resume_mismatches(saved: dict[str, Any], current: TrainConfig) -> list[str]:
     """Names of the options that differ between a checkpoint's config and the current one."""
     now = current.to_dict()
     return [name for name in RESUME_INVARIANT if name in saved and _plain(saved[name]) != _plain(now[name])]
+
+
+def check_resumable(saved: dict[str, Any], current: TrainConfig, checkpoint: str | Path) -> None:
+    """Raise UserError naming the options that differ between a checkpoint's config and the current one."""
+    mismatched = resume_mismatches(saved, current)
+    if mismatched:
+        raise UserError(
+            f"cannot resume {checkpoint}: it was trained with "
+            f"{describe_mismatches(saved, current.to_dict(), mismatched)}; "
+            "resume with the same options or start a new --out"
+        )
 
 
 def describe_mismatches(saved: dict[str, Any], now: dict[str, Any], names: list[str]) -> str:

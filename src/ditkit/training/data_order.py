@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ditkit.errors import UserError
+from ditkit.seeding import keyed_generator
 
 # Mixed into the permutation seeds so they differ from every other stream seeded by the run's seed.
 _ORDER_TAG = 0x0D47_A0DE
@@ -93,10 +93,7 @@ class DataOrder:
     def permutation(self, epoch: int) -> torch.Tensor:
         """(num_items,) int64 order of the items in `epoch`."""
         if self._cached is None or self._cached[0] != epoch:
-            (state,) = np.random.SeedSequence([_ORDER_TAG, self.seed, epoch]).generate_state(
-                1, dtype=np.uint64
-            )
-            g = torch.Generator().manual_seed(int(state))
+            g = keyed_generator(_ORDER_TAG, self.seed, epoch)
             self._cached = (epoch, torch.randperm(self.num_items, generator=g))
         return self._cached[1]
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ditkit.training.distributed import full_tensor, like_layout
+from ditkit.distributed import full_tensor, like_layout
 
 # Warmup of the decay for short runs: min(decay, (1 + n) / (10 + n)) after n updates, the schedule of
 # TensorFlow's ExponentialMovingAverage with num_updates (also used by LDM and k-diffusion).

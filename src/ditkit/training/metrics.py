@@ -1,4 +1,9 @@
-"""Training metrics: one JSON line per logged step (`metrics.jsonl`) and the loss-curve plot."""
+"""Training metrics: one JSON line per logged step (`metrics.jsonl`), optionally TensorBoard, and the loss plot.
+
+`metrics.jsonl` is always written (the loss curve and resumption read it). With the "tensorboard"
+logger the same scalars, and the preview grids, also go to TensorBoard event files in
+`<out>/tensorboard` (`tensorboard --logdir <out>`).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,13 @@ from typing import Any
 import numpy as np
 
 from ditkit.atomic import atomic_path, atomic_write_text
+from ditkit.extras import optional_dependency
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
+TENSORBOARD_DIR = "tensorboard"
+# Record fields that are not scalars to plot.
+_NOT_SCALARS = ("step",)
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -31,27 +40,67 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return records
 
 
+def check_logger(logger: str) -> None:
+    """Raise UserError if `logger` needs a package that is not installed (checked before a run starts)."""
+    if logger == "tensorboard":
+        with optional_dependency("tensorboard", "--logger tensorboard"):
+            import tensorboard  # noqa: F401
+
+
 class MetricsLog:
     """Appends records to `folder/metrics.jsonl`, one JSON object per line, flushed at once.
 
     Args:
         folder: the run folder.
         resume_step: when resuming, records after this step (written by the interrupted run after
-            its last checkpoint) are dropped, so the file describes the resumed run only once.
+            its last checkpoint) are dropped, so the file describes the resumed run only once;
+            TensorBoard hides its events after that step too.
+        logger: "jsonl", or "tensorboard" to also write the scalars and images as TensorBoard events.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], resume_step: int | None = None) -> None:
+    def __init__(
+        self, folder: str | os.PathLike[str], resume_step: int | None = None, logger: str = "jsonl"
+    ) -> None:
         self.path = Path(folder) / METRICS_FILE
         if resume_step is None:
             atomic_write_text(self.path, "")
         else:
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._board = None
+        if logger == "tensorboard":
+            check_logger(logger)
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = None if resume_step is None else resume_step + 1
+            self._board = SummaryWriter(str(Path(folder) / TENSORBOARD_DIR), purge_step=purge)
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one record ({"step": int, name: number, ...}); every number is also a TensorBoard scalar."""
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
+        if self._board is not None:
+            step = int(record["step"])
+            for name, value in record.items():
+                if (
+                    name not in _NOT_SCALARS
+                    and isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                ):
+                    self._board.add_scalar(name, value, step)
+            self._board.flush()
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """Log a uint8 (H, W, C) image (a preview grid) to TensorBoard; a no-op for the JSONL logger."""
+        if self._board is not None:
+            self._board.add_image(tag, image, step, dataformats="HWC")
+            self._board.flush()
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None
 
     def records(self) -> list[dict[str, Any]]:
         return read_metrics(self.path)

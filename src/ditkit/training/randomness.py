@@ -11,22 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ditkit.diffusion.noise import host_to_device
+from ditkit.seeding import keyed_generator
 
-# Mixed into every key so that these streams never coincide with the datasets' per-item streams,
-# which hash (seed, epoch, index) (see ditkit.data.item_seed).
+# Put first in every key so that these streams never coincide with the datasets' per-item streams,
+# keyed (seed, epoch, index) (see ditkit.seeding).
 _STREAM_TAG = 0x7D17_2A1B
 
 
 def sample_generator(seed: int, step: int, index: int) -> torch.Generator:
     """CPU generator of global sample `index` at training step `step` (all non-negative)."""
-    if seed < 0 or step < 0 or index < 0:
-        raise ValueError(f"seed, step and index must be non-negative, got {(seed, step, index)}")
-    (state,) = np.random.SeedSequence([_STREAM_TAG, seed, step, index]).generate_state(1, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state))
+    return keyed_generator(_STREAM_TAG, seed, step, index)
 
 
 @dataclass

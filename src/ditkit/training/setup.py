@@ -38,9 +38,13 @@ class DataSetup:
 
 
 def build_data(config: TrainConfig, echo: Callable[[str], None]) -> DataSetup:
-    """Open the training data and decide the first stage (see `TrainConfig.first_stage`)."""
+    """Open the training data and decide the first stage (see `TrainConfig.first_stage`).
+
+    The dataset is opened and the model's sizes are checked against it before the first stage is
+    loaded, so that a bad size or preset fails before a VAE is read or downloaded.
+    """
     from ditkit.data.build import FASHION_MNIST, build_dataset
-    from ditkit.first_stage.load import load_first_stage
+    from ditkit.first_stage.load import load_first_stage, planned_latent_shape
 
     dataset, info = build_dataset(
         config.data,
@@ -57,6 +61,9 @@ def build_data(config: TrainConfig, echo: Callable[[str], None]) -> DataSetup:
         shape = (info.channels, info.input_size, info.input_size)
         return DataSetup(dataset, info, None, dict(info.first_stage), shape)
     spec = config.first_stage or ("identity" if config.data == FASHION_MNIST else DEFAULT_IMAGE_FIRST_STAGE)
+    planned = planned_latent_shape(spec, info.channels, info.image_size)
+    if planned is not None:  # the model must fit these latents: checked before any weights are read
+        dit_config(config, planned, info.num_classes)
     stage = load_first_stage(spec, channels=info.channels)
     c, h, _ = stage.latent_shape(info.image_size)
     if spec == "identity":
@@ -70,13 +77,22 @@ def build_data(config: TrainConfig, echo: Callable[[str], None]) -> DataSetup:
 
 def model_config(config: TrainConfig, data: DataSetup) -> DiTConfig:
     """The DiT config: the preset, sized by the data, with the run's overrides."""
+    return dit_config(config, data.sample_shape, data.info.num_classes)
+
+
+def dit_config(config: TrainConfig, sample_shape: tuple[int, int, int], num_classes: int) -> DiTConfig:
+    """The DiT config for inputs of `sample_shape` (C, H, W) and `num_classes` classes.
+
+    Raises:
+        UserError: unknown preset, or fields that do not fit (e.g. a patch size not dividing H).
+    """
     from ditkit.model.presets import get_config
 
-    c, h, _ = data.sample_shape
+    c, h, _ = sample_shape
     fields: dict[str, Any] = dict(
         input_size=h,
         in_channels=c,
-        num_classes=data.info.num_classes,
+        num_classes=num_classes,
         learn_sigma=config.learn_sigma,
         class_dropout_prob=config.class_dropout,
         checkpointing=config.checkpointing,

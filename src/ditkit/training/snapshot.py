@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ditkit import distributed as D
 from ditkit.model.dit import DiT, DiTConfig
-from ditkit.training import distributed as D
 from ditkit.training.ema import EMA
 
 

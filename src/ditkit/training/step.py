@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ditkit import distributed as D
 from ditkit.diffusion.gaussian import GaussianDiffusion
-from ditkit.training import distributed as D
 from ditkit.training.randomness import StepDraws
 
 # The loss terms that are logged (per-sample means); "vb" exists only for models that learn sigma.

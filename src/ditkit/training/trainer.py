@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ditkit import distributed as D
 from ditkit.atomic import atomic_write_text
 from ditkit.errors import UserError
 from ditkit.model.fast import (
@@ -28,11 +29,11 @@ from ditkit.model.fast import (
     default_precision,
     matmul_precision,
 )
-from ditkit.training import distributed as D
-from ditkit.training.config import TrainConfig, describe_mismatches, resume_mismatches
+from ditkit.training.config import TrainConfig, check_resumable
 from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
 from ditkit.training.ema import EMA
 from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
+from ditkit.training.preflight import preflight
 from ditkit.training.randomness import draw_step
 from ditkit.training.schedule import schedule_for
 from ditkit.training.setup import (
@@ -124,6 +125,7 @@ def train(
     Raises:
         UserError: bad options or data, an unreadable checkpoint, or a non-finite loss.
     """
+    preflight(config, resume)  # cheap checks first: nothing built, loaded or downloaded yet
     ctx = D.init_distributed(config.device)
     try:
         trainer = Trainer(config, ctx, echo if ctx.rank == 0 else (lambda _: None))
@@ -173,14 +175,7 @@ class Trainer:
 
     def _restore(self, checkpoint: Any) -> None:
         state = checkpoint.state
-        saved = state.get("config", {})
-        mismatched = resume_mismatches(saved, self.config)
-        if mismatched:
-            raise UserError(
-                f"cannot resume {checkpoint.path}: it was trained with "
-                f"{describe_mismatches(saved, self.config.to_dict(), mismatched)}; "
-                "resume with the same options or start a new --out"
-            )
+        check_resumable(state.get("config", {}), self.config, checkpoint.path)
         self.order.check_resumable(state["data"])
         self.ema.load_weights(checkpoint.ema)
         self.ema.load_state_dict(state["ema"])

@@ -1,8 +1,9 @@
 """One code path for 1 or N processes: torchrun's environment, DDP or FSDP, and a few collectives.
 
 Outside torchrun (no WORLD_SIZE in the environment) `rank()` is 0 and `world_size()` is 1, and
-every collective here is a no-op, so the trainer never branches on being distributed.
-Backends: NCCL on GPUs, gloo on CPUs; one or many machines, as torchrun arranges.
+every collective here is a no-op, so neither the trainer nor the sampler branches on being
+distributed. Backends: NCCL on GPUs, gloo on CPUs (or gloo everywhere, for sampling, which only
+needs a barrier); one or many machines, as torchrun arranges.
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
+    """True on rank 0 (and when not distributed)."""
     return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment describes several processes (torchrun sets WORLD_SIZE, RANK...)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @dataclass(frozen=True)
@@ -64,18 +71,22 @@ def pick_device(device: str, local_rank: int = 0) -> torch.device:
     return torch.device(device)
 
 
-def init_distributed(device: str = "auto") -> DistContext:
-    """Join torchrun's process group when launched by torchrun (WORLD_SIZE > 1), else run alone."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+def init_distributed(device: str = "auto", backend: str | None = None) -> DistContext:
+    """Join torchrun's process group when launched by torchrun (WORLD_SIZE > 1), else run alone.
+
+    Args:
+        device: "auto" (cuda:LOCAL_RANK when a GPU is present, else cpu), "cpu", "cuda" or "cuda:N".
+        backend: the process group's backend; default NCCL on GPUs and gloo on CPUs.
+    """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
-    if size <= 1:
+    if not launched_by_torchrun():
         return DistContext(0, 1, 0, dev, owns_group=False)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     owns = not is_distributed()
     if owns:
-        backend = "nccl" if dev.type == "cuda" else "gloo"
+        backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
         dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
     return DistContext(rank(), world_size(), local_rank, dev, owns_group=owns)
 
@@ -112,16 +123,8 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank `src`'s object on every process."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def barrier() -> None:
+    """Wait for every process (a no-op when not distributed)."""
     if is_distributed():
         dist.barrier()
 
@@ -146,11 +149,6 @@ def wrap_model(model: nn.Module, parallel: str, ctx: DistContext) -> nn.Module:
         fully_shard(model)
         return model
     raise UserError(f"unknown parallel mode {parallel!r}; use ddp or fsdp")
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (FSDP2 shards in place, so there is nothing to unwrap)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
