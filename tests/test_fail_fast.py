@@ -64,7 +64,7 @@ def test_train_checks_resume_options_before_building(tmp_path, capsys, no_loadin
     saved = {"model": "DiT-S/2", "lr": 0.5, "seed": 0}
     (checkpoint / "config.json").write_text(json.dumps({"extra": {"train": {"config": saved}}}))
     argv = _train(tmp_path, "--model", "DiT-S/2", "--resume")
-    _fails_in_one_line(argv, capsys, "it was trained with other lr")
+    _fails_in_one_line(argv, capsys, "it was trained with --lr 0.5 (now 0.0001)")
 
 
 @pytest.mark.parametrize(
