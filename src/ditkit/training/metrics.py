@@ -91,9 +91,14 @@ class MetricsLog:
                     self._board.add_scalar(name, value, step)
             self._board.flush()
 
-    def image(self, tag: str, image: np.ndarray, step: int) -> None:
-        """Log a uint8 (H, W, C) image (a preview grid) to TensorBoard; a no-op for the JSONL logger."""
+    def image(self, tag: str, image: np.ndarray | str | os.PathLike[str], step: int) -> None:
+        """Log an image (uint8 (H, W, C), or a PNG such as a preview grid) to TensorBoard; a no-op for JSONL."""
         if self._board is not None:
+            if not isinstance(image, np.ndarray):
+                from PIL import Image
+
+                with Image.open(image) as png:
+                    image = np.asarray(png.convert("RGB"))  # (H, W, 3) uint8
             self._board.add_image(tag, image, step, dataformats="HWC")
             self._board.flush()
 

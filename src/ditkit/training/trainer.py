@@ -210,7 +210,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.config.save(self.out)
         self.metrics = (
-            MetricsLog(self.out, resume_step=self.step if checkpoint is not None else None)
+            MetricsLog(self.out, self.step if checkpoint is not None else None, self.config.logger)
             if D.is_main()
             else None
         )
@@ -302,6 +302,8 @@ class Trainer:
             start_step=start_step,
             loss_steps=(first, last) if self.logged is not None else None,
         )
+        if self.metrics is not None:
+            self.metrics.close()
         if D.is_main():
             if self.step == start_step:  # nothing new was saved (and plotted)
                 self._plot()
@@ -436,4 +438,6 @@ class Trainer:
                 steps=self.config.sample_steps,
                 device=self.ctx.device,
             )
+            if self.metrics is not None:
+                self.metrics.image(SAMPLES_DIR, path, self.step)
         D.barrier()
