@@ -16,7 +16,7 @@ from ditkit.training.state import checkpoint_path, load_training_checkpoint
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
-def _torchrun(cfg, parallel: str) -> subprocess.CompletedProcess[str]:
+def _torchrun(cfg, parallel: str, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     command += [
         "-m",
@@ -32,7 +32,7 @@ def _torchrun(cfg, parallel: str) -> subprocess.CompletedProcess[str]:
     command += ["--image-size", "8", "--global-batch", str(cfg.global_batch), "--micro-batch", "2"]
     command += ["--steps", str(cfg.steps), "--lr", str(cfg.lr), "--ema-decay", str(cfg.ema_decay)]
     command += ["--ckpt-every", "2", "--log-every", "1", "--device", "cpu", "--parallel", parallel]
-    command += ["--out", cfg.out, "--no-progress"]
+    command += ["--out", cfg.out, "--no-progress", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -75,3 +75,14 @@ def test_two_processes_match_one(tmp_path, parallel):
     assert c.step == 3
     assert_state_equal(a.model, c.model, exact=False)
     assert_state_equal(_optimizer(a.state["optimizer"]), _optimizer(c.state["optimizer"]), exact=False)
+
+
+def test_two_processes_match_one_with_flow_matching(tmp_path):
+    flow = {"objective": "flow", "time_sampling": "logit-normal"}
+    single = train(tiny_config(tmp_path, out=str(tmp_path / "one"), steps=2, **flow), progress=False)
+    two = tiny_config(tmp_path, out=str(tmp_path / "two"), steps=2, **flow)
+    _torchrun(two, "ddp", "--objective", "flow", "--time-sampling", "logit-normal")
+    a = load_training_checkpoint(single.checkpoint)
+    b = load_training_checkpoint(checkpoint_path(two.out, 2))
+    assert_state_equal(a.model, b.model, exact=False)
+    assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-5)

@@ -22,7 +22,7 @@ from ditkit.training.state import TRAIN_STATE_FILE, latest_checkpoint, load_trai
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _options(tmp_path, out, steps):
+def _options(tmp_path, out, steps, **objective):
     # 64 items / 16 per step = 4 steps per epoch, so the resumed part crosses an epoch boundary;
     # accumulation, warmup, clipping and EMA warmup all carry state across the interruption.
     return tiny_config(
@@ -35,6 +35,7 @@ def _options(tmp_path, out, steps):
         grad_clip=0.5,
         ema_decay=0.99,
         ema_warmup=True,
+        **objective,
     )
 
 
@@ -42,11 +43,19 @@ def _losses(folder):
     return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
-    straight = train(_options(tmp_path, "straight", 6), progress=False)
-    first = train(_options(tmp_path, "resumed", 3), progress=False)
+OBJECTIVES = {
+    "diffusion": {},
+    "flow": {"objective": "flow", "path": "GVP", "time_sampling": "logit-normal"},
+}
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, objective):
+    options = OBJECTIVES[objective]
+    straight = train(_options(tmp_path, "straight", 6, **options), progress=False)
+    first = train(_options(tmp_path, "resumed", 3, **options), progress=False)
     assert first.step == 3
-    resumed = train(_options(tmp_path, "resumed", 6), resume=True, progress=False)
+    resumed = train(_options(tmp_path, "resumed", 6, **options), resume=True, progress=False)
     assert resumed.step == 6
 
     a = load_training_checkpoint(straight.checkpoint)

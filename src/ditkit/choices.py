@@ -30,3 +30,22 @@ LR_SCHEDULES = ("constant", "wsd")
 BLOCK_DESIGNS = ("adaln-zero", "adaln", "cross-attention", "in-context")
 # Where training metrics go besides metrics.jsonl (always written): nowhere else, or TensorBoard.
 LOGGERS = ("jsonl", "tensorboard")
+# Training objectives of the DiT backbone: DiT's Gaussian diffusion, or flow matching as in SiT
+# (Ma et al. 2024, arXiv 2401.08740; `ditkit.transport`).
+OBJECTIVES = ("diffusion", "flow")
+# SiT's interpolants x_t = alpha_t x1 + sigma_t x0: linear (rectified flow), generalised VP
+# (trigonometric) and the VP path of score-based diffusion (SiT Sec. 2.2 and Table 1).
+PATH_TYPES = ("Linear", "GVP", "VP")
+# What a flow model predicts (SiT's names).
+PREDICTIONS = ("velocity", "score", "noise")
+# SiT's loss weights for score and noise predictions (None: unweighted).
+LOSS_WEIGHTS = ("velocity", "likelihood")
+# How flow training draws t: uniform (SiT) or logit-normal (Esser et al. 2024, SD3, Sec. 3.1).
+TIME_SAMPLINGS = ("uniform", "logit-normal")
+# The named flow samplers (`ditkit.transport.sampling`): the probability-flow ODE with torchdiffeq's
+# adaptive dopri5 (SiT's default) or fixed-step Euler / Heun, and SiT's SDE with an Euler-Maruyama
+# or Heun step.
+FLOW_SAMPLERS = ("dopri5", "euler", "heun", "sde-euler", "sde-heun")
+DETERMINISTIC_FLOW_SAMPLERS = ("dopri5", "euler", "heun")
+# The diffusion samplers (`ditkit.samplers`): ancestral DDPM, DDIM, DPM-Solver++(2M).
+DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")

@@ -199,7 +199,13 @@ def load_checkpoint(
     Returns:
         The LoadedCheckpoint; `.model` is in eval mode.
     """
-    raw = read_checkpoint(path)
+    return load_raw(read_checkpoint(path), config, which, device)
+
+
+def load_raw(
+    raw: RawCheckpoint, config: ConfigArg = None, which: str = "ema", device: str | torch.device = "cpu"
+) -> LoadedCheckpoint:
+    """`load_checkpoint` for a checkpoint already read by `read_checkpoint` (e.g. to check its extra first)."""
     name = choose_weights(raw, which)
     model, cfg, notes = model_from_raw(raw, name, config, device)
     return LoadedCheckpoint(

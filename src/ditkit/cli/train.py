@@ -15,6 +15,9 @@ EPILOG = """examples:
   # a small pixel-space model on Fashion-MNIST (28x28), on a CPU
   ditkit train --model DiT-XS/4 --data fashion-mnist --image-size 28 --first-stage identity \\
       --lr 1e-3 --warmup-steps 100 --global-batch 128 --ema-decay 0.999 --ema-warmup --steps 1000 --out runs/x
+  # flow matching as in SiT (Linear path, velocity), with SD3's logit-normal times
+  ditkit train --model DiT-XS/4 --data fashion-mnist --image-size 28 --objective flow \\
+      --time-sampling logit-normal --lr 1e-3 --global-batch 32 --steps 1000 --out runs/flow
   # continue after an interruption (SIGTERM/SIGINT save a checkpoint first), exactly as if never
   # stopped, or train longer: the run's train_config.json supplies every option not given again
   ditkit train --out runs/x --resume --steps 2000

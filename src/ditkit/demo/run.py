@@ -116,6 +116,7 @@ def run_demo(
     from ditkit.sampling.pipeline import DiTPipeline
     from ditkit.training import train
     from ditkit.training.metrics import LOSS_CURVE_FILE
+    from ditkit.training.setup import objective_extra
 
     t_start = time.time() if started_at is None else started_at
     out = Path(out)
@@ -137,8 +138,14 @@ def run_demo(
     echo(
         f"sampling {len(labels)} images ({recipe.sampler}, {recipe.sample_steps} steps, guidance {recipe.cfg_scale})"
     )
-    diffusion = {"noise_schedule": config.noise_schedule, "diffusion_steps": config.diffusion_steps}
-    pipe = DiTPipeline(model, load_first_stage("identity", channels=1), diffusion, device=dev)
+    objective = objective_extra(config)  # {"objective", "diffusion" or "flow"}, as checkpoints record it
+    pipe = DiTPipeline(
+        model,
+        load_first_stage("identity", channels=1),
+        objective.get("diffusion"),
+        device=dev,
+        flow=objective.get("flow"),
+    )
     images = cast(
         np.ndarray,  # uint8 (N, 28, 28, 1), the default output type
         pipe(

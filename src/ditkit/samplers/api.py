@@ -1,4 +1,8 @@
-"""One entry point for sampling: `sample(model, shape, labels, sampler=..., steps=..., cfg_scale=...)`."""
+"""One entry point for sampling: `sample(model, shape, labels, sampler=..., steps=..., cfg_scale=...)`.
+
+Diffusion models use the samplers here; flow-matching models (`flow=FlowSettings(...)`) use the named
+flow samplers of `ditkit.transport.sampling`, behind the same noise, label and guidance handling.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from ditkit.choices import DIFFUSION_SAMPLERS, FLOW_SAMPLERS
 from ditkit.diffusion.gaussian import FixedVariance, GaussianDiffusion, ModelFn
 from ditkit.diffusion.noise import NoiseSource, SeededNoise
 from ditkit.diffusion.schedule import DEFAULT_DIFFUSION_STEPS, Spacing, make_schedule
@@ -18,6 +23,7 @@ from ditkit.samplers.ddim import sample_ddim
 from ditkit.samplers.ddpm import sample_ddpm
 from ditkit.samplers.dpm_solver import sample_dpmpp_2m
 from ditkit.samplers.guidance import ClassifierFreeGuidance, GuidedChannels
+from ditkit.transport.settings import DEFAULT_FLOW_SAMPLER, FlowSettings
 
 
 class SamplerFn(Protocol):
@@ -37,7 +43,9 @@ class SamplerFn(Protocol):
     ) -> Tensor: ...
 
 
-SAMPLERS: dict[str, SamplerFn] = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpm++2m": sample_dpmpp_2m}
+SAMPLERS: dict[str, SamplerFn] = dict(
+    zip(DIFFUSION_SAMPLERS, (sample_ddpm, sample_ddim, sample_dpmpp_2m), strict=True)
+)
 # Default step counts: 250 DDPM steps as in the DiT paper's evaluations; 50 DDIM steps (Song et al.
 # 2021, Table 1: most of the 1000-step quality); 20 DPM-Solver++ steps (Lu et al. 2022, abstract: 15-20).
 DEFAULT_STEPS = {"ddpm": 250, "ddim": 50, "dpm++2m": 20}
@@ -69,9 +77,16 @@ def _labels_tensor(labels: Tensor | Sequence[int] | None, batch: int, device: to
     return y
 
 
-def _check_options(sampler: str, eta: float, model: ModelFn) -> None:
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+# The sampler used when none is named, by objective.
+DEFAULT_SAMPLERS = {"diffusion": "ddpm", "flow": DEFAULT_FLOW_SAMPLER}
+
+
+def _check_options(sampler: str, eta: float, model: ModelFn, flow: bool = False) -> None:
+    names, kind = (FLOW_SAMPLERS, "flow-matching") if flow else (tuple(SAMPLERS), "diffusion")
+    if sampler not in names:
+        other = sampler in (SAMPLERS if flow else FLOW_SAMPLERS)
+        why = f"{sampler!r} is not a sampler of {kind} models" if other else f"unknown sampler {sampler!r}"
+        raise UserError(f"{why}; choose one of {', '.join(names)}")
     if eta != 0.0 and sampler != "ddim":
         raise UserError(f"eta applies to the ddim sampler only, not {sampler!r}")
     if not 0.0 <= eta <= 1.0:
@@ -89,7 +104,7 @@ def sample(
     noise: Tensor | None = None,
     labels: Tensor | Sequence[int] | None = None,
     *,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     steps: int | Spacing | None = None,
     cfg_scale: float = 1.0,
     guided_channels: GuidedChannels = "all",
@@ -101,33 +116,38 @@ def sample(
     noise_schedule: str = "linear",
     diffusion_steps: int = DEFAULT_DIFFUSION_STEPS,
     fixed_variance: FixedVariance = "large",
+    flow: FlowSettings | None = None,
     progress: bool = True,
     callback: Callback | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Draw samples from a diffusion model.
+    """Draw samples from a diffusion model, or from a flow-matching model (`flow`).
 
     Args:
         model: denoiser called as model(x (B, C, H, W), t (B,) int64 original timesteps, y (B,) or None)
-            returning eps (B, C, H, W) or eps and variance values (B, 2C, H, W).
+            returning eps (B, C, H, W) or eps and variance values (B, 2C, H, W); for flow models t is
+            float32 in [0, 1] (data at 1) and the output the flow prediction (first C channels used).
         shape: (B, C, H, W) of the batch; or give `noise`.
         noise: (B, C, H, W) starting noise x_T; default: the first draw of each sample's seeded stream.
         labels: (B,) class labels, or None for an unconditional model.
-        sampler: "ddpm" (ancestral), "ddim" or "dpm++2m".
+        sampler: "ddpm" (ancestral, the default), "ddim" or "dpm++2m"; for flow models "dopri5" (the
+            default), "euler", "heun", "sde-euler" or "sde-heun" (see `ditkit.transport.sampling`).
         steps: number of steps (default 250 / 50 / 20 by sampler; spread as `INT_STEPS_SPACING`
             says), a respacing string such as "ddim50", "uniform20", "quad20", "logsnr20" or "10,20,30"
             (see `ditkit.diffusion.schedule.space_timesteps`), or an explicit list of timesteps.
         cfg_scale: classifier-free guidance scale; 1 disables guidance.
         guided_channels: "all" (default) or "first3" (reproduces the official DiT sampler).
-        guidance_interval: optional inclusive (t_min, t_max) in the model's timesteps to guide in.
+        guidance_interval: optional inclusive (t_min, t_max) in the model's timesteps (flow: in
+            [0, 1]) to guide in.
         null_label: label meaning "no class"; default `model.null_class`.
         seeds: one seed per sample (default 0..B-1); sample i depends only on seeds[i].
         eta: DDIM stochasticity in [0, 1] (ddim only).
         clip_denoised: clamp predicted x_0 to [-1, 1] (pixel space; DiT's latents are not clipped).
         noise_schedule, diffusion_steps: the training process ("linear", 1000 for DiT).
         fixed_variance: variance for models without learned sigma ("large" or "small"; ddpm only).
+        flow: the settings of a flow-matching model (None: a diffusion model).
         progress: show a progress bar.
-        callback: called with a `StepInfo` after every step.
+        callback: called with a `StepInfo` after every step (diffusion samplers only).
         device: where to sample; default: noise's device, else the model's.
 
     Returns:
@@ -136,7 +156,10 @@ def sample(
     Example:
         >>> x = sample(model, (8, 4, 32, 32), labels=[207] * 8, sampler="dpm++2m", cfg_scale=4.0)
     """
-    _check_options(sampler, eta, model)
+    sampler = sampler or DEFAULT_SAMPLERS["flow" if flow is not None else "diffusion"]
+    _check_options(sampler, eta, model, flow is not None)
+    if flow is not None and (callback is not None or clip_denoised or not isinstance(steps, int | None)):
+        raise UserError("flow samplers take an integer number of steps, and no callback or clipping")
     device = _resolve_device(model, noise, device)
     if noise is not None:
         if shape is not None and tuple(noise.shape) != tuple(shape):
@@ -165,6 +188,13 @@ def sample(
             )
         model = ClassifierFreeGuidance(model, cfg_scale, null, guided_channels, guidance_interval)
 
+    if flow is not None:
+        from ditkit.transport.sampling import sample_flow
+
+        assert steps is None or isinstance(steps, int)  # checked above
+        return sample_flow(
+            model, x, flow, y=y, sampler=sampler, steps=steps, noise=streams, progress=progress
+        )
     steps = DEFAULT_STEPS[sampler] if steps is None else steps
     spacing = INT_STEPS_SPACING[sampler].format(steps) if isinstance(steps, int) else steps
     diffusion = GaussianDiffusion(make_schedule(noise_schedule, diffusion_steps, spacing), fixed_variance)

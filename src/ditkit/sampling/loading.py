@@ -1,8 +1,10 @@
-"""What sampling needs from a checkpoint: the model, its first stage, diffusion settings and class names.
+"""What sampling needs from a checkpoint: the model, its first stage, its objective and class names.
 
 Checkpoints that say nothing about their surroundings (the released official .pt files) get DiT's:
 the SD VAE `sd-vae-ft-ema` for 4-channel latents (the identity for other channel counts), the linear
-1000-step process, and ImageNet's class names for 1000 classes.
+1000-step process, and ImageNet's class names for 1000 classes. SiT's released .pt files have DiT's
+keys and do not say that they are flow models: `objective="flow"` loads them with SiT's defaults
+(Linear path, velocity). SiT's training checkpoints name their path and prediction in their args.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ditkit.choices import OBJECTIVES
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage
 from ditkit.model.dit import DiT
 from ditkit.sampling.class_names import ClassNames
 from ditkit.sampling.pipeline import DiffusionSettings
+from ditkit.transport.settings import FlowSettings
 
 # DiT's first stage (train.py default --vae ema) for checkpoints that do not name one.
 DEFAULT_LATENT_FIRST_STAGE = "sd-vae-ft-ema"
@@ -31,7 +35,8 @@ class SamplingBundle:
     Attributes:
         model: the DiT (eval mode).
         first_stage: decodes its latents to images in [-1, 1].
-        diffusion: the training process's settings.
+        diffusion: the training process's settings (diffusion models).
+        flow: the flow settings of a flow-matching model, else None.
         class_names: stored names (list or {name: label}), or None (ImageNet's are used for 1000 classes).
         source: the checkpoint path.
         notes: assumptions made while loading, one line each.
@@ -43,6 +48,7 @@ class SamplingBundle:
     class_names: Sequence[str] | Mapping[str, int] | None
     source: str
     notes: list[str] = field(default_factory=list)
+    flow: FlowSettings | None = None
 
 
 def first_stage_for(
@@ -63,6 +69,48 @@ def first_stage_for(
     return load_first_stage("identity", channels=in_channels), note
 
 
+# SiT's training arguments (train_utils.py) that say how a flow model was trained, and ours.
+_SIT_ARGS = {
+    "path_type": "path_type",
+    "prediction": "prediction",
+    "loss_weight": "loss_weight",
+    "train_eps": "train_eps",
+    "sample_eps": "sample_eps",
+}
+
+
+def flow_for(
+    extra: Mapping[str, Any], objective: str | None, source: object
+) -> tuple[FlowSettings | None, str | None]:
+    """The flow settings of a checkpoint (None: a diffusion model) and a note on what was assumed.
+
+    Args:
+        extra: the checkpoint's extra data.
+        objective: "diffusion", "flow", or None (what the checkpoint records, else diffusion).
+        source: the checkpoint, for messages.
+    """
+    if objective is not None and objective not in OBJECTIVES:
+        raise UserError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    args = extra.get("official_args") or {}
+    sit = {ours: args[theirs] for theirs, ours in _SIT_ARGS.items() if theirs in args}
+    stored = extra.get("objective") or ("flow" if "flow" in extra or "path_type" in sit else None)
+    if objective == "diffusion" and stored == "flow":
+        raise UserError(f"{source} holds a flow-matching model; drop --objective diffusion")
+    if objective == "flow" and stored == "diffusion":
+        raise UserError(f"{source} holds a diffusion model; drop --objective flow")
+    if (objective or stored) != "flow":
+        return None, None
+    if isinstance(extra.get("flow"), Mapping):
+        return FlowSettings.from_dict(extra["flow"]), None
+    if sit:
+        return FlowSettings.from_dict(sit), None
+    settings = FlowSettings()
+    return settings, (
+        f"the checkpoint does not describe its flow; assuming SiT's defaults ({settings.path_type} path, "
+        f"{settings.prediction} prediction)"
+    )
+
+
 def load_for_sampling(
     path: str | os.PathLike[str],
     *,
@@ -70,6 +118,7 @@ def load_for_sampling(
     image_size: int | None = None,
     which: str = "ema",
     config: Mapping[str, Any] | None = None,
+    objective: str | None = None,
 ) -> SamplingBundle:
     """Load a checkpoint (ditkit, official or diffusers) and everything sampling needs around it.
 
@@ -79,13 +128,16 @@ def load_for_sampling(
         image_size: the expected image side in pixels; a mismatch with the checkpoint is an error.
         which: "ema" (default) or "model" weights.
         config: DiTConfig fields overriding the stored or inferred ones (see `load_checkpoint`).
+        objective: "diffusion" or "flow" for checkpoints that do not record it (see `flow_for`).
     """
-    from ditkit.checkpoints import load_checkpoint
+    from ditkit.checkpoints.loader import load_raw, read_checkpoint
 
-    loaded = load_checkpoint(path, dict(config) if config else None, which=which)
+    raw = read_checkpoint(path)
+    flow, flow_note = flow_for(raw.extra, objective, path)  # before building the model
+    loaded = load_raw(raw, dict(config) if config else None, which=which)
     model = loaded.model
     stage, note = first_stage_for(loaded.extra, int(model.in_channels), first_stage)
-    notes = list(loaded.notes) + ([note] if note else [])
+    notes = list(loaded.notes) + [n for n in (note, flow_note) if n]
     down = int(getattr(stage, "downsample", 1))
     sides = {side * down for side in model.config.size_hw}
     if image_size is not None and sides != {image_size}:
@@ -100,6 +152,7 @@ def load_for_sampling(
         class_names=loaded.extra.get("class_names"),
         source=str(path),
         notes=notes,
+        flow=flow,
     )
 
 

@@ -2,6 +2,7 @@
 
     pipe = DiTPipeline.from_pretrained("DiT-XL-2-256x256.pt")
     images = pipe(["golden retriever", 88], guidance_scale=4.0, num_steps=250, seeds=[0, 1])
+    sit = DiTPipeline.from_pretrained("SiT-XL-2-256x256.pt", objective="flow")   # flow matching (SiT)
 
 Image i depends only on its class, its seed and the settings: not on the batch it was drawn in,
 the batch size or the device count (per-sample noise streams, `ditkit.diffusion.noise`).
@@ -31,6 +32,7 @@ from ditkit.model.fast import apply_compile, fast_denoiser
 from ditkit.sampling.class_names import IMAGENET_NUM_CLASSES, ClassNames, ClassQuery
 from ditkit.sampling.denoiser import AUTOCAST_DTYPES, eager_denoiser, resolve_precision
 from ditkit.sampling.images import to_pil
+from ditkit.transport.settings import FlowSettings
 from ditkit.visual import images_to_uint8
 
 # Guidance scale of the DiT paper's sample figures (sample.py's default --cfg-scale).
@@ -75,7 +77,8 @@ class DiTPipeline:
     Args:
         model: the DiT.
         first_stage: decodes latents to images in [-1, 1]; default: the identity (pixel models).
-        diffusion: the process the model was trained with (default: DiT's).
+        diffusion: the process the model was trained with (default: DiT's); ignored for flow models.
+        flow: the settings of a flow-matching model (SiT); None for a diffusion model.
         class_names: names of the labels, for asking by name; default ImageNet's for 1000 classes.
         device: where to sample (default: CUDA when present, else the CPU).
         dtype: the older way to ask for autocast ("bf16", "fp16", torch.bfloat16, None); prefer
@@ -107,6 +110,7 @@ class DiTPipeline:
         precision: str | None = "auto",
         compile: str = "none",
         cuda_graph: bool = True,
+        flow: FlowSettings | Mapping[str, Any] | None = None,
     ) -> None:
         self.device = _default_device(device)
         self._asked = (precision, dtype)  # re-resolved by `to()`: "auto" depends on the device
@@ -127,6 +131,7 @@ class DiTPipeline:
             self.diffusion = diffusion
         else:
             self.diffusion = DiffusionSettings.from_dict(diffusion)
+        self.flow = FlowSettings.from_dict(flow) if isinstance(flow, Mapping) else flow
         self.class_names = _class_names(class_names, int(getattr(model, "num_classes", 0) or 0))
         self.compile = compile
         apply_compile(self.model, compile)
@@ -147,6 +152,7 @@ class DiTPipeline:
         image_size: int | None = None,
         which: str = "ema",
         config: Mapping[str, Any] | None = None,
+        objective: str | None = None,
     ) -> DiTPipeline:
         """Load any checkpoint `ditkit.checkpoints` reads: ours, an official DiT .pt, a diffusers folder.
 
@@ -158,12 +164,19 @@ class DiTPipeline:
             which: "ema" (default) or "model" weights.
             config: DiTConfig fields the file does not record, e.g. {"num_classes": 1000} for an
                 official .pt trained without label dropout, or {"num_heads": 16}.
+            objective: "diffusion" or "flow" for checkpoints that do not say (SiT's released .pt
+                files have DiT's keys: pass "flow"); None: what the checkpoint records, else diffusion.
         """
         from ditkit.sampling.loading import load_for_sampling
 
         resolve_precision(precision, dtype, _default_device(device))  # a bad choice fails before loading
         loaded = load_for_sampling(
-            path, first_stage=first_stage, image_size=image_size, which=which, config=config
+            path,
+            first_stage=first_stage,
+            image_size=image_size,
+            which=which,
+            config=config,
+            objective=objective,
         )
         pipe = cls(
             loaded.model,
@@ -175,6 +188,7 @@ class DiTPipeline:
             precision=precision,
             compile=compile,
             cuda_graph=cuda_graph,
+            flow=loaded.flow,
         )
         pipe.notes = loaded.notes
         return pipe
@@ -193,6 +207,24 @@ class DiTPipeline:
         down = int(getattr(self.first_stage, "downsample", 1))
         _, h, w = self.latent_shape
         return h * down, w * down
+
+    @property
+    def objective(self) -> str:
+        """The objective the model was trained with: "flow" (flow matching) or "diffusion"."""
+        return "diffusion" if self.flow is None else "flow"
+
+    def objective_record(self) -> dict[str, Any]:
+        """How sampling records the model's objective: {"diffusion": {...}} or {"flow": {...}}."""
+        if self.flow is None:
+            return {"diffusion": self.diffusion.to_dict()}
+        return {"flow": self.flow.to_dict()}
+
+    @property
+    def default_sampler(self) -> str:
+        """The sampler used when none is named: ddpm for diffusion, dopri5 for flow."""
+        from ditkit.samplers.api import DEFAULT_SAMPLERS
+
+        return DEFAULT_SAMPLERS[self.objective]
 
     @property
     def num_classes(self) -> int:
@@ -257,7 +289,7 @@ class DiTPipeline:
         noise: Tensor | None = None,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         num_steps: int | None = None,
-        sampler: str = "ddpm",
+        sampler: str | None = None,
         guided_channels: str = "all",
         guidance_interval: tuple[float, float] | None = None,
         eta: float = 0.0,
@@ -273,10 +305,11 @@ class DiTPipeline:
             seeds: one per sample; sample i depends only on seeds[i] (and noise[i]).
             noise: (B, C, h, w) starting noise; default `initial_noise(seeds)`.
             guidance_scale: classifier-free guidance scale (1: none).
-            num_steps: sampling steps (default: the sampler's, 250 for ddpm).
-            sampler: "ddpm", "ddim" or "dpm++2m".
-            guided_channels: "all" or "first3" (the official DiT sampler's behaviour).
-            guidance_interval: optional (t_min, t_max) in model timesteps to guide in.
+            num_steps: sampling steps (default: the sampler's, 250 for ddpm; none for dopri5).
+            sampler: "ddpm" (default), "ddim" or "dpm++2m"; flow models: "dopri5" (default), "euler",
+                "heun", "sde-euler" or "sde-heun".
+            guided_channels: "all" or "first3" (the official DiT and SiT samplers' behaviour).
+            guidance_interval: optional (t_min, t_max) in model timesteps (flow: in [0, 1]) to guide in.
             eta: DDIM stochasticity (0: deterministic).
             batch_size: at most this many samples per forward pass (default: all).
             progress: show progress bars.
@@ -316,6 +349,7 @@ class DiTPipeline:
                     noise_schedule=self.diffusion.noise_schedule,
                     diffusion_steps=self.diffusion.diffusion_steps,
                     fixed_variance=self.diffusion.fixed_variance,  # type: ignore[arg-type]
+                    flow=self.flow,
                     progress=progress,
                     device=self.device,
                 )
@@ -339,7 +373,7 @@ class DiTPipeline:
         class_labels: ClassQuery | Sequence[ClassQuery] | None,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         num_steps: int | None = None,
-        sampler: str = "ddpm",
+        sampler: str | None = None,
         seeds: Sequence[int] | None = None,
         *,
         guided_channels: str = "all",
@@ -356,8 +390,10 @@ class DiTPipeline:
             class_labels: ids and/or names ("golden retriever", 207, "207"); None for an
                 unconditional model (then one image per seed).
             guidance_scale: classifier-free guidance scale (1: none; DiT's figures use 4).
-            num_steps: sampling steps (default: 250 for ddpm, 50 for ddim, 20 for dpm++2m).
-            sampler: "ddpm", "ddim" or "dpm++2m".
+            num_steps: sampling steps (default: 250 for ddpm, 50 for ddim, 20 for dpm++2m; flow: 50
+                euler, 25 heun, 250 sde-euler/sde-heun, adaptive dopri5).
+            sampler: "ddpm" (default), "ddim" or "dpm++2m"; flow models: "dopri5" (default), "euler",
+                "heun", "sde-euler" or "sde-heun".
             seeds: one per image (default 0, 1, ...); image i depends only on seeds[i].
             guided_channels, guidance_interval, eta, noise, batch_size, progress: see `sample_latents`.
             output_type: "uint8" -> numpy (B, H, W, C); "tensor" -> float (B, C, H, W) in [-1, 1];

@@ -45,7 +45,7 @@ def sample_to_folder(
     seed: int = 0,
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     num_steps: int | None = None,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     guided_channels: str = "all",
     guidance_interval: tuple[float, float] | None = None,
     eta: float = 0.0,
@@ -65,6 +65,7 @@ def sample_to_folder(
             progress: as for `DiTPipeline.__call__`.
         settings: extra plain data recorded in samples.json (e.g. the checkpoint path).
     """
+    sampler = sampler or pipe.default_sampler
     if per_class < 1:
         raise UserError(f"need at least one image per class, got {per_class}")
     if seed < 0:
@@ -108,7 +109,7 @@ def sample_to_folder(
             "seed": seed,
             "per_class": per_class,
             "image_size": list(pipe.image_size),
-            "diffusion": pipe.diffusion.to_dict(),
+            **pipe.objective_record(),
         },
         "images": entries,
     }

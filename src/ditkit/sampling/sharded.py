@@ -15,6 +15,7 @@ reductions differ by batch size and kernel fusion). The precision is part of the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -62,7 +63,8 @@ class ShardedSettings:
         label_mode: "uniform" (independent uniform labels) or "balanced" (label of i is classes[i mod K]).
         classes: labels to draw from (default: all of the model's classes).
         shard_size: samples per shard file.
-        guidance_scale, num_steps, sampler, guided_channels, guidance_interval, eta: as for `DiTPipeline`.
+        guidance_scale, num_steps, sampler, guided_channels, guidance_interval, eta: as for `DiTPipeline`
+            (sampler None: the pipeline's default, recorded by name in the manifest).
     """
 
     num_samples: int = FID_NUM_SAMPLES
@@ -72,7 +74,7 @@ class ShardedSettings:
     shard_size: int = DEFAULT_SHARD_SIZE
     guidance_scale: float = FID_GUIDANCE_SCALE
     num_steps: int | None = None
-    sampler: str = "ddpm"
+    sampler: str | None = None
     guided_channels: str = "all"
     guidance_interval: tuple[float, float] | None = None
     eta: float = 0.0
@@ -159,7 +161,7 @@ def _manifest(pipe: DiTPipeline, settings: ShardedSettings) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "settings": settings.to_dict(),
         "model": model_fingerprint(pipe.model),
-        "diffusion": pipe.diffusion.to_dict(),
+        **pipe.objective_record(),
         "image_shape": [h, w, 3],
         "precision": pipe.precision,
     }
@@ -273,6 +275,8 @@ def generate_sharded(
         raise UserError(f"rank {rank} is outside 0..{world_size - 1}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if settings.sampler is None:
+        settings = dataclasses.replace(settings, sampler=pipe.default_sampler)
     check_or_write_manifest(out, _manifest(pipe, settings))
     labels = label_plan(settings, pipe.num_classes)
     result = ShardedResult(out)

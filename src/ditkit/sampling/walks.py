@@ -1,7 +1,8 @@
 """Latent walks as the DiT paper shows them (Peebles & Xie 2023, Figs. 20-21 of the arXiv version).
 
 - Noise walks: spherical interpolation (slerp) between the initial noises of several seeds, each frame
-  sampled with a deterministic sampler (DDIM, eta = 0), so nearby noises give nearby images.
+  sampled with a deterministic sampler (DDIM with eta = 0; for flow models the probability-flow ODE),
+  so nearby noises give nearby images.
 - Class walks: the noise fixed, the class embedding moved linearly between classes,
   e = (1 - a) E[y_a] + a E[y_b]; classifier-free guidance still contrasts with the null embedding.
 
@@ -22,20 +23,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ditkit.choices import DETERMINISTIC_FLOW_SAMPLERS
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT
 from ditkit.sampling.class_names import ClassQuery
 from ditkit.sampling.images import DEFAULT_GIF_DURATION_MS, save_gif
 from ditkit.sampling.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
+from ditkit.transport.settings import DEFAULT_FLOW_SAMPLER
 from ditkit.visual import images_to_uint8, save_grid
 
 # Within this angle (radians) of parallel or opposite, slerp falls back to linear interpolation:
 # the weights divide by sin(theta) ~ 0 there (for parallel inputs the two paths agree anyway).
 SLERP_PARALLEL_ANGLE = 1e-4
-# Sampling steps of the walks (deterministic DDIM; Song et al. 2021 use 50-100 steps for theirs).
-DEFAULT_WALK_STEPS = 50
 DEFAULT_FRAMES = 8
-DETERMINISTIC_SAMPLERS = ("ddim", "dpm++2m")
+DETERMINISTIC_SAMPLERS = ("ddim", "dpm++2m", *DETERMINISTIC_FLOW_SAMPLERS)
+# The walks' sampler when none is named, by objective: deterministic DDIM (its default 50 steps; Song
+# et al. 2021 use 50-100 for their interpolations), or the flow's default ODE solver.
+WALK_SAMPLERS = {"diffusion": "ddim", "flow": DEFAULT_FLOW_SAMPLER}
 # Label that `LabelMixModel` reads as "the null class" (any negative number would do).
 MIX_NULL_LABEL = -1
 
@@ -126,7 +130,7 @@ class LabelMixModel:
 def _check_sampler(sampler: str, eta: float) -> None:
     if sampler not in DETERMINISTIC_SAMPLERS or eta != 0.0:
         raise UserError(
-            f"noise walks need a deterministic sampler ({', '.join(DETERMINISTIC_SAMPLERS)} with eta 0)"
+            f"noise walks need a deterministic sampler ({', '.join(DETERMINISTIC_SAMPLERS)}; ddim with eta 0)"
         )
 
 
@@ -142,8 +146,8 @@ def noise_walk(
     *,
     loop: bool = False,
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
-    num_steps: int = DEFAULT_WALK_STEPS,
-    sampler: str = "ddim",
+    num_steps: int | None = None,
+    sampler: str | None = None,
     guided_channels: str = "all",
     batch_size: int | None = None,
     progress: bool = True,
@@ -157,11 +161,13 @@ def noise_walk(
         frames_per_segment: frames from one seed to the next, both included.
         loop: return from the last seed to the first.
         guidance_scale, num_steps, guided_channels, batch_size, progress: as for `DiTPipeline`.
-        sampler: "ddim" (eta 0) or "dpm++2m".
+        sampler: "ddim" (eta 0, the default) or "dpm++2m"; flow models: "dopri5" (the default),
+            "euler" or "heun".
 
     Returns:
         A `Walk`; its frames at alpha 0 are exactly `pipe(class_label, seeds=[s], sampler=...)`.
     """
+    sampler = sampler or WALK_SAMPLERS[pipe.objective]
     _check_sampler(sampler, 0.0)
     label = None if class_label is None else pipe.resolve_labels([class_label])[0]
     points = pipe.initial_noise(seeds)  # (P, C, h, w)
@@ -201,8 +207,8 @@ def class_walk(
     *,
     loop: bool = False,
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
-    num_steps: int = DEFAULT_WALK_STEPS,
-    sampler: str = "ddim",
+    num_steps: int | None = None,
+    sampler: str | None = None,
     guided_channels: str = "all",
     batch_size: int | None = None,
     progress: bool = True,
@@ -229,7 +235,7 @@ def class_walk(
         noise=pipe.initial_noise([seed]).expand(count, *pipe.latent_shape),
         guidance_scale=guidance_scale,
         num_steps=num_steps,
-        sampler=sampler,
+        sampler=sampler or WALK_SAMPLERS[pipe.objective],
         guided_channels=guided_channels,
         batch_size=batch_size,
         progress=progress,

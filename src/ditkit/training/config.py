@@ -15,13 +15,19 @@ from ditkit.choices import (
     DEFAULT_DIFFUSION_STEPS,
     FLIP_MODES,
     LOGGERS,
+    LOSS_WEIGHTS,
     LR_SCHEDULES,
     NOISE_SCHEDULES,
+    OBJECTIVES,
     PARALLEL_MODES,
+    PATH_TYPES,
     PRECISION_MODES,
+    PREDICTIONS,
+    TIME_SAMPLINGS,
 )
 from ditkit.errors import UserError
 from ditkit.options import check_choices, option
+from ditkit.transport.settings import LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD, FlowSettings
 
 # The official recipe (Peebles & Xie 2023, sec. 5 "Training"): AdamW at a constant 1e-4 with no weight
 # decay, global batch 256, EMA decay 0.9999, and labels dropped with probability 0.1 for guidance.
@@ -39,6 +45,7 @@ CONFIG_FILE = "train_config.json"
 # `--help` sections of the flags (see `ditkit.options`).
 MODEL_DATA = "model and data"
 DIFFUSION = "diffusion"
+FLOW = "flow matching (--objective flow)"
 OPTIMISATION = "optimisation"
 RUN = "run"
 
@@ -92,16 +99,28 @@ class TrainConfig:
         checkpoint_policy: what those blocks recompute: "full" (everything) or "selective" (keep the
             matmul and attention outputs, recompute the cheap elementwise ops).
         parallel: "ddp" or "fsdp" (sharded parameters, for models that do not fit) under torchrun.
-        learn_sigma: learn the variance with the hybrid loss (DiT) or use a fixed one.
+        learn_sigma: learn the variance with the hybrid loss (DiT) or use a fixed one; flow matching
+            ignores the variance channels (as SiT, whose released models keep them).
+        objective: "diffusion" (DiT's Gaussian diffusion) or "flow" (flow matching as in SiT, Ma et al.
+            2024; the options of the flow group need it).
         noise_schedule: beta schedule of the diffusion process (DiT: linear).
         diffusion_steps: length T of the diffusion chain (DiT: 1000).
+        path: the flow's interpolant x_t = alpha_t x1 + sigma_t x0: "Linear" (SiT's default), "GVP" or "VP".
+        prediction: what the flow model predicts: "velocity" (SiT's default), "score" or "noise".
+        loss_weight: SiT's weighting of score and noise losses: "velocity" or "likelihood" (default: none).
+        time_sampling: how flow training draws t: "uniform" (SiT) or "logit-normal" (SD3),
+            t = sigmoid(n) with n ~ N(mean, std) (t runs from noise at 0 to data at 1).
+        logit_normal_mean: mean of n (SD3's best: 0; > 0 favours the data end).
+        logit_normal_std: standard deviation of n (SD3's best: 1).
+        train_eps: training time cut-off (default: SiT's for the path and prediction).
+        sample_eps: sampling time cut-off, stored for sampling (default: SiT's).
         seed: seeds the model init, data order and every training draw.
         ckpt_every: checkpoint period in steps (0: only at the end; one is always written at the end).
         log_every: period in steps of the metrics.jsonl lines (0: only at the end).
         sample_every: period in steps of the EMA preview grids (0: never).
         keep_checkpoints: keep only the newest N checkpoints (0: keep all).
         sample_cfg_scale: guidance scale of the preview grids.
-        sample_steps: DDIM steps of the preview grids.
+        sample_steps: steps of the preview grids (DDIM; the Euler ODE for flow models).
         logger: where metrics go besides metrics.jsonl (always written): jsonl (nowhere else) or
             tensorboard (the same scalars and the preview grids as TensorBoard events in
             <out>/tensorboard; needs `pip install 'ditkit[tensorboard]'`).
@@ -141,6 +160,15 @@ class TrainConfig:
     learn_sigma: bool = option(True, group=DIFFUSION)
     noise_schedule: str = option("linear", choices=NOISE_SCHEDULES, group=DIFFUSION)
     diffusion_steps: int = option(DEFAULT_DIFFUSION_STEPS, group=DIFFUSION)
+    objective: str = option("diffusion", choices=OBJECTIVES, group=FLOW)
+    path: str = option("Linear", choices=PATH_TYPES, group=FLOW)
+    prediction: str = option("velocity", choices=PREDICTIONS, group=FLOW)
+    loss_weight: str | None = option(None, choices=LOSS_WEIGHTS, group=FLOW)
+    time_sampling: str = option("uniform", choices=TIME_SAMPLINGS, group=FLOW)
+    logit_normal_mean: float = option(LOGIT_NORMAL_MEAN, group=FLOW)
+    logit_normal_std: float = option(LOGIT_NORMAL_STD, group=FLOW)
+    train_eps: float | None = option(None, group=FLOW)
+    sample_eps: float | None = option(None, group=FLOW)
     seed: int = option(0, group=OPTIMISATION)
     ckpt_every: int = option(5000, group=RUN)
     log_every: int = option(50, group=RUN)
@@ -160,6 +188,10 @@ class TrainConfig:
     def check(self) -> None:
         """Raise UserError for options that cannot work together."""
         check_choices(self)
+        self.flow_settings()  # checks the eps values
+        if not self.logit_normal_std > 0:
+            raise UserError(f"--logit-normal-std must be positive, got {self.logit_normal_std}")
+        self._check_objective_options()
         if not 0.0 < self.decay_fraction <= 1.0:
             raise UserError(f"--decay-fraction must lie in (0, 1], got {self.decay_fraction}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
@@ -193,6 +225,22 @@ class TrainConfig:
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise UserError(f"--time-budget-minutes must be positive, got {self.time_budget_minutes}")
 
+    def flow_settings(self) -> FlowSettings:
+        """The flow objective these options describe (meaningful when objective is "flow")."""
+        return FlowSettings(self.path, self.prediction, self.loss_weight, self.train_eps, self.sample_eps)
+
+    def _check_objective_options(self) -> None:
+        """Options of the other objective must keep their defaults (they would silently do nothing)."""
+        other = FLOW_ONLY if self.objective == "diffusion" else DIFFUSION_ONLY
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        changed = [name for name in other if getattr(self, name) != defaults[name]]
+        if changed:
+            flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+            verb, it = ("applies", "it") if len(changed) == 1 else ("apply", "them")
+            if self.objective == "diffusion":
+                raise UserError(f"{flags} {verb} to flow matching only; add --objective flow")
+            raise UserError(f"{flags} {verb} to the diffusion objective only; drop {it} for --objective flow")
+
     def total_steps(self, num_items: int) -> int:
         """Steps of the whole run: `steps`, or `epochs` full passes of num_items // global_batch steps."""
         if self.steps is not None:
@@ -222,6 +270,19 @@ class TrainConfig:
         return path
 
 
+# Options that only the flow objective uses, and those only the diffusion objective uses.
+FLOW_ONLY = (
+    "path",
+    "prediction",
+    "loss_weight",
+    "time_sampling",
+    "logit_normal_mean",
+    "logit_normal_std",
+    "train_eps",
+    "sample_eps",
+)
+DIFFUSION_ONLY = ("noise_schedule", "diffusion_steps", "min_snr_gamma")
+
 # Options that change what a resumed run computes; the others (logging, periods, time budget...) may differ.
 RESUME_INVARIANT = (
     "model",
@@ -243,8 +304,16 @@ RESUME_INVARIANT = (
     "ema_warmup",
     "class_dropout",
     "learn_sigma",
+    "objective",
     "noise_schedule",
     "diffusion_steps",
+    "path",
+    "prediction",
+    "loss_weight",
+    "time_sampling",
+    "logit_normal_mean",
+    "logit_normal_std",
+    "train_eps",
     "seed",
 )
 

@@ -21,6 +21,8 @@ MAX_PREVIEW_CLASSES = 10
 PREVIEW_PER_CLASS = 8
 # Unconditional models get one grid of this many samples.
 UNCONDITIONAL_SAMPLES = 64
+# The deterministic sampler of the preview grids, by objective (`sample_steps` steps each).
+PREVIEW_SAMPLERS = {"diffusion": "ddim", "flow": "euler"}
 # Preview pixels are enlarged this much when the images are small (e.g. 28x28 Fashion-MNIST).
 SMALL_IMAGE_SIDE = 64
 
@@ -38,19 +40,33 @@ def write_preview(
     config: DiTConfig,
     ema_weights: Mapping[str, torch.Tensor],
     first_stage: torch.nn.Module,
-    diffusion: Mapping[str, Any],
+    objective: Mapping[str, Any],
     *,
     cfg_scale: float,
     steps: int,
     device: torch.device,
 ) -> Path:
-    """Sample the preview grid from EMA weights with DDIM (image i from seed i) and save it as a PNG."""
+    """Sample the preview grid from EMA weights (image i from seed i) and save it as a PNG.
+
+    Args:
+        objective: how the model was trained, as checkpoints record it (`training.setup.objective_extra`):
+            {"objective": "diffusion", "diffusion": {...}} or {"objective": "flow", "flow": {...}};
+            sampled with `PREVIEW_SAMPLERS[objective]`.
+    """
     from ditkit.sampling.pipeline import DiTPipeline
 
     model = DiT(config)
     model.load_state_dict(ema_weights)
     # No CUDA graphs: a preview runs once per period, too rarely for a captured graph to pay off.
-    pipe = DiTPipeline(model, first_stage, diffusion, device=device, cuda_graph=False)  # type: ignore[arg-type]
+    kind = str(objective.get("objective", "diffusion"))
+    pipe = DiTPipeline(
+        model,
+        first_stage,  # type: ignore[arg-type]
+        objective.get("diffusion"),
+        device=device,
+        cuda_graph=False,
+        flow=objective.get("flow") if kind == "flow" else None,
+    )
     labels = preview_labels(config.num_classes)
     count = len(labels) if labels is not None else UNCONDITIONAL_SAMPLES
     images = cast(
@@ -59,7 +75,7 @@ def write_preview(
             labels,
             guidance_scale=cfg_scale,
             num_steps=steps,
-            sampler="ddim",
+            sampler=PREVIEW_SAMPLERS[kind],
             seeds=range(count),
             progress=False,
         ),

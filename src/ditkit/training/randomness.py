@@ -1,4 +1,4 @@
-"""The per-sample randomness of a training step: timestep, noise and label dropout.
+"""The per-sample randomness of a training step: timestep (or flow time), noise and label dropout.
 
 Sample j of the global batch at step s draws everything from its own generator, keyed by
 (seed, s, j). The draws therefore depend neither on which rank holds the sample, nor on the
@@ -15,6 +15,7 @@ import torch
 
 from ditkit.diffusion.noise import host_to_device
 from ditkit.seeding import keyed_generator
+from ditkit.transport.time_sampling import TimeDistribution
 
 # Put first in every key so that these streams never coincide with the datasets' per-item streams,
 # keyed (seed, epoch, index) (see ditkit.seeding).
@@ -31,7 +32,8 @@ class StepDraws:
     """What a training step draws for its samples.
 
     Attributes:
-        t: (B,) int64 chain indices in [0, num_timesteps).
+        t: (B,) int64 chain indices in [0, num_timesteps) (diffusion), or float32 times in [0, 1]
+            (flow matching).
         noise: (B, *sample_shape) float32 standard normal noise.
         drop: (B,) bool, True where the label is replaced by the null class.
         posterior_noise: (B, *sample_shape) float32 noise for sampling latents from an encoder's
@@ -55,7 +57,7 @@ def draw_step(
     step: int,
     indices: Sequence[int],
     sample_shape: Sequence[int],
-    num_timesteps: int,
+    num_timesteps: int | TimeDistribution,
     drop_prob: float,
     posterior: bool = False,
 ) -> StepDraws:
@@ -66,7 +68,8 @@ def draw_step(
         step: the optimizer step (0-based).
         indices: positions of the samples in the step's global batch (0..global_batch-1).
         sample_shape: (C, H, W) of one sample.
-        num_timesteps: length of the diffusion chain.
+        num_timesteps: length of the diffusion chain (uniform integer timesteps), or the
+            distribution of continuous flow-matching times.
         drop_prob: probability of dropping a label (classifier-free guidance training).
         posterior: also draw `posterior_noise`.
 
@@ -77,7 +80,10 @@ def draw_step(
     shape = tuple(sample_shape)
     for index in indices:
         g = sample_generator(seed, step, int(index))
-        ts.append(torch.randint(0, num_timesteps, (1,), generator=g))
+        if isinstance(num_timesteps, int):
+            ts.append(torch.randint(0, num_timesteps, (1,), generator=g))
+        else:
+            ts.append(num_timesteps.draw((1,), g))
         drops.append(torch.rand(1, generator=g) < drop_prob)
         noises.append(torch.randn(shape, generator=g))
         if posterior:

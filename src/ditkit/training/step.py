@@ -1,4 +1,5 @@
-"""One forward/backward pass of the diffusion loss, and the bookkeeping of the logged numbers."""
+"""One forward/backward pass of the training loss (diffusion or flow matching), and the bookkeeping of
+the logged numbers."""
 
 from __future__ import annotations
 
@@ -10,16 +11,32 @@ import torch
 from torch import Tensor, nn
 
 from ditkit import distributed as D
-from ditkit.diffusion.gaussian import GaussianDiffusion
+from ditkit.diffusion.gaussian import GaussianDiffusion, ModelFn
 from ditkit.training.randomness import StepDraws
+from ditkit.transport.transport import Transport
 
-# The loss terms that are logged (per-sample means); "vb" exists only for models that learn sigma.
+# The loss terms that are logged (per-sample means); "vb" exists only for diffusion models that learn
+# sigma; flow matching logs "loss" alone.
 LOGGED_TERMS = ("loss", "mse", "vb")
+# What a run trains: DiT's Gaussian diffusion or SiT's flow matching.
+Objective = GaussianDiffusion | Transport
+
+
+def objective_losses(
+    objective: Objective, denoiser: ModelFn, x: Tensor, labels: Tensor | None, draws: StepDraws
+) -> dict[str, Tensor]:
+    """Per-sample loss terms (B,) of either objective for the draws' times and noise.
+
+    The diffusion chain is indexed by draws.t (int64); flow matching takes draws.t as times in [0, 1].
+    """
+    if isinstance(objective, Transport):
+        return objective.training_losses(denoiser, x, {"y": labels}, t=draws.t, noise=draws.noise)
+    return objective.training_losses(denoiser, x, draws.t, draws.noise, labels)
 
 
 def forward_backward(
     model: nn.Module,
-    diffusion: GaussianDiffusion,
+    objective: Objective,
     x: Tensor,
     labels: Tensor | None,
     draws: StepDraws,
@@ -34,7 +51,7 @@ def forward_backward(
 
     Args:
         model: the (possibly wrapped) DiT, called as model(x_t, t, y, force_drop_ids=...).
-        diffusion: the training process.
+        objective: the training objective (a GaussianDiffusion or a flow-matching Transport).
         x: (B, C, H, W) clean model inputs.
         labels: (B,) int64 labels, or None for an unconditional model.
         draws: the micro-batch's timesteps, noise and label-dropout flags.
@@ -42,7 +59,7 @@ def forward_backward(
         bf16: run the forward pass under bfloat16 autocast (the backward follows the forward's dtypes).
 
     Returns:
-        Detached per-sample terms {"loss", "mse"(, "vb")}, each (B,).
+        Detached per-sample terms {"loss"(, "mse", "vb")}, each (B,).
     """
 
     def denoiser(x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
@@ -51,7 +68,7 @@ def forward_backward(
         return model(x_t, t, y, force_drop_ids=draws.drop)
 
     with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
-        terms = diffusion.training_losses(denoiser, x, draws.t, draws.noise, labels)
+        terms = objective_losses(objective, denoiser, x, labels, draws)
     (terms["loss"].float().sum() * scale).backward()
     return {k: v.detach().float() for k, v in terms.items() if k in LOGGED_TERMS}
 

@@ -39,9 +39,12 @@ from ditkit.training.schedule import schedule_for
 from ditkit.training.setup import (
     build_data,
     build_model,
+    build_objective,
     build_optimizer,
     checkpoint_extra,
     model_config,
+    objective_extra,
+    time_draws,
 )
 from ditkit.training.signals import GracefulStop
 from ditkit.training.snapshot import gather_state, restore_optimizer, weights_finite, weights_holder
@@ -148,12 +151,8 @@ class Trainer:
         self.precision = default_precision(ctx.device) if config.precision == "auto" else config.precision
         check_precision(self.precision, ctx.device)
         self.compile = default_compile(ctx.device) if config.compile == "auto" else config.compile
-        from ditkit.diffusion.gaussian import GaussianDiffusion
-        from ditkit.diffusion.schedule import make_schedule
-
-        self.diffusion = GaussianDiffusion(
-            make_schedule(config.noise_schedule, config.diffusion_steps), min_snr_gamma=config.min_snr_gamma
-        )
+        self.objective = build_objective(config)  # GaussianDiffusion or flow-matching Transport
+        self.times = time_draws(config, self.objective)
         self.lr_schedule = schedule_for(config, self.total_steps)
         if self.data.encoder is not None:
             self.data.encoder.to(ctx.device)
@@ -329,7 +328,7 @@ class Trainer:
             step,
             positions,
             self.data.sample_shape,
-            self.diffusion.num_timesteps,
+            self.times,
             cfg.class_dropout,
             posterior=self.data.encoder is not None,
         ).to(device)
@@ -343,7 +342,7 @@ class Trainer:
         with D.grad_sync(self.model, last), matmul_precision(self.precision):
             scale = 1.0 / self.layout.local_batch
             bf16 = self.precision == "bf16"
-            return forward_backward(self.model, self.diffusion, x, labels, draws, scale, bf16)
+            return forward_backward(self.model, self.objective, x, labels, draws, scale, bf16)
 
     def _optimizer_step(self) -> torch.Tensor | None:
         """Clip (if asked), step and update the EMA; returns the gradient norm as a device tensor."""
@@ -433,7 +432,7 @@ class Trainer:
                 self.model_config,
                 ema_sd,
                 encoder,
-                checkpoint_extra(self.config, self.data, self.step)["diffusion"],
+                objective_extra(self.config),
                 cfg_scale=self.config.sample_cfg_scale,
                 steps=self.config.sample_steps,
                 device=self.ctx.device,
