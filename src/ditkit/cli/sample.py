@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ditkit.choices import COMPILE_CHOICES, PRECISION_MODES
+from ditkit.choices import COMPILE_CHOICES, DIFFUSION_SAMPLERS, FLOW_SAMPLERS, OBJECTIVES, PRECISION_MODES
 from ditkit.cli.formatting import HelpFormatter, plural
 
 if TYPE_CHECKING:
@@ -17,6 +17,10 @@ EPILOG = """examples:
   ditkit sample ckpt --class "golden retreiver"            # a typo: the closest names are suggested
   ditkit sample --list-classes retriever                   # ImageNet classes whose names contain a word
   ditkit sample ckpt --class 88 --precision fp32 --no-cuda-graph   # exact float32 on a GPU, no graphs
+
+  # flow models (SiT): trained with --objective flow they say so; SiT's released .pt files do not
+  ditkit sample SiT-XL-2-256x256.pt --objective flow --class 207 --first-stage sd-vae-ft-mse
+  ditkit sample runs/flow --class 3 --sampler heun --steps 25   # or dopri5 (the default), euler, sde-euler
 
   # FID-50K (ADM layout, resumable; any number of processes gives the same images):
   ditkit sample DiT-XL-2-256x256.pt --num 50000 --cfg-scale 1.5 --guided-channels first3 --fid-out fid/
@@ -86,7 +90,28 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
         help="classes of an official .pt without training arguments, when its label table has no "
         "null-class row (trained without label dropout); default: the last row is the null class",
     )
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        help="what the checkpoint is, for files that do not say (SiT's released .pt files: flow); default: "
+        "what the checkpoint records, else diffusion",
+    )
     add_speed_arguments(p)
+
+
+def add_sampler_arguments(p: argparse.ArgumentParser, default: str) -> None:
+    """--sampler and --steps for diffusion and flow models (shared with `ditkit walk`)."""
+    p.add_argument(
+        "--sampler",
+        choices=[*DIFFUSION_SAMPLERS, *FLOW_SAMPLERS],
+        help=f"diffusion: ddpm, ddim, dpm++2m; flow: dopri5, euler, heun (ODE), sde-euler, sde-heun (default: {default})",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="sampling steps (default: 250 ddpm, 50 ddim, 20 dpm++2m; 50 euler, 25 heun, 250 sde-*; dopri5 "
+        "is adaptive and takes none)",
+    )
 
 
 def add_speed_arguments(p: argparse.ArgumentParser) -> None:
@@ -142,21 +167,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cfg-scale", type=float, help="guidance scale (default 4.0; 1.5 with --num); 1 disables it"
     )
-    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpm++2m"], help="sampler")
-    p.add_argument("--steps", type=int, help="sampling steps (default 250 ddpm, 50 ddim, 20 dpm++2m)")
+    add_sampler_arguments(p, "ddpm, or dopri5 for flow models")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (default 0: deterministic)")
     p.add_argument(
         "--guided-channels",
         default="all",
         choices=["all", "first3"],
-        help="channels guidance applies to; first3 reproduces the official sampler",
+        help="channels guidance applies to; first3 reproduces the official DiT and SiT samplers",
     )
     p.add_argument(
         "--guidance-interval",
         nargs=2,
         type=float,
         metavar=("T_MIN", "T_MAX"),
-        help="guide only at model timesteps in [T_MIN, T_MAX]",
+        help="guide only at model timesteps in [T_MIN, T_MAX] (flow models: times in [0, 1], data at 1)",
     )
     add_pipeline_arguments(p)
     p.add_argument(
@@ -234,6 +258,7 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
         image_size=args.image_size,
         which=args.weights,
         config={"num_classes": args.num_classes} if args.num_classes is not None else None,
+        objective=args.objective,
     )
     if rank() == 0:
         for note in pipe.notes:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from ditkit.cli.formatting import HelpFormatter, plural
-from ditkit.cli.sample import add_class_arguments, add_pipeline_arguments, chosen_classes, open_pipeline
+from ditkit.cli.sample import (
+    add_class_arguments,
+    add_pipeline_arguments,
+    add_sampler_arguments,
+    chosen_classes,
+    open_pipeline,
+)
 
 EPILOG = """examples:
   # slerp through the noises of seeds 0, 1, 2 (deterministic DDIM), one row per class:
@@ -14,6 +20,7 @@ EPILOG = """examples:
   ditkit walk DiT-XL-2-256x256.pt --mode class --class "golden retriever" --class "tennis ball" --seed 0 --seed 1
   ditkit walk ckpt --mode noise --class 3 --seed 0 --seed 1 --frames 16 --loop --gif-ms 80
   ditkit walk ckpt --mode class --class 1 --class 7 --precision fp32   # exact float32 on a GPU too
+  ditkit walk runs/flow --mode noise --class 3 --seed 0 --seed 1   # a flow model: the deterministic ODE
 
 writes OUT/<mode>_walk_grid.png (rows = walks, columns = frames) and, per walk, a strip
 OUT/<mode>_walk_<i>.png and an animated OUT/<mode>_walk_<i>.gif.
@@ -25,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "walk",
         help="latent walks: slerp between noises, or interpolate class embeddings (grids and GIFs)",
         description="Latent walks as in the DiT paper: spherical interpolation between the initial noises "
-        "of several seeds sampled with deterministic DDIM (--mode noise), or linear interpolation between "
+        "of several seeds sampled deterministically (DDIM, or the ODE of flow models) (--mode noise), or linear interpolation between "
         "class embeddings with the noise fixed (--mode class). Writes grids, strips and animated GIFs.",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
@@ -46,13 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bounce", action="store_true", help="GIFs play forward then backward")
     p.add_argument("--gif-ms", type=int, default=125, help="GIF frame duration in milliseconds")
     p.add_argument("--cfg-scale", type=float, default=4.0, help="guidance scale")
-    p.add_argument(
-        "--sampler",
-        default="ddim",
-        choices=["ddim", "dpm++2m", "ddpm"],
-        help="sampler (default ddim, eta 0; ddpm only for class walks)",
+    add_sampler_arguments(
+        p, "ddim with eta 0, or dopri5 for flow models; ddpm and sde-* only for class walks"
     )
-    p.add_argument("--steps", type=int, default=50, help="sampling steps")
     p.add_argument(
         "--guided-channels", default="all", choices=["all", "first3"], help="channels guidance applies to"
     )
