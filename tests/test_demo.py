@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from helpers import write_fake_fmnist
 from PIL import Image
 
 from ditkit.checkpoints import load_model
-from ditkit.demo.recipe import DemoRecipe
+from ditkit.demo.recipe import FLOW_DEMO_RECIPE, DemoRecipe
 from ditkit.demo.report import verdict
 from ditkit.demo.run import run_demo
 from ditkit.errors import UserError
@@ -32,6 +33,22 @@ def untrained_classifier(monkeypatch):
     model = fmnist_classifier.FashionMNISTClassifier().eval()
     monkeypatch.setattr(fmnist_classifier, "load_fmnist_classifier", lambda path=None: model)
     return model
+
+
+def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier):
+    flow = dataclasses.replace(TINY, objective="flow", time_sampling="logit-normal", sampler="heun")
+    report = run_demo(
+        write_fake_fmnist(tmp_path / "fmnist"),
+        tmp_path / "demo",
+        recipe=flow,
+        per_class=2,
+        device="cpu",
+        progress=False,
+    )
+    assert report["recipe"]["objective"] == "flow" and report["recipe"]["sampler"] == "heun"
+    saved = json.loads((tmp_path / "demo" / "train_config.json").read_text())
+    assert saved["objective"] == "flow" and saved["time_sampling"] == "logit-normal"
+    assert FLOW_DEMO_RECIPE.train_config(None, "x", "cpu").objective == "flow"
 
 
 def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifier, capsys):

@@ -162,9 +162,24 @@ def table() -> str:
         ("SDE Heun", lambda n: sde("Linear", "sde-heun", n)),
     ):
         rows.append(f"| {name} | " + " | ".join(f"{w1_to_truth(run(n)):.4f}" for n in (10, 25, 50)) + " |")
-    rows.append(
-        f"| ODE dopri5 (adaptive, atol 1e-6, rtol 1e-3) | {w1_to_truth(ode('Linear', 'dopri5', None)):.4f} | | |"
+    calls = []
+    model = exact_model("Linear")
+
+    def counted(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(1)
+        return model(x, t, y)
+
+    z = quantile_noise()
+    x = sample_flow(
+        counted, z, FlowSettings(), y=None, sampler="dopri5", steps=None, noise=BatchNoise(len(z), 0)
     )
+    rows.append(f"| ODE dopri5 (atol 1e-6, rtol 1e-3): {len(calls)} evaluations | {w1_to_truth(x):.4f} | | |")
+    sde_end = Sampler(create_transport()).sample_sde(
+        num_steps=100, diffusion_form="sigma", last_step=None, noise=BatchNoise(N_RANDOM, 2)
+    )
+    start = torch.randn(N_RANDOM, 1, 1, 1, generator=torch.Generator().manual_seed(1))
+    w1 = w1_to_truth(sde_end(start, model)[-1])
+    rows.append(f"| SDE Euler-Maruyama, 100 steps to t = 1 (no final mean step) | {w1:.4f} | | |")
     return "\n".join(rows)
 
 
