@@ -307,13 +307,7 @@ RESUME_INVARIANT = (
     "objective",
     "noise_schedule",
     "diffusion_steps",
-    "path",
-    "prediction",
-    "loss_weight",
-    "time_sampling",
-    "logit_normal_mean",
-    "logit_normal_std",
-    "train_eps",
+    *(name for name in FLOW_ONLY if name != "sample_eps"),  # sample_eps only matters when sampling
     "seed",
 )
 
