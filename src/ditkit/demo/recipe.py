@@ -77,7 +77,7 @@ class DemoRecipe:
             ema_warmup=True,
             learn_sigma=self.learn_sigma,
             objective=self.objective,
-            **({"time_sampling": self.time_sampling} if self.objective == "flow" else {}),
+            time_sampling=self.time_sampling,  # "uniform" unless flow (TrainConfig refuses it otherwise)
             steps=steps if steps is not None else self.steps,
             time_budget_minutes=self.time_budget_minutes,
             seed=self.seed,
