@@ -13,11 +13,15 @@ from helpers import write_fake_fmnist
 from PIL import Image
 
 from ditkit.checkpoints import load_model
+from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from ditkit.demo.recipe import FLOW_DEMO_RECIPE, DemoRecipe
-from ditkit.demo.report import verdict
+from ditkit.demo.report import training_outcome, verdict
 from ditkit.demo.run import run_demo
+from ditkit.demo.scores import FLOOR_SEED, score_demo
 from ditkit.errors import UserError
 from ditkit.evaluation import fmnist_classifier
+from ditkit.evaluation.fmnist_classifier import balanced_subset, score_fmnist_samples
+from ditkit.visual import MIN_TILE_SIDE, PANEL_GAP, grid_layout, upscale_nearest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -60,8 +64,7 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
         images, labels = npz["images"], npz["labels"]
     assert images.dtype == np.uint8 and images.shape == (30, 28, 28)
     assert labels.tolist() == [c for c in range(10) for _ in range(3)]
-    grid = Image.open(out / "grid.png")
-    assert grid.size == (2 * (3 * 30 + 2), 2 * (10 * 30 + 2))  # 10 rows of 3 (28 px + 2 px padding), x2
+    _check_pictures(out, images, labels, data)
     assert Image.open(out / "loss_curve.png").format == "PNG"
     saved = json.loads((out / "report.json").read_text())
     assert saved["training"]["steps"] == 2 and saved["samples_per_class"] == 3
@@ -73,7 +76,7 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
     assert list(per_class.values()) == pytest.approx([hits[labels == c].mean() for c in range(10)])
     assert np.isfinite(saved["scores"]["frechet_distance"]) and saved["scores"]["frechet_distance"] >= 0
     assert set(verdict(saved)) == {"agreement", "time"}
-    assert "classifier agreement" in (out / "report.md").read_text()
+    _check_report_md((out / "report.md").read_text(), saved)
     printed = capsys.readouterr().out
     assert "classifier agreement:" in printed and "Frechet distance" in printed and "wall time" in printed
     assert report["scores"]["num_samples"] == 30
@@ -84,6 +87,101 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
     run_demo(data, out, recipe=TINY, per_class=1, device="cpu", progress=False)
     with np.load(out / "samples.npz") as npz:
         assert npz["images"].shape[0] == 10
+
+
+def _check_pictures(out: Path, images: np.ndarray, labels: np.ndarray, data: Path) -> None:
+    """grid.png: one labelled row per class of enlarged samples; real_vs_generated.png: real | samples."""
+    grid = np.asarray(Image.open(out / "grid.png"))
+    layout = grid_layout(images, 3, row_labels=list(FASHION_MNIST_CLASSES))
+    assert layout.rows == 10 and layout.tile_h >= MIN_TILE_SIDE and layout.left > 0
+    assert grid.shape == (10 * (layout.tile_h + 2) + 2, layout.left + 3 * (layout.tile_w + 2) + 2)
+    for i in (0, 4, 29):  # class-major: sample i is in row i // 3
+        x0, y0, x1, y1 = layout.tile_box(i)
+        assert np.array_equal(grid[y0:y1, x0:x1], upscale_nearest(images[i][..., None], layout.scale)[..., 0])
+    for row in range(10):  # each row carries its class name
+        _, y0, _, y1 = layout.tile_box(3 * row)
+        assert (grid[y0:y1, : layout.left] < 200).sum() > 20
+
+    pair = np.asarray(Image.open(out / "real_vs_generated.png"))
+    test_images, test_labels = load_fashion_mnist(data, split="test")
+    left = grid_layout(images, 3, row_labels=list(FASHION_MNIST_CLASSES), title="real")
+    right = grid_layout(images, 3, title="generated")
+    assert left.rows == right.rows == 10 and left.top == right.top > 0  # one row per class, headers above
+    left_width = left.left + 3 * (left.tile_w + 2) + 2
+    assert pair.shape[1] == left_width + PANEL_GAP + 3 * (right.tile_w + 2) + 2
+    small = {c: test_images[test_labels == c] for c in range(10)}
+    for c in range(10):
+        for j in range(3):
+            x0, y0, x1, y1 = left.tile_box(3 * c + j)
+            tile = pair[y0 : y1 : left.scale, x0 : x1 : left.scale]  # back to 28 px
+            assert any(np.array_equal(tile, real) for real in small[c])  # a real test image of class c
+            x0, y0, x1, y1 = right.tile_box(3 * c + j)
+            tile = pair[
+                y0 : y1 : right.scale, left_width + PANEL_GAP + x0 : left_width + PANEL_GAP + x1 : right.scale
+            ]
+            assert np.array_equal(tile, images[3 * c + j])  # the samples of class c, in order
+        assert (pair[left.tile_box(3 * c)[1] : left.tile_box(3 * c)[3], : left.left] < 200).sum() > 20
+    assert (pair[: left.top, left.left :] < 200).sum() > 10  # the "real" header
+    assert (pair[: right.top, left_width + PANEL_GAP :] < 200).sum() > 10  # the "generated" header
+
+
+def _check_report_md(md: str, report: dict) -> None:
+    """report.md states the machine, steps, seed, both metrics with floors, per class, time, pictures."""
+    machine = report["machine"]
+    for needed in (
+        machine["cpu"],
+        f"{machine['cpu_count']} logical CPUs",
+        f"torch threads: {machine['torch_threads']}",
+        f"torch {machine['torch']}",
+        "device cpu",
+        "2 steps reached; all 2 steps done",
+        f"seed {report['seed']}",
+        "classifier agreement",
+        "Frechet distance",
+        "real training images",
+        "real test images",
+        "![Samples, one row per class](grid.png)",
+        "(real_vs_generated.png)",
+        "(loss_curve.png)",
+        "| setup (before training) |",
+        "| training |",
+        "| sampling |",
+        "| evaluation |",
+        "| **total** |",
+    ):
+        assert needed in md, needed
+    for name in FASHION_MNIST_CLASSES:
+        assert f"| {name} | " in md
+    floors = report["floors"]
+    assert f"{report['scores']['agreement']:.1%}" in md and f"{floors['train']['agreement']:.1%}" in md
+    assert f"{report['scores']['frechet_distance']:.2f}" in md
+    assert f"{floors['train']['frechet_distance']:.3f}" in md
+
+
+def test_report_says_when_the_time_budget_cut_training():
+    train = {"steps": 2750, "planned_steps": 4000, "time_budget_minutes": 10.0, "stopped": "time budget"}
+    assert training_outcome(train) == "stopped by the 10-minute time budget at step 2750 of 4000"
+    assert "interrupted (SIGINT) at step 2750" in training_outcome({**train, "stopped": "SIGINT"})
+
+
+def test_floors_score_balanced_real_images(tmp_path, untrained_classifier):
+    data = write_fake_fmnist(tmp_path / "fmnist", n=200)
+    classifier = fmnist_classifier.load_fmnist_classifier()
+    images, labels = load_fashion_mnist(data, split="train")
+    measured = score_demo(images[:40], labels[:40], classifier=classifier, data_dir=data, per_class=4)
+    assert measured.real_labels.tolist() == [c for c in range(10) for _ in range(4)]
+    test_images, test_labels = load_fashion_mnist(data, split="test")
+    chosen = balanced_subset(test_labels, 4, FLOOR_SEED)
+    assert np.array_equal(measured.real_images, test_images[chosen])
+    train, test = measured.floors["train"], measured.floors["test"]
+    assert train["num_samples"] == test["num_samples"] == 40 and train["num_reference"] == 200
+    assert not train["in_reference"] and test["in_reference"]
+    # The floors are what the same scoring gives for those real images.
+    again = score_fmnist_samples(
+        test_images[chosen], test_labels[chosen], ref_images=test_images, classifier=classifier
+    )
+    assert test["agreement"] == again["agreement"]
+    assert test["frechet_distance"] == pytest.approx(again["frechet_distance"], rel=1e-9)
 
 
 def test_demo_refuses_a_foreign_folder(tmp_path, untrained_classifier):

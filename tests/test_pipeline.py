@@ -13,6 +13,7 @@ from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.first_stage.base import IdentityFirstStage
 from ditkit.sampling.pipeline import DiffusionSettings, DiTPipeline
+from ditkit.visual import grid_layout, upscale_nearest
 
 FAST = dict(num_steps=3, sampler="ddim", progress=False)
 NAMES = ["tee", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -176,11 +177,16 @@ def test_cli_sample_writes_grid_images_and_record(tmp_path, capsys):
     ]
     assert record["images"][3]["class_name"] == "sneaker"
     grid = np.asarray(Image.open(out / "grid.png"))
-    assert grid.shape == (2 * 10 + 2, 3 * 10 + 2)  # 2 rows x 3 columns of 8x8 images, 2 px padding
+    layout = grid_layout(np.zeros((6, 8, 8), np.uint8), 3, row_labels=["coat", "sneaker"])
+    assert layout.rows == 2 and layout.scale == 14 and layout.left > 0  # 8-px images shown 112 px, labelled
+    assert grid.shape == (2 * (112 + 2) + 2, layout.left + 3 * (112 + 2) + 2)
     single = np.asarray(Image.open(out / record["images"][4]["file"]))
+    assert single.shape == (8, 8)  # single images stay at the model's resolution
     redrawn = DiTPipeline(model, device="cpu")([7], seeds=[14], **FAST)[0, ..., 0]
     assert np.array_equal(single, redrawn)
-    assert np.array_equal(grid[12:20, 12:20], redrawn)  # row 1, column 1 of the grid
+    x0, y0, x1, y1 = layout.tile_box(4)  # row 1, column 1 of the grid
+    assert np.array_equal(grid[y0:y1, x0:x1], upscale_nearest(redrawn[..., None], 14)[..., 0])
+    assert (grid[y0:y1, : layout.left] < 200).sum() > 20  # the row's class name
 
 
 def test_cli_sample_typo_exits_2(tmp_path, capsys):

@@ -136,7 +136,7 @@ def test_make_grid_places_tiles_row_by_row(tmp_path):
     assert grid[1, 1, 0] == 0 and grid[1, 5, 0] == 1 and grid[4, 1, 0] == 2 and grid[7, 1, 0] == 4
     assert grid[7, 5, 0] == 255  # the missing sixth tile stays padding
     path = save_grid(np.zeros((4, 5, 5, 3), np.uint8), tmp_path / "g.png", nrow=2, scale=2)
-    assert Image.open(path).size == (2 * (2 * 7 + 2), 2 * (2 * 7 + 2))
+    assert Image.open(path).size == (2 * (2 * 5 + 2) + 2, 2 * (2 * 5 + 2) + 2)  # tiles x2, padding not
     with pytest.raises(ValueError, match="uint8"):
         make_grid(np.zeros((2, 4, 4), np.float32), nrow=1)
 

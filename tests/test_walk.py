@@ -22,6 +22,7 @@ from ditkit.sampling.walks import (
     slerp,
     walk_positions,
 )
+from ditkit.visual import grid_layout, upscale_nearest
 
 FAST = dict(num_steps=3, progress=False)
 
@@ -98,6 +99,7 @@ def test_class_walk_ends_equal_plain_sampling(pipe):
 def test_class_walk_midpoint_is_the_mixed_embedding_with_null_guidance(pipe):
     """Frame alpha = 0.5 equals a model whose class-1 row is replaced by the mix (null row untouched)."""
     walk = class_walk(pipe, [1, 5], 7, 3, batch_size=1, guidance_scale=3.0, **FAST)
+    assert walk.label == "seed 7"  # what tells class walks apart in a grid
     edited = copy.deepcopy(pipe.model)
     table = edited.y_embedder.embedding_table.weight
     with torch.no_grad():
@@ -123,11 +125,16 @@ def test_make_and_save_walks(pipe, tmp_path):
         "noise_walk_1.png",
         "noise_walk_1.gif",
     ]
+    assert [w.label for w in walks] == ["c1", "c2"]
     grid = np.asarray(Image.open(paths[0]))
-    assert grid.shape == (2 * 10 + 2, 3 * 10 + 2)
-    assert np.array_equal(grid[12:20, 22:30], walks[1].images[2][..., 0])  # row 1, last frame
+    layout = grid_layout(np.concatenate([w.images for w in walks]), 3, row_labels=["c1", "c2"])
+    assert layout.scale == 14 and layout.left > 0  # 8-px frames shown 112 px, rows labelled
+    assert grid.shape == (2 * (112 + 2) + 2, layout.left + 3 * (112 + 2) + 2)
+    x0, y0, x1, y1 = layout.tile_box(5)  # row 1, last frame
+    assert np.array_equal(grid[y0:y1, x0:x1], upscale_nearest(walks[1].images[2], 14)[..., 0])
     gif = Image.open(paths[2])
     assert gif.n_frames == 4  # 3 frames forward, 1 back (bounce)
+    assert gif.size[0] == 112 and gif.size[1] > 112  # enlarged, with the walk's label above
     assert gif.info["duration"] == 50 and gif.info["loop"] == 0
     with pytest.raises(UserError, match="two classes"):
         make_walks(pipe, "class", [1], [0], 3, **FAST)

@@ -1,22 +1,41 @@
-"""Image grids: tile uint8 images into one picture and save it as a PNG, atomically.
+"""Image grids for people to look at: tiles enlarged when small, class names beside the rows, saved as PNG.
 
-Arrays are uint8 (N, H, W, C) with C = 1 (grey) or 3 (RGB), the layout samples are saved in.
+Arrays are uint8 (N, H, W, C) with C = 1 (grey) or 3 (RGB), the layout samples are saved in. Small images
+(e.g. 28x28 Fashion-MNIST) are enlarged by a whole factor with nearest-neighbour sampling, so every
+pixel stays a sharp square; large ones (e.g. 256x256 ImageNet samples) are left as they are. Only grids
+are enlarged: single images and sample arrays stay at the model's resolution.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ditkit.atomic import atomic_path
 
 # Pixels between tiles and around the grid, and their grey level (white).
 DEFAULT_PADDING = 2
 DEFAULT_PAD_VALUE = 255
+# Grid tiles are enlarged until their shorter side is at least this many pixels (28-px images: x4).
+MIN_TILE_SIDE = 112
+# Label text: its height is about this fraction of a tile's, within these bounds (pixels).
+LABEL_FONT_FRACTION = 1 / 7
+MIN_FONT_SIZE, MAX_FONT_SIZE = 12, 24
+# Space around label text (pixels), its grey level, and a label column's widest (in tile widths).
+LABEL_MARGIN = 6
+TEXT_LEVEL = 40
+MAX_LABEL_COLUMN_TILES = 1.5
+# Between panels placed side by side: blank pixels, with a grey rule in the middle.
+PANEL_GAP = 24
+RULE_LEVEL = 160
+ELLIPSIS = "..."
 
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -38,10 +57,41 @@ def _as_nhwc(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def to_pil(image: np.ndarray) -> Image.Image:
+    """One uint8 (H, W, 1 or 3) image as a PIL image ("L" or "RGB")."""
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def display_scale(height: int, width: int, min_side: int = MIN_TILE_SIDE) -> int:
+    """The smallest whole factor that brings an image's shorter side to `min_side` (1 if already there)."""
+    side = min(height, width)
+    if side < 1:
+        raise ValueError(f"an image needs a positive size, got {height}x{width}")
+    return max(1, -(-min_side // side))
+
+
+def upscale_nearest(images: np.ndarray, scale: int) -> np.ndarray:
+    """Enlarge images `scale` times with nearest-neighbour sampling (each pixel becomes a square).
+
+    Args:
+        images: an array whose last three axes are (H, W, C), e.g. one (H, W, C) image or (N, H, W, C).
+        scale: a whole factor >= 1.
+
+    Returns:
+        The same dtype, (..., H * scale, W * scale, C).
+    """
+    if scale < 1 or int(scale) != scale:
+        raise ValueError(f"the scale must be a whole number >= 1, got {scale}")
+    images = np.asarray(images)
+    if scale == 1:
+        return images
+    return images.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
 def make_grid(
     images: np.ndarray, nrow: int, padding: int = DEFAULT_PADDING, pad_value: int = DEFAULT_PAD_VALUE
 ) -> np.ndarray:
-    """Tile images row by row, `nrow` per row.
+    """Tile images row by row, `nrow` per row, at their own size.
 
     Args:
         images: uint8 (N, H, W), (N, H, W, 1) or (N, H, W, 3).
@@ -66,13 +116,187 @@ def make_grid(
     return grid
 
 
-def grid_image(images: np.ndarray, nrow: int, padding: int = DEFAULT_PADDING, scale: int = 1) -> Image.Image:
-    """`make_grid` as a PIL image ("L" or "RGB"), optionally enlarged `scale` times (nearest neighbour)."""
-    grid = make_grid(images, nrow, padding)
-    image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-    return image
+@functools.lru_cache(maxsize=8)
+def label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's built-in font at `size` pixels (no font file is read or downloaded).
+
+    Pillow >= 10.1 with FreeType scales it; without FreeType this is its fixed small bitmap font.
+    """
+    return ImageFont.load_default(size=size)
+
+
+def _text_width(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> int:
+    return int(np.ceil(font.getlength(text)))
+
+
+def _line_height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
+    left, top, right, bottom = font.getbbox("Ag/")
+    return int(bottom) + 2
+
+
+def _shorten(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str, width: int) -> str:
+    """`text`, cut and ended with an ellipsis where it is wider than `width` pixels."""
+    if _text_width(font, text) <= width:
+        return text
+    while text and _text_width(font, text + ELLIPSIS) > width:
+        text = text[:-1]
+    return text.rstrip() + ELLIPSIS if text else ""
+
+
+def wrap_label(
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str, width: int, max_lines: int
+) -> list[str]:
+    """Break `text` at spaces into at most `max_lines` lines of at most `width` pixels (the last cut short)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and _text_width(font, f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], " ".join(lines[max_lines - 1 :])]
+    return [_shorten(font, line, width) for line in lines]
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where `grid_image` puts things, in output pixels.
+
+    Attributes:
+        scale: enlargement of every tile; tile_h, tile_w: a tile's size after it.
+        ncol, rows: tiles per row and number of rows.
+        padding: pixels between tiles (not enlarged).
+        left: width of the row-label column (0 without labels); top: height of the title strip.
+    """
+
+    scale: int
+    tile_h: int
+    tile_w: int
+    ncol: int
+    rows: int
+    padding: int
+    left: int
+    top: int
+
+    def tile_box(self, i: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of tile i, row by row."""
+        x = self.left + self.padding + (i % self.ncol) * (self.tile_w + self.padding)
+        y = self.top + self.padding + (i // self.ncol) * (self.tile_h + self.padding)
+        return x, y, x + self.tile_w, y + self.tile_h
+
+
+def _font_for(tile_h: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    size = int(round(tile_h * LABEL_FONT_FRACTION))
+    return label_font(min(MAX_FONT_SIZE, max(MIN_FONT_SIZE, size)))
+
+
+def grid_image(
+    images: np.ndarray,
+    nrow: int,
+    padding: int = DEFAULT_PADDING,
+    scale: int | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Image.Image:
+    """A grid of `images` as a PIL image ("L" or "RGB"), ready to look at.
+
+    Args:
+        images: uint8 (N, H, W), (N, H, W, 1) or (N, H, W, 3).
+        nrow: images per row.
+        padding: pixels between tiles and around them (not enlarged).
+        scale: whole enlargement of each tile (nearest neighbour); None: `display_scale` of the images,
+            so that small images reach MIN_TILE_SIDE pixels and large ones stay as they are.
+        row_labels: text written left of each row (e.g. class names), wrapped onto several lines where
+            needed; left out where a row is lower than one line of text. One per row.
+        title: text centred above the tiles (e.g. a column header).
+    """
+    return _render(images, nrow, padding, scale, row_labels, title)[0]
+
+
+def grid_layout(
+    images: np.ndarray,
+    nrow: int,
+    padding: int = DEFAULT_PADDING,
+    scale: int | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> GridLayout:
+    """Where `grid_image` with the same arguments puts each tile (e.g. to crop one out again)."""
+    return _render(images, nrow, padding, scale, row_labels, title)[1]
+
+
+def _render(
+    images: np.ndarray,
+    nrow: int,
+    padding: int,
+    scale: int | None,
+    row_labels: Sequence[str] | None,
+    title: str | None,
+) -> tuple[Image.Image, GridLayout]:
+    images = _as_nhwc(images)
+    n, h, w, c = images.shape
+    scale = display_scale(h, w) if scale is None else scale
+    tiles = make_grid(upscale_nearest(images, scale), nrow, padding)  # (gh, gw, C)
+    ncol = min(nrow, n)
+    rows = -(-n // ncol)
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"{len(row_labels)} row labels for {rows} rows")
+    tile_h, tile_w = h * scale, w * scale
+    font = _font_for(tile_h)
+    line = _line_height(font)
+    column: list[list[str]] = []
+    if row_labels is not None and line <= tile_h:
+        cap = int(MAX_LABEL_COLUMN_TILES * tile_w)
+        natural = max(_text_width(font, text) for text in row_labels)
+        column = [wrap_label(font, text, min(natural, cap), tile_h // line) for text in row_labels]
+    left = max((_text_width(font, t) for lines in column for t in lines), default=-1) + 2 * LABEL_MARGIN
+    left = left if column else 0
+    top = line + 2 * LABEL_MARGIN if title else 0
+    layout = GridLayout(scale, tile_h, tile_w, ncol, rows, padding, left, top)
+
+    mode = "L" if c == 1 else "RGB"
+    ink = TEXT_LEVEL if c == 1 else (TEXT_LEVEL,) * 3
+    canvas = Image.new(mode, (left + tiles.shape[1], top + tiles.shape[0]), DEFAULT_PAD_VALUE)
+    canvas.paste(to_pil(tiles), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for r, lines in enumerate(column):
+        row_top = top + padding + r * (tile_h + padding)
+        y = row_top + (tile_h - line * len(lines)) // 2
+        for k, text in enumerate(lines):
+            draw.text((LABEL_MARGIN, y + k * line), text, fill=ink, font=font)
+    if title:
+        text = _shorten(font, title, canvas.width - 2 * LABEL_MARGIN)
+        x = left + (tiles.shape[1] - _text_width(font, text)) // 2
+        draw.text((max(LABEL_MARGIN, x), LABEL_MARGIN), text, fill=ink, font=font)
+    return canvas, layout
+
+
+def side_by_side(panels: Sequence[Image.Image], gap: int = PANEL_GAP) -> Image.Image:
+    """Panels (e.g. grids) next to each other, tops aligned, `gap` pixels apart with a grey rule between."""
+    if not panels:
+        raise ValueError("side_by_side needs at least one panel")
+    mode = "RGB" if any(p.mode == "RGB" for p in panels) else "L"
+    width = sum(p.width for p in panels) + gap * (len(panels) - 1)
+    canvas = Image.new(mode, (width, max(p.height for p in panels)), DEFAULT_PAD_VALUE)
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for i, panel in enumerate(panels):
+        if i:
+            rule = x - gap // 2 - 1
+            draw.line(
+                [(rule, 0), (rule, canvas.height - 1)], fill=RULE_LEVEL if mode == "L" else (RULE_LEVEL,) * 3
+            )
+        canvas.paste(panel.convert(mode), (x, 0))
+        x += panel.width + gap
+    return canvas
+
+
+def save_image(image: Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Write a PIL image as PNG atomically and return its path."""
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="PNG")
+    return target
 
 
 def save_grid(
@@ -80,11 +304,9 @@ def save_grid(
     path: str | os.PathLike[str],
     nrow: int,
     padding: int = DEFAULT_PADDING,
-    scale: int = 1,
+    scale: int | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
 ) -> Path:
-    """Write the grid of `images` to a PNG file atomically and return its path."""
-    target = Path(path)
-    image = grid_image(images, nrow, padding, scale)
-    with atomic_path(target) as tmp:
-        image.save(tmp, format="PNG")
-    return target
+    """Write `grid_image` of `images` (same arguments) to a PNG file atomically and return its path."""
+    return save_image(grid_image(images, nrow, padding, scale, row_labels, title), path)

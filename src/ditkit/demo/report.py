@@ -15,7 +15,7 @@ from ditkit.demo.recipe import AGREEMENT_BAR, TIME_BAR_MINUTES
 
 
 def describe_machine(device: torch.device) -> dict[str, Any]:
-    """CPU model, core count, torch threads and (when used) the GPU."""
+    """CPU model, logical CPUs (of the machine, and those this process may run on), torch threads, GPU."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -27,6 +27,9 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        "cpus_available": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": str(device),
@@ -46,10 +49,13 @@ def verdict(report: dict[str, Any]) -> dict[str, bool]:
 
 
 def write_report(folder: Path, report: dict[str, Any]) -> tuple[Path, Path]:
-    """Write report.json and report.md into `folder`."""
+    """Write report.json and report.md into `folder` (the Markdown shows the pictures found there)."""
     json_path, md_path = folder / "report.json", folder / "report.md"
     atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
-    atomic_write_text(md_path, markdown(report))
+    pictures = [
+        name for name in report["files"].values() if name.endswith(".png") and (folder / name).exists()
+    ]
+    atomic_write_text(md_path, markdown(report, pictures))
     return json_path, md_path
 
 
@@ -57,47 +63,138 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
 
-def markdown(report: dict[str, Any]) -> str:
-    r, s, t, m = report["recipe"], report["scores"], report["timing"], report["machine"]
-    ok = verdict(report)
-    per_class = "\n".join(f"| {name} | {value:.1%} |" for name, value in s["per_class_agreement"].items())
-    train = report["training"]
-    cut = "" if train["stopped"] == "finished" else f" (stopped early: {train['stopped']})"
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def training_outcome(train: dict[str, Any]) -> str:
+    """How training ended, e.g. "stopped by the 10-minute time budget at step 2750 of 4000"."""
+    steps, planned = train["steps"], train["planned_steps"]
+    if train["stopped"] == "finished":
+        return f"all {planned} steps done, within the {train['time_budget_minutes']:g}-minute time budget"
+    if train["stopped"] == "time budget":
+        return (
+            f"stopped by the {train['time_budget_minutes']:g}-minute time budget at step {steps} of {planned}"
+        )
+    return f"interrupted ({train['stopped']}) at step {steps} of {planned}"
+
+
+def _floor_note(report: dict[str, Any]) -> str:
+    floors = report["floors"]
+    train = floors["train"]
+    return (
+        f"Real-data floors: the same code on {train['num_samples']:,} real images ({report['samples_per_class']} "
+        f"per class, drawn with seed {train['seed']}) from the training set (not the Frechet reference) and "
+        f"from the test set (part of the reference, so no distance is given); measured in this run "
+        f"({report['timing']['floor_seconds']:.1f} s). The sample count matters: the Frechet distance of "
+        f"{train['num_samples']:,} images is biased upwards, so compare it with the floor, not with 0."
+    )
+
+
+def _results(report: dict[str, Any]) -> list[str]:
+    s, floors, ok = report["scores"], report["floors"], verdict(report)
+    train, test = floors["train"], floors["test"]
+    n = s["num_samples"]
+    lines = [
+        f"| measure | samples ({n:,}) | real training images ({train['num_samples']:,}) | "
+        f"real test images ({test['num_samples']:,}) | bar |",
+        "|---|---|---|---|---|",
+        f"| classifier agreement | **{s['agreement']:.1%}** | {train['agreement']:.1%} | {test['agreement']:.1%} | "
+        f">= {AGREEMENT_BAR:.0%}: {_met(ok['agreement'])} |",
+        f"| Frechet distance (classifier features, vs the {s['num_reference']:,} test images) | "
+        f"**{s['frechet_distance']:.2f}** | {train['frechet_distance']:.3f} | n/a (in the reference) | |",
+    ]
+    return lines
+
+
+def _per_class(report: dict[str, Any]) -> list[str]:
+    s, floors = report["scores"], report["floors"]
+    rows = [
+        f"| {name} | {value:.1%} | {floors['train']['per_class_agreement'].get(name, float('nan')):.1%} | "
+        f"{floors['test']['per_class_agreement'].get(name, float('nan')):.1%} |"
+        for name, value in s["per_class_agreement"].items()
+    ]
+    return ["| class | samples | real training images | real test images |", "|---|---|---|---|", *rows]
+
+
+def _timing(report: dict[str, Any]) -> list[str]:
+    t, train, ok = report["timing"], report["training"], verdict(report)
+    return [
+        "| part | wall time | |",
+        "|---|---|---|",
+        f"| setup (before training) | {_minutes(t['setup_seconds'])} | |",
+        f"| training | {_minutes(t['train_seconds'])} | {train['steps_per_second']:.2f} steps/s |",
+        f"| sampling | {_minutes(t['sample_seconds'])} | |",
+        f"| evaluation | {_minutes(t['eval_seconds'])} | of which real-data floors {t['floor_seconds']:.1f} s |",
+        f"| pictures | {_minutes(t['picture_seconds'])} | |",
+        f"| **total** | **{_minutes(t['total_seconds'])}** | counted from {t['counted_from']}; "
+        f"bar <= {TIME_BAR_MINUTES:.0f} min: {_met(ok['time'])} |",
+    ]
+
+
+def _machine(m: dict[str, Any]) -> str:
+    gpu = f" ({m['gpu']})" if "gpu" in m else ""
+    return (
+        f"Machine: {m['cpu']}; {m['cpu_count']} logical CPUs, {m.get('cpus_available', m['cpu_count'])} "
+        f"available to the run, torch threads: {m['torch_threads']}; device {m['device']}{gpu}; torch {m['torch']}."
+    )
+
+
+_CAPTIONS = {
+    "grid": "Samples, one row per class",
+    "real_vs_generated": "Real test images (left) beside samples (right), one row per class",
+    "loss_curve": "Training loss",
+}
+
+
+def markdown(report: dict[str, Any], pictures: list[str] | None = None) -> str:
+    """report.md: settings, results with their real-data floors, per-class agreement, time, machine, pictures.
+
+    Args:
+        report: the demo's report (as in report.json).
+        pictures: the PNG files (names in `report["files"]`) to show; None: all of them.
+    """
+    r, s, train = report["recipe"], report["scores"], report["training"]
+    shown = [
+        (key, name)
+        for key, name in report["files"].items()
+        if name.endswith(".png") and (pictures is None or name in pictures)
+    ]
+    figures = [f"![{_CAPTIONS.get(key, key)}]({name})" for key, name in shown]
     lines = [
         "# ditkit demo: class-conditional DiT on Fashion-MNIST",
         "",
         f"Model {r['model']} {r['overrides']} ({report['params'] / 1e6:.2f}M parameters) on 28x28 pixels, "
-        f"{train['steps']} steps{cut} at global batch {r['global_batch']}, lr {r['lr']} with {r['warmup_steps']} "
-        f"warmup steps, EMA {r['ema_decay']} (with warmup), learn_sigma={r['learn_sigma']}.",
+        f"batch {r['global_batch']}, lr {r['lr']} with {r['warmup_steps']} warmup steps, EMA {r['ema_decay']} "
+        f"(with warmup), learn_sigma={r['learn_sigma']}, seed {report['seed']}.",
+        f"Training: {train['steps']} steps reached; {training_outcome(train)}.",
         f"Samples: {s['num_samples']} ({report['samples_per_class']} per class), {r['sampler']} with "
         f"{r['sample_steps']} steps and guidance scale {r['cfg_scale']}.",
         "",
+        *figures[:1],
+        "",
         "## Results",
         "",
-        "| measure | value | bar |",
-        "|---|---|---|",
-        f"| classifier agreement | {s['agreement']:.1%} | >= {AGREEMENT_BAR:.0%}: "
-        f"{'met' if ok['agreement'] else 'NOT met'} |",
-        f"| Frechet distance (classifier features, vs the 10,000 test images) | {s['frechet_distance']:.2f} | |",
-        f"| total wall time | {_minutes(t['total_seconds'])} | <= {TIME_BAR_MINUTES:.0f} min: "
-        f"{'met' if ok['time'] else 'NOT met'} |",
-        f"| training | {_minutes(t['train_seconds'])}, {train['steps_per_second']:.2f} steps/s | |",
-        f"| sampling | {_minutes(t['sample_seconds'])} | |",
-        f"| evaluation | {_minutes(t['eval_seconds'])} | |",
+        *_results(report),
         "",
-        f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, device {m['device']}"
-        + (f" ({m['gpu']})" if "gpu" in m else "")
-        + f", torch {m['torch']}.",
+        _floor_note(report),
         "",
         "## Agreement per class",
         "",
-        "| class | agreement |",
-        "|---|---|",
-        per_class,
+        *_per_class(report),
         "",
-        "Files: `samples.npz` (images uint8 N x 28 x 28, labels), `grid.png` (one row per class), "
-        "`loss_curve.png`, `metrics.jsonl`, `checkpoint` (the final checkpoint: "
-        "`ditkit sample <out>/checkpoint --class Sneaker`).",
+        "## Wall time",
+        "",
+        *_timing(report),
+        "",
+        _machine(report["machine"]),
+        "",
+        "## Pictures",
+        "",
+        *(line for figure in figures[1:] for line in (figure, "")),
+        "Files: `samples.npz` (images uint8 N x 28 x 28, labels), "
+        + ", ".join(f"`{name}`" for _, name in shown)
+        + ", `metrics.jsonl`, `checkpoint` (the final checkpoint: `ditkit sample <out>/checkpoint --class Sneaker`).",
         "",
     ]
     return "\n".join(lines)
@@ -105,11 +202,14 @@ def markdown(report: dict[str, Any]) -> str:
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """What the demo prints at the end."""
-    s, t = report["scores"], report["timing"]
+    s, t, floors = report["scores"], report["timing"], report["floors"]
     ok = verdict(report)
     return [
-        f"classifier agreement: {s['agreement']:.1%} (bar {AGREEMENT_BAR:.0%}: {'met' if ok['agreement'] else 'NOT met'})",
-        f"Frechet distance in the classifier's feature space vs the test set: {s['frechet_distance']:.2f}",
-        f"wall time: {_minutes(t['total_seconds'])} (bar {TIME_BAR_MINUTES:.0f} min: {'met' if ok['time'] else 'NOT met'}); "
+        f"training: {report['training']['steps']} steps, {training_outcome(report['training'])}",
+        f"classifier agreement: {s['agreement']:.1%} (real test images {floors['test']['agreement']:.1%}; "
+        f"bar {AGREEMENT_BAR:.0%}: {_met(ok['agreement'])})",
+        f"Frechet distance in the classifier's feature space vs the test set: {s['frechet_distance']:.2f} "
+        f"(real training images {floors['train']['frechet_distance']:.3f})",
+        f"wall time: {_minutes(t['total_seconds'])} (bar {TIME_BAR_MINUTES:.0f} min: {_met(ok['time'])}); "
         f"training {t['train_seconds']:.0f} s, sampling {t['sample_seconds']:.0f} s, evaluation {t['eval_seconds']:.0f} s",
     ]

@@ -1,7 +1,7 @@
 """`ditkit demo`: train the demo recipe on Fashion-MNIST, sample every class, and measure the result.
 
-Everything lands in one folder (default runs/demo): samples.npz, grid.png, loss_curve.png,
-report.md / report.json, metrics.jsonl and the checkpoint. Nothing is downloaded.
+Everything lands in one folder (default runs/demo): samples.npz, grid.png, real_vs_generated.png,
+loss_curve.png, report.md / report.json, metrics.jsonl and the checkpoint. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ from typing import Any, cast
 import numpy as np
 
 from ditkit.atomic import atomic_folder, atomic_path
+from ditkit.demo.pictures import GRID_FILE, REAL_VS_GENERATED_FILE, write_grid, write_real_vs_generated
 from ditkit.demo.recipe import DEMO_RECIPE, DEMO_SAMPLES_PER_CLASS, DemoRecipe
 from ditkit.demo.report import describe_machine, summary_lines, write_report
 from ditkit.errors import UserError
 
 SAMPLES_FILE = "samples.npz"
-GRID_FILE = "grid.png"
-# Columns of the demo grid (samples per class shown) and its enlargement.
-GRID_PER_CLASS = 10
-GRID_SCALE = 2
 # Images per sampling batch: all 1,000 demo samples in two passes, a few hundred MB on a CPU.
 SAMPLE_BATCH = 500
 # A stable name for the final checkpoint (a relative symlink into checkpoints/), for `ditkit sample`.
@@ -39,6 +36,8 @@ _DEMO_OUTPUTS = (
     "train_summary.json",
     "report.json",
     "report.md",
+    GRID_FILE,
+    REAL_VS_GENERATED_FILE,
 )
 
 
@@ -77,12 +76,6 @@ def _save_samples(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
             np.savez(f, images=images, labels=labels)
 
 
-def _grid(images: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """The first GRID_PER_CLASS samples of each class, one class per row."""
-    rows = [images[labels == c][:GRID_PER_CLASS] for c in range(num_classes)]
-    return np.concatenate(rows)
-
-
 def run_demo(
     data_dir: str | os.PathLike[str] | None,
     out: str | os.PathLike[str] = "runs/demo",
@@ -110,8 +103,9 @@ def run_demo(
     """
     from ditkit.checkpoints import load_model
     from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES
+    from ditkit.demo.scores import score_demo
     from ditkit.distributed import pick_device
-    from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier, score_fmnist_samples
+    from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier
     from ditkit.first_stage.load import load_first_stage
     from ditkit.sampling.pipeline import DiTPipeline
     from ditkit.training import train
@@ -125,6 +119,7 @@ def run_demo(
     config = recipe.train_config(None if data_dir is None else str(data_dir), str(out), device, steps)
     echo(f"training {recipe.model} {recipe.overrides} on Fashion-MNIST for {config.steps} steps -> {out}")
     t0 = time.time()
+    setup_seconds = t0 - t_start
     result = train(config, progress=progress, echo=echo)
     train_seconds = time.time() - t0
     if result.checkpoint is None:
@@ -159,39 +154,54 @@ def run_demo(
         ),
     )[..., 0]  # (N, 28, 28)
     _save_samples(out / SAMPLES_FILE, images, labels)
-    from ditkit.visual import save_grid
-
-    grid = _grid(images, labels, len(FASHION_MNIST_CLASSES))
-    save_grid(grid, out / GRID_FILE, min(GRID_PER_CLASS, per_class), scale=GRID_SCALE)
     sample_seconds = time.time() - t1
 
     t2 = time.time()
-    scores = score_fmnist_samples(images, labels, classifier=classifier, data_root=data_dir)
+    measured = score_demo(images, labels, classifier=classifier, data_dir=data_dir, per_class=per_class)
     eval_seconds = time.time() - t2
+
+    t3 = time.time()
+    write_grid(out, images, labels, FASHION_MNIST_CLASSES, per_class)
+    write_real_vs_generated(
+        out, measured.real_images, measured.real_labels, images, labels, FASHION_MNIST_CLASSES
+    )
+    picture_seconds = time.time() - t3
     report = {
         "recipe": asdict(recipe),
         "params": sum(p.numel() for p in model.parameters()),
         "samples_per_class": per_class,
+        "seed": config.seed,
         "training": {
             "steps": result.step,
+            "planned_steps": config.steps,
+            "time_budget_minutes": config.time_budget_minutes,
             "stopped": result.stopped,
             "steps_per_second": result.steps_per_second,
             "final_loss": result.loss,
             "checkpoint": str(result.checkpoint),
             "checkpoint_link": CHECKPOINT_LINK,
         },
-        "scores": scores,
+        "scores": measured.samples,
+        "floors": measured.floors,
         "timing": {
+            "setup_seconds": setup_seconds,
             "train_seconds": train_seconds,
             "sample_seconds": sample_seconds,
             "eval_seconds": eval_seconds,
+            "floor_seconds": measured.floor_seconds,
+            "picture_seconds": picture_seconds,
             "total_seconds": time.time() - t_start,
             "counted_from": "the given start time"
             if started_at is not None
             else "the start of `ditkit demo`",
         },
         "machine": describe_machine(dev),
-        "files": {"samples": SAMPLES_FILE, "grid": GRID_FILE, "loss_curve": LOSS_CURVE_FILE},
+        "files": {
+            "samples": SAMPLES_FILE,
+            "grid": GRID_FILE,
+            "real_vs_generated": REAL_VS_GENERATED_FILE,
+            "loss_curve": LOSS_CURVE_FILE,
+        },
     }
     write_report(out, report)
     for line in summary_lines(report):

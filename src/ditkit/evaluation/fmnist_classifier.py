@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -161,6 +162,31 @@ def classify(
     return np.concatenate(feats), np.concatenate(logits)
 
 
+class FeatureStats(NamedTuple):
+    """A Gaussian fitted to classifier features: mean (128,), covariance (128, 128), float64; from `count` images."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    count: int
+
+
+def feature_stats(model: FashionMNISTClassifier, images: np.ndarray, device: str = "cpu") -> FeatureStats:
+    """The classifier's feature statistics of real images (e.g. the test set, the Frechet reference)."""
+    from ditkit.evaluation.frechet import gaussian_stats
+
+    feats, _ = classify(model, images, device=device)
+    return FeatureStats(*gaussian_stats(feats), len(feats))
+
+
+def balanced_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Indices of `per_class` images of each class (fewer where a class has fewer), drawn without
+    replacement by `seed` alone, class-major (class 0's first), like the demo's samples."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(NUM_CLASSES)]
+    return np.concatenate(picks)
+
+
 def score_fmnist_samples(
     images: np.ndarray,
     labels: np.ndarray | None = None,
@@ -169,6 +195,7 @@ def score_fmnist_samples(
     classifier: FashionMNISTClassifier | None = None,
     data_root: str | os.PathLike[str] | None = None,
     device: str = "cpu",
+    ref_stats: FeatureStats | None = None,
 ) -> dict[str, object]:
     """Score generated Fashion-MNIST samples with the shipped classifier.
 
@@ -180,6 +207,8 @@ def score_fmnist_samples(
         classifier: a loaded classifier; defaults to the shipped one.
         data_root: folder with the Fashion-MNIST IDX files (default: Debian's location).
         device: where to run the classifier.
+        ref_stats: the reference's `feature_stats`, computed once when several sets are scored
+            against it (then `ref_images` and `data_root` are not used).
 
     Returns:
         {"frechet_distance", "num_samples", "num_reference"} and, with labels, "agreement" (fraction of
@@ -189,14 +218,15 @@ def score_fmnist_samples(
     from ditkit.evaluation.frechet import frechet_distance, gaussian_stats
 
     model = classifier if classifier is not None else load_fmnist_classifier()
-    if ref_images is None:
-        ref_images, _ = load_fashion_mnist(data_root, split="test")
+    if ref_stats is None:
+        if ref_images is None:
+            ref_images, _ = load_fashion_mnist(data_root, split="test")
+        ref_stats = feature_stats(model, ref_images, device)
     feats, logits = classify(model, images, device=device)
-    ref_feats, _ = classify(model, ref_images, device=device)
     result: dict[str, object] = {
-        "frechet_distance": frechet_distance(*gaussian_stats(feats), *gaussian_stats(ref_feats)),
+        "frechet_distance": frechet_distance(*gaussian_stats(feats), ref_stats.mu, ref_stats.sigma),
         "num_samples": len(feats),
-        "num_reference": len(ref_feats),
+        "num_reference": ref_stats.count,
     }
     if labels is not None:
         labels = np.asarray(labels).reshape(-1).astype(np.int64)

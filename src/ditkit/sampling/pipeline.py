@@ -31,9 +31,8 @@ from ditkit.model.dit import DiT
 from ditkit.model.fast import apply_compile, fast_denoiser
 from ditkit.sampling.class_names import IMAGENET_NUM_CLASSES, ClassNames, ClassQuery
 from ditkit.sampling.denoiser import AUTOCAST_DTYPES, eager_denoiser, resolve_precision
-from ditkit.sampling.images import to_pil
 from ditkit.transport.settings import FlowSettings
-from ditkit.visual import images_to_uint8
+from ditkit.visual import images_to_uint8, to_pil
 
 # Guidance scale of the DiT paper's sample figures (sample.py's default --cfg-scale).
 DEFAULT_GUIDANCE_SCALE = 4.0

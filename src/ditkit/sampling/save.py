@@ -87,7 +87,8 @@ def sample_to_folder(
     )
     assert isinstance(images, np.ndarray)  # output_type "uint8"
     out = Path(out_dir)
-    grid = save_grid(images, out / GRID_FILE, nrow=per_class)
+    names = None if labels is None else [pipe.class_name(label) for label in labels]
+    grid = save_grid(images, out / GRID_FILE, nrow=per_class, row_labels=names)
     paths, entries = [], []
     for i, (image, s) in enumerate(zip(images, seeds, strict=True)):
         label = None if per_image is None else per_image[i]

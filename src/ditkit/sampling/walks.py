@@ -30,7 +30,7 @@ from ditkit.sampling.class_names import ClassQuery
 from ditkit.sampling.images import DEFAULT_GIF_DURATION_MS, save_gif
 from ditkit.sampling.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
 from ditkit.transport.settings import DEFAULT_FLOW_SAMPLER
-from ditkit.visual import images_to_uint8, save_grid
+from ditkit.visual import grid_image, images_to_uint8, save_grid
 
 # Within this angle (radians) of parallel or opposite, slerp falls back to linear interpolation:
 # the weights divide by sin(theta) ~ 0 there (for parallel inputs the two paths agree anyway).
@@ -87,12 +87,15 @@ class Walk:
         images: uint8 (F, H, W, C) decoded frames.
         positions: (segment, alpha) of each frame.
         title: what was walked, e.g. "golden retriever: seeds 0 -> 1 -> 2".
+        label: what tells this walk from the others beside it in a grid: the class of a noise walk
+            ("golden retriever"), the seed of a class walk ("seed 0").
     """
 
     latents: Tensor
     images: np.ndarray
     positions: list[tuple[int, float]]
     title: str
+    label: str = ""
 
 
 class LabelMixModel:
@@ -187,7 +190,7 @@ def noise_walk(
     )
     name = "unconditional" if label is None else pipe.class_name(label)
     path = " -> ".join(str(s) for s in [*seeds, *([seeds[0]] if loop else [])])
-    return Walk(latents, _frames(pipe, latents, batch_size), positions, f"{name}: seeds {path}")
+    return Walk(latents, _frames(pipe, latents, batch_size), positions, f"{name}: seeds {path}", name)
 
 
 def class_embeddings(
@@ -243,7 +246,8 @@ def class_walk(
         null_label=MIX_NULL_LABEL,
     )
     names = [pipe.class_name(label) for label in [*labels, *(labels[:1] if loop else [])]]
-    return Walk(latents, _frames(pipe, latents, batch_size), positions, f"seed {seed}: {' -> '.join(names)}")
+    title = f"seed {seed}: {' -> '.join(names)}"
+    return Walk(latents, _frames(pipe, latents, batch_size), positions, title, f"seed {seed}")
 
 
 def make_walks(
@@ -284,17 +288,21 @@ def save_walks(
 ) -> list[Path]:
     """Write a grid (one row per walk), and per walk a strip PNG and an animated GIF.
 
-    Files: `<stem>_grid.png`, `<stem>_<i>.png`, `<stem>_<i>.gif`. With `bounce` the GIF plays forward
-    then backward. Returns the paths written.
+    Files: `<stem>_grid.png`, `<stem>_<i>.png`, `<stem>_<i>.gif`. Small frames are enlarged and rows
+    carry the walks' labels (see `ditkit.visual`); GIF frames carry the label above. With `bounce` the
+    GIF plays forward then backward. Returns the paths written.
     """
     out = Path(out_dir)
     frames = {len(w.images) for w in walks}
     if len(frames) != 1:
         raise UserError("walks shown in one grid need the same number of frames")
     (count,) = frames
-    paths = [save_grid(np.concatenate([w.images for w in walks]), out / f"{stem}_grid.png", nrow=count)]
+    labels = [w.label for w in walks]
+    grid = np.concatenate([w.images for w in walks])
+    paths = [save_grid(grid, out / f"{stem}_grid.png", nrow=count, row_labels=labels)]
     for i, walk in enumerate(walks):
-        paths.append(save_grid(walk.images, out / f"{stem}_{i}.png", nrow=count))
-        sequence = list(walk.images) + (list(walk.images[-2:0:-1]) if bounce else [])
+        paths.append(save_grid(walk.images, out / f"{stem}_{i}.png", nrow=count, row_labels=[walk.label]))
+        pictures = [grid_image(frame[None], 1, padding=0, title=walk.label) for frame in walk.images]
+        sequence = pictures + (pictures[-2:0:-1] if bounce else [])
         paths.append(save_gif(out / f"{stem}_{i}.gif", sequence, duration_ms))
     return paths

@@ -23,8 +23,6 @@ PREVIEW_PER_CLASS = 8
 UNCONDITIONAL_SAMPLES = 64
 # The deterministic sampler of the preview grids, by objective (`sample_steps` steps each).
 PREVIEW_SAMPLERS = {"diffusion": "ddim", "flow": "euler"}
-# Preview pixels are enlarged this much when the images are small (e.g. 28x28 Fashion-MNIST).
-SMALL_IMAGE_SIDE = 64
 
 
 def preview_labels(num_classes: int, per_class: int = PREVIEW_PER_CLASS) -> list[int] | None:
@@ -81,5 +79,4 @@ def write_preview(
         ),
     )
     nrow = PREVIEW_PER_CLASS if labels is not None else int(np.sqrt(UNCONDITIONAL_SAMPLES))
-    scale = max(1, SMALL_IMAGE_SIDE // images.shape[1])
-    return save_grid(images, path, nrow=nrow, scale=scale)
+    return save_grid(images, path, nrow=nrow)  # small images enlarged, as every grid
