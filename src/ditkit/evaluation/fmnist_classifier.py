@@ -163,11 +163,11 @@ def classify(
 
 
 class FeatureStats(NamedTuple):
-    """A Gaussian fitted to classifier features: mean (128,), covariance (128, 128), float64; from `count` images."""
+    """A Gaussian fitted to the classifier features of `num_images` images: mean (128,), covariance (128, 128)."""
 
     mu: np.ndarray
     sigma: np.ndarray
-    count: int
+    num_images: int
 
 
 def feature_stats(model: FashionMNISTClassifier, images: np.ndarray, device: str = "cpu") -> FeatureStats:
@@ -226,7 +226,7 @@ def score_fmnist_samples(
     result: dict[str, object] = {
         "frechet_distance": frechet_distance(*gaussian_stats(feats), ref_stats.mu, ref_stats.sigma),
         "num_samples": len(feats),
-        "num_reference": ref_stats.count,
+        "num_reference": ref_stats.num_images,
     }
     if labels is not None:
         labels = np.asarray(labels).reshape(-1).astype(np.int64)
