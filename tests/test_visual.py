@@ -81,6 +81,7 @@ def test_no_labels_no_label_column_and_large_images_stay_native(tmp_path):
 def test_labels_are_left_out_where_rows_are_too_low():
     layout = grid_layout(_images(2, 8), 2, scale=1, row_labels=["Sneaker"])
     assert layout.left == 0  # an 8-px row cannot hold a line of text
+    assert grid_layout(_images(2, 28), 2, row_labels=[""]).left == 0  # nothing to write, no column
 
 
 def test_long_labels_wrap_and_shorten_within_the_column():

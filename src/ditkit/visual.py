@@ -29,7 +29,7 @@ MIN_TILE_SIDE = 112
 LABEL_FONT_FRACTION = 1 / 7
 MIN_FONT_SIZE, MAX_FONT_SIZE = 12, 24
 # Space around label text (pixels), its grey level, and a label column's widest (in tile widths).
-LABEL_MARGIN = 6
+LABEL_MARGIN = 8
 TEXT_LEVEL = 40
 MAX_LABEL_COLUMN_TILES = 1.5
 # Between panels placed side by side: blank pixels, with a grey rule in the middle.
@@ -210,7 +210,24 @@ def grid_image(
             needed; left out where a row is lower than one line of text. One per row.
         title: text centred above the tiles (e.g. a column header).
     """
-    return _render(images, nrow, padding, scale, row_labels, title)[0]
+    images = _as_nhwc(images)
+    layout, font, column = _plan(images, nrow, padding, scale, row_labels, title)
+    tiles = make_grid(upscale_nearest(images, layout.scale), nrow, padding)  # (gh, gw, C)
+    mode, grey = ("L", TEXT_LEVEL) if images.shape[-1] == 1 else ("RGB", (TEXT_LEVEL,) * 3)
+    canvas = Image.new(mode, (layout.left + tiles.shape[1], layout.top + tiles.shape[0]), DEFAULT_PAD_VALUE)
+    canvas.paste(to_pil(tiles), (layout.left, layout.top))
+    draw = ImageDraw.Draw(canvas)
+    line = _line_height(font)
+    for r, lines in enumerate(column):
+        row_top = layout.tile_box(r * layout.ncol)[1]
+        y = row_top + (layout.tile_h - line * len(lines)) // 2  # the text block centred on the row
+        for k, text in enumerate(lines):
+            draw.text((LABEL_MARGIN, y + k * line), text, fill=grey, font=font)
+    if title:
+        text = _shorten(font, title, canvas.width - 2 * LABEL_MARGIN)
+        x = layout.left + (tiles.shape[1] - _text_width(font, text)) // 2  # centred on the tiles
+        draw.text((max(LABEL_MARGIN, x), LABEL_MARGIN), text, fill=grey, font=font)
+    return canvas
 
 
 def grid_layout(
@@ -222,21 +239,22 @@ def grid_layout(
     title: str | None = None,
 ) -> GridLayout:
     """Where `grid_image` with the same arguments puts each tile (e.g. to crop one out again)."""
-    return _render(images, nrow, padding, scale, row_labels, title)[1]
+    return _plan(_as_nhwc(images), nrow, padding, scale, row_labels, title)[0]
 
 
-def _render(
+def _plan(
     images: np.ndarray,
     nrow: int,
     padding: int,
     scale: int | None,
     row_labels: Sequence[str] | None,
     title: str | None,
-) -> tuple[Image.Image, GridLayout]:
-    images = _as_nhwc(images)
-    n, h, w, c = images.shape
+) -> tuple[GridLayout, ImageFont.FreeTypeFont | ImageFont.ImageFont, list[list[str]]]:
+    """The layout, the label font and each row's label lines (none where rows are too low for text)."""
+    if nrow < 1:
+        raise ValueError(f"nrow must be positive, got {nrow}")
+    n, h, w, _ = images.shape
     scale = display_scale(h, w) if scale is None else scale
-    tiles = make_grid(upscale_nearest(images, scale), nrow, padding)  # (gh, gw, C)
     ncol = min(nrow, n)
     rows = -(-n // ncol)
     if row_labels is not None and len(row_labels) != rows:
@@ -245,30 +263,13 @@ def _render(
     font = _font_for(tile_h)
     line = _line_height(font)
     column: list[list[str]] = []
-    if row_labels is not None and line <= tile_h:
-        cap = int(MAX_LABEL_COLUMN_TILES * tile_w)
-        natural = max(_text_width(font, text) for text in row_labels)
-        column = [wrap_label(font, text, min(natural, cap), tile_h // line) for text in row_labels]
-    left = max((_text_width(font, t) for lines in column for t in lines), default=-1) + 2 * LABEL_MARGIN
-    left = left if column else 0
+    if row_labels is not None and any(text.strip() for text in row_labels) and line <= tile_h:
+        width = min(max(_text_width(font, text) for text in row_labels), int(MAX_LABEL_COLUMN_TILES * tile_w))
+        column = [wrap_label(font, text, width, tile_h // line) for text in row_labels]
+    widest = max((_text_width(font, text) for lines in column for text in lines), default=0)
+    left = widest + 2 * LABEL_MARGIN if column else 0
     top = line + 2 * LABEL_MARGIN if title else 0
-    layout = GridLayout(scale, tile_h, tile_w, ncol, rows, padding, left, top)
-
-    mode = "L" if c == 1 else "RGB"
-    ink = TEXT_LEVEL if c == 1 else (TEXT_LEVEL,) * 3
-    canvas = Image.new(mode, (left + tiles.shape[1], top + tiles.shape[0]), DEFAULT_PAD_VALUE)
-    canvas.paste(to_pil(tiles), (left, top))
-    draw = ImageDraw.Draw(canvas)
-    for r, lines in enumerate(column):
-        row_top = top + padding + r * (tile_h + padding)
-        y = row_top + (tile_h - line * len(lines)) // 2
-        for k, text in enumerate(lines):
-            draw.text((LABEL_MARGIN, y + k * line), text, fill=ink, font=font)
-    if title:
-        text = _shorten(font, title, canvas.width - 2 * LABEL_MARGIN)
-        x = left + (tiles.shape[1] - _text_width(font, text)) // 2
-        draw.text((max(LABEL_MARGIN, x), LABEL_MARGIN), text, fill=ink, font=font)
-    return canvas, layout
+    return GridLayout(scale, tile_h, tile_w, ncol, rows, padding, left, top), font, column
 
 
 def side_by_side(panels: Sequence[Image.Image], gap: int = PANEL_GAP) -> Image.Image:
