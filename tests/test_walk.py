@@ -15,6 +15,7 @@ from ditkit.errors import UserError
 from ditkit.sampling.pipeline import DiTPipeline
 from ditkit.sampling.walks import (
     LabelMixModel,
+    Walk,
     class_walk,
     make_walks,
     noise_walk,
@@ -125,11 +126,13 @@ def test_make_and_save_walks(pipe, tmp_path):
         "noise_walk_1.png",
         "noise_walk_1.gif",
     ]
-    assert [w.label for w in walks] == ["c1", "c2"]
+    assert [w.label for w in walks] == ["c1", "c2"] and {w.path for w in walks} == {"seeds 0 -> 1"}
     grid = np.asarray(Image.open(paths[0]))
-    layout = grid_layout(np.concatenate([w.images for w in walks]), 3, row_labels=["c1", "c2"])
-    assert layout.scale == 14 and layout.left > 0  # 8-px frames shown 112 px, rows labelled
-    assert grid.shape == (2 * (112 + 2) + 2, layout.left + 3 * (112 + 2) + 2)
+    frames = np.concatenate([w.images for w in walks])
+    layout = grid_layout(frames, 3, row_labels=["c1", "c2"], title="seeds 0 -> 1")
+    assert layout.scale == 14 and layout.left > 0 and layout.top > 0  # 112-px frames, labelled rows, path
+    assert grid.shape == (layout.top + 2 * (112 + 2) + 2, layout.left + 3 * (112 + 2) + 2)
+    assert (grid[: layout.top] < 200).sum() > 20  # the path written above the frames
     x0, y0, x1, y1 = layout.tile_box(5)  # row 1, last frame
     assert np.array_equal(grid[y0:y1, x0:x1], upscale_nearest(walks[1].images[2], 14)[..., 0])
     gif = Image.open(paths[2])
@@ -175,3 +178,15 @@ def test_cli_walk(tmp_path, capsys):
     assert "walk: seed 3: c1 -> c4 -> c2 (5 frames)" in out
     assert Image.open(tmp_path / "w" / "class_walk_0.gif").n_frames == 5
     assert (tmp_path / "w" / "class_walk_grid.png").exists()
+
+
+def test_walks_of_different_paths_are_labelled_by_their_titles(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (2, 2, 28, 28, 1), dtype=np.uint8)
+    walks = [Walk(torch.zeros(2, 1, 28, 28), images[0], [], "Bag", "seeds 0 -> 1")]
+    walks.append(Walk(torch.zeros(2, 1, 28, 28), images[1], [], "seed 3", "Bag -> Coat"))
+    assert walks[1].title == "seed 3: Bag -> Coat"
+    grid = save_walks(walks, tmp_path, "mixed")[0]
+    titles = [w.title for w in walks]
+    layout = grid_layout(images.reshape(4, 28, 28, 1), 2, row_labels=titles)
+    assert layout.top == 0 and Image.open(grid).size == (layout.left + 2 * 114 + 2, 2 * 114 + 2)
+    assert layout.left > grid_layout(images.reshape(4, 28, 28, 1), 2, row_labels=["Bag", "seed 3"]).left

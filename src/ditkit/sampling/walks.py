@@ -86,16 +86,22 @@ class Walk:
         latents: (F, C, h, w) sampled latents.
         images: uint8 (F, H, W, C) decoded frames.
         positions: (segment, alpha) of each frame.
-        title: what was walked, e.g. "golden retriever: seeds 0 -> 1 -> 2".
         label: what tells this walk from the others beside it in a grid: the class of a noise walk
             ("golden retriever"), the seed of a class walk ("seed 0").
+        path: the points walked through, the same for the walks of one grid: "seeds 0 -> 1 -> 2"
+            for a noise walk, "golden retriever -> tennis ball" for a class walk.
     """
 
     latents: Tensor
     images: np.ndarray
     positions: list[tuple[int, float]]
-    title: str
-    label: str = ""
+    label: str
+    path: str
+
+    @property
+    def title(self) -> str:
+        """What was walked, e.g. "golden retriever: seeds 0 -> 1 -> 2"."""
+        return f"{self.label}: {self.path}"
 
 
 class LabelMixModel:
@@ -190,7 +196,7 @@ def noise_walk(
     )
     name = "unconditional" if label is None else pipe.class_name(label)
     path = " -> ".join(str(s) for s in [*seeds, *([seeds[0]] if loop else [])])
-    return Walk(latents, _frames(pipe, latents, batch_size), positions, f"{name}: seeds {path}", name)
+    return Walk(latents, _frames(pipe, latents, batch_size), positions, name, f"seeds {path}")
 
 
 def class_embeddings(
@@ -246,8 +252,7 @@ def class_walk(
         null_label=MIX_NULL_LABEL,
     )
     names = [pipe.class_name(label) for label in [*labels, *(labels[:1] if loop else [])]]
-    title = f"seed {seed}: {' -> '.join(names)}"
-    return Walk(latents, _frames(pipe, latents, batch_size), positions, title, f"seed {seed}")
+    return Walk(latents, _frames(pipe, latents, batch_size), positions, f"seed {seed}", " -> ".join(names))
 
 
 def make_walks(
@@ -288,20 +293,24 @@ def save_walks(
 ) -> list[Path]:
     """Write a grid (one row per walk), and per walk a strip PNG and an animated GIF.
 
-    Files: `<stem>_grid.png`, `<stem>_<i>.png`, `<stem>_<i>.gif`. Small frames are enlarged and rows
-    carry the walks' labels (see `ditkit.visual`); GIF frames carry the label above. With `bounce` the
-    GIF plays forward then backward. Returns the paths written.
+    Files: `<stem>_grid.png`, `<stem>_<i>.png`, `<stem>_<i>.gif`. Small frames are enlarged, rows carry
+    the walks' labels and the path walked is written above (see `ditkit.visual`); GIF frames carry the
+    label above. With `bounce` the GIF plays forward then backward. Returns the paths written.
     """
     out = Path(out_dir)
     frames = {len(w.images) for w in walks}
     if len(frames) != 1:
         raise UserError("walks shown in one grid need the same number of frames")
     (count,) = frames
-    labels = [w.label for w in walks]
+    if len({w.path for w in walks}) == 1:  # one path above the grid, the walks told apart by label
+        labels, title = [w.label for w in walks], walks[0].path
+    else:
+        labels, title = [w.title for w in walks], None
     grid = np.concatenate([w.images for w in walks])
-    paths = [save_grid(grid, out / f"{stem}_grid.png", nrow=count, row_labels=labels)]
+    paths = [save_grid(grid, out / f"{stem}_grid.png", nrow=count, row_labels=labels, title=title)]
     for i, walk in enumerate(walks):
-        paths.append(save_grid(walk.images, out / f"{stem}_{i}.png", nrow=count, row_labels=[walk.label]))
+        strip = out / f"{stem}_{i}.png"
+        paths.append(save_grid(walk.images, strip, nrow=count, row_labels=[walk.label], title=walk.path))
         pictures = [grid_image(frame[None], 1, padding=0, title=walk.label) for frame in walk.images]
         sequence = pictures + (pictures[-2:0:-1] if bounce else [])
         paths.append(save_gif(out / f"{stem}_{i}.gif", sequence, duration_ms))
