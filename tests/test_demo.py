@@ -162,6 +162,8 @@ def test_report_says_when_the_time_budget_cut_training():
     train = {"steps": 2750, "planned_steps": 4000, "time_budget_minutes": 10.0, "stopped": "time budget"}
     assert training_outcome(train) == "stopped by the 10-minute time budget at step 2750 of 4000"
     assert "interrupted (SIGINT) at step 2750" in training_outcome({**train, "stopped": "SIGINT"})
+    no_budget = {**train, "steps": 4000, "stopped": "finished", "time_budget_minutes": None}
+    assert training_outcome(no_budget) == "all 4000 steps done"
 
 
 def test_floors_score_balanced_real_images(tmp_path, untrained_classifier):

@@ -69,13 +69,11 @@ def _met(ok: bool) -> str:
 
 def training_outcome(train: dict[str, Any]) -> str:
     """How training ended, e.g. "stopped by the 10-minute time budget at step 2750 of 4000"."""
-    steps, planned = train["steps"], train["planned_steps"]
+    steps, planned, budget = train["steps"], train["planned_steps"], train.get("time_budget_minutes")
     if train["stopped"] == "finished":
-        return f"all {planned} steps done, within the {train['time_budget_minutes']:g}-minute time budget"
+        return f"all {planned} steps done" + (f", within the {budget:g}-minute time budget" if budget else "")
     if train["stopped"] == "time budget":
-        return (
-            f"stopped by the {train['time_budget_minutes']:g}-minute time budget at step {steps} of {planned}"
-        )
+        return f"stopped by the {budget:g}-minute time budget at step {steps} of {planned}"
     return f"interrupted ({train['stopped']}) at step {steps} of {planned}"
 
 
