@@ -131,3 +131,21 @@ def test_models_is_fast_and_marks_presets_that_do_not_fit():
     s8 = next(line for line in lines if line.startswith("DiT-S/8"))
     s4 = next(line for line in lines if line.startswith("DiT-S/4"))
     assert s8.split()[-3:] == ["n/a", "n/a", "n/a"] and s4.split()[-3] == "49"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "no-such-ckpt", "--num-per-class", "0"],
+        ["walk", "no-such-ckpt", "--mode", "noise", "--frames", "-2"],
+        ["prepare", "fashion-mnist", "--out", "x", "--batch-size", "0"],
+        ["demo", "--per-class", "0"],
+    ],
+)
+def test_counts_are_checked_when_parsing_before_anything_loads(argv, capsys):
+    """Item 13: a zero or negative count is refused by the parser (usage + one line), not after loading."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at least 1" in err and "does not exist" not in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag
+from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, positive_int
 
 EPILOG = """examples:
   ditkit demo                                    # Fashion-MNIST from Debian's dataset-fashion-mnist package
@@ -31,8 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default="runs/demo", help="output folder (default runs/demo; an earlier demo is replaced)"
     )
-    p.add_argument("--steps", type=int, help="override the recipe's training steps")
-    p.add_argument("--per-class", type=int, default=100, help="samples per class")
+    p.add_argument("--steps", type=positive_int, help="override the recipe's training steps")
+    p.add_argument("--per-class", type=positive_int, default=100, help="samples per class")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
     p.add_argument(
         "--started-at",

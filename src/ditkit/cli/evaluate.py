@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag
+from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, positive_int
 
 EPILOG = """examples:
   ditkit evaluate samples.npz VIRTUAL_imagenet256_labeled.npz
@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--classifier", metavar="PATH", help="Fashion-MNIST classifier weights (default: shipped)")
     p.add_argument(
-        "--batch-size", type=int, default=64, help="images per Inception batch (default 64, ADM's)"
+        "--batch-size", type=positive_int, default=64, help="images per Inception batch (default 64, ADM's)"
     )
     p.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
     p.add_argument(

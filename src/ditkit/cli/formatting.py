@@ -107,6 +107,17 @@ def add_data_dir_flag(parser: argparse.ArgumentParser, *old: str) -> None:
         add_hidden_alias(parser, flag, "data_dir")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts: refused at parse time, before anything is loaded."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def plural(count: int, word: str, many: str | None = None) -> str:
     """`1 image`, `2 images` (`many` for irregular plurals)."""
     return f"{count} {word if count == 1 else many or word + 's'}"

@@ -36,7 +36,7 @@ EPILOG = """examples:
   ditkit models --all                                       # presets with parameters and Gflops
   ditkit train --model DiT-XS/4 --data fashion-mnist --image-size 28 --steps 1000 --out runs/x
   ditkit sample runs/x --class sneaker --out samples/       # the run's newest checkpoint
-  ditkit evaluate samples/samples.npz --fashion-mnist       # (after sample --num N)
+  ditkit evaluate runs/smoke/samples.npz --fashion-mnist    # score the demo's samples (offline)
 
 `ditkit COMMAND --help` shows each command's options and examples.
 """

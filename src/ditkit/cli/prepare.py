@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, plural
+from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, plural, positive_int
 
 EPILOG = """examples:
   ditkit prepare fashion-mnist --out runs/fmnist-32                  # pixels (identity), 32x32, 1 channel
@@ -51,12 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=[1, 3],
         help="image channels (default: what the first stage takes)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
-    p.add_argument("--shard-size", type=int, default=4096, help="images per shard file")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per encoder call")
+    p.add_argument("--shard-size", type=positive_int, default=4096, help="images per shard file")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored precision")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes")
-    p.add_argument("--limit", type=int, default=None, help="encode only the first N images")
+    p.add_argument("--limit", type=positive_int, default=None, help="encode only the first N images")
     p.add_argument("--overwrite", action="store_true", help="replace a cache made with other settings")
     p.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag
+from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, positive_int
 
 EPILOG = """examples:
   ditkit reference --fashion-mnist --image-size 32 --out refs/fmnist32.npz
@@ -44,12 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resolution", type=int, metavar="N", help="centre-crop folder images to N x N (ADM's crop)"
     )
-    p.add_argument("--num-images", type=int, default=10_000, help="images stored in arr_0 (default 10,000)")
+    p.add_argument(
+        "--num-images", type=positive_int, default=10_000, help="images stored in arr_0 (default 10,000)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the stored subset")
     p.add_argument(
         "--inception", metavar="PATH", help="local pt_inception-2015-12-05-6726825d.pth (no download)"
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per Inception batch")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per Inception batch")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.set_defaults(func=run)
 

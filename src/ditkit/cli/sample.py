@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ditkit.choices import COMPILE_CHOICES, DIFFUSION_SAMPLERS, FLOW_SAMPLERS, OBJECTIVES, PRECISION_MODES
-from ditkit.cli.formatting import HelpFormatter, plural
+from ditkit.cli.formatting import HelpFormatter, plural, positive_int
 
 if TYPE_CHECKING:
     from ditkit.sampling.pipeline import DiTPipeline
@@ -108,7 +108,7 @@ def add_sampler_arguments(p: argparse.ArgumentParser, default: str) -> None:
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=positive_int,
         help="sampling steps (default: 250 ddpm, 50 ddim, 20 dpm++2m; 50 euler, 25 heun, 250 sde-*; dopri5 "
         "is adaptive and takes none)",
     )
@@ -162,7 +162,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "or a diffusers folder",
     )
     add_class_arguments(p)
-    p.add_argument("--num-per-class", type=int, default=4, help="images per class in the grid")
+    p.add_argument("--num-per-class", type=positive_int, default=4, help="images per class in the grid")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses SEED + i")
     p.add_argument(
         "--cfg-scale", type=float, help="guidance scale (default 4.0; 1.5 with --num); 1 disables it"
@@ -186,7 +186,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", help="device (default: cuda when present, else cpu; cuda:LOCAL_RANK under torchrun)"
     )
-    p.add_argument("--batch-size", type=int, help="images per forward pass (default: all / a whole shard)")
+    p.add_argument(
+        "--batch-size", type=positive_int, help="images per forward pass (default: all / a whole shard)"
+    )
     p.add_argument("--out", default="samples", help="output folder for the grid and PNGs")
     fid = p.add_argument_group("FID-scale sampling")
     fid.add_argument(
@@ -203,8 +205,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=["uniform", "balanced"],
         help="uniform random labels (from the seed) or class-balanced (i mod K)",
     )
-    fid.add_argument("--shard-size", type=int, default=1000, help="samples per shard file")
-    fid.add_argument("--max-shards", type=int, help="stop after computing this many shards (resume later)")
+    fid.add_argument("--shard-size", type=positive_int, default=1000, help="samples per shard file")
+    fid.add_argument(
+        "--max-shards", type=positive_int, help="stop after computing this many shards (resume later)"
+    )
     p.add_argument(
         "--list-classes",
         nargs="?",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, plural
+from ditkit.cli.formatting import HelpFormatter, plural, positive_int
 from ditkit.cli.sample import (
     add_class_arguments,
     add_pipeline_arguments,
@@ -48,10 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seed (repeatable; default 0 1 2 / 0)",
     )
-    p.add_argument("--frames", type=int, default=8, help="frames per segment, both ends included")
+    p.add_argument("--frames", type=positive_int, default=8, help="frames per segment, both ends included")
     p.add_argument("--loop", action="store_true", help="walk back from the last point to the first")
     p.add_argument("--bounce", action="store_true", help="GIFs play forward then backward")
-    p.add_argument("--gif-ms", type=int, default=125, help="GIF frame duration in milliseconds")
+    p.add_argument("--gif-ms", type=positive_int, default=125, help="GIF frame duration in milliseconds")
     p.add_argument("--cfg-scale", type=float, default=4.0, help="guidance scale")
     add_sampler_arguments(
         p, "ddim with eta 0, or dopri5 for flow models; ddpm and sde-* only for class walks"
@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_pipeline_arguments(p)
     p.add_argument("--device", help="device (default: cuda when present, else cpu)")
-    p.add_argument("--batch-size", type=int, help="frames per forward pass (default: all of a walk)")
+    p.add_argument("--batch-size", type=positive_int, help="frames per forward pass (default: all of a walk)")
     p.add_argument("--out", default="walks", help="output folder")
     p.set_defaults(func=run)
 
