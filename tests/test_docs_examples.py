@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (pattern, why the example cannot run here). The first match wins.
 SKIPS: list[tuple[str, str]] = [
+    (r"^ditkit sample no-dropout\.pt", "an official .pt is decoded with the SD VAE (hub download)"),
     (r"^torchrun ", "needs several GPUs (torchrun --nproc-per-node 8)"),
     (r"DiT-XL-2-256x256\.pt", "downloads the official DiT-XL/2 weights from the hub"),
     (r"sd-vae-ft-(ema|mse)", "downloads the SD VAE from the hub"),
@@ -57,7 +58,17 @@ SKIPS: list[tuple[str, str]] = [
 EXPECTED_ERRORS: list[tuple[str, str]] = [(r"golden retreiver", "did you mean")]
 
 # Files the examples name but do not make, as tiny stand-ins (built once, copied where named).
-FIXTURES = ("ckpt", "dit-xl-256/", "custom.pt", "runs/demo", "runs/fmnist", "samples.npz", "~/fmnist")
+FIXTURES = (
+    "ckpt",
+    "dit-xl-256/",
+    "custom.pt",
+    "no-dropout.pt",
+    "runs/demo",
+    "runs/fmnist",
+    "runs/flow",
+    "samples.npz",
+    "~/fmnist",
+)
 
 
 def _join_continuations(lines: list[str]) -> list[str]:
@@ -170,12 +181,8 @@ SHRINK: dict[str, dict[str, str]] = {
     "demo": {"--steps": "2", "--per-class": "1"},
     "prepare": {"--limit": "16"},
 }
-ADD_IF_MISSING = {
-    "sample": ("--steps",),
-    "walk": ("--steps",),
-    "demo": ("--steps", "--per-class"),
-    "prepare": ("--limit",),
-}
+# Sampling steps are not added: a flow model's default sampler (dopri5) is adaptive and takes none.
+ADD_IF_MISSING = {"demo": ("--steps", "--per-class"), "prepare": ("--limit",)}
 
 
 def shrink(argv: list[str]) -> list[str]:
@@ -196,7 +203,7 @@ def shrink(argv: list[str]) -> list[str]:
 def test_shrink_changes_only_counts():
     argv = ["ditkit", "train", "--steps", "1200", "--global-batch", "128", "--out", "runs/x"]
     assert shrink(argv) == ["ditkit", "train", "--steps", "2", "--global-batch", "16", "--out", "runs/x"]
-    assert shrink(["ditkit", "sample", "ckpt"]) == ["ditkit", "sample", "ckpt", "--steps", "2"]
+    assert shrink(["ditkit", "demo"]) == ["ditkit", "demo", "--steps", "2", "--per-class", "1"]
 
 
 def _tiny_checkpoint(path: Path, num_classes: int = 1000) -> None:
@@ -221,6 +228,11 @@ def stand_ins(tmp_path_factory):
     shutil.copytree(root / "ckpt", root / "dit-xl-256")
     config = DiTConfig(input_size=(16, 32), patch_size=2, in_channels=4, hidden_size=64, depth=1, num_heads=8)
     torch.save(DiT(config).state_dict(), root / "custom.pt")  # an official-layout state dict
+    # An official model trained without label dropout: 1000 label rows, no null class.
+    config = DiTConfig(
+        input_size=8, hidden_size=32, depth=2, num_heads=2, null_class_row=False, class_dropout_prob=0.0
+    )
+    torch.save(DiT(config).state_dict(), root / "no-dropout.pt")
     quiet = ["--quiet"]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         assert (
@@ -229,6 +241,7 @@ def stand_ins(tmp_path_factory):
         train = ["train", "--model", "DiT-T/4", "--data", "fashion-mnist", "--image-size", "28"]
         train += ["--first-stage", "identity", "--global-batch", "8", "--steps", "2"]
         assert main([*train, "--out", str(root / "runs/fmnist"), *quiet]) == 0
+        assert main([*train, "--objective", "flow", "--out", str(root / "runs/flow"), *quiet]) == 0
     shutil.copy(root / "runs/demo/samples.npz", root / "samples.npz")
     (root / "home").mkdir()
     (root / "home" / "fmnist").symlink_to(DEFAULT_FASHION_MNIST_DIR)

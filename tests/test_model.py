@@ -216,6 +216,7 @@ def test_gflops_of_block_designs_and_512():
     [
         {},
         {"num_classes": 0, "learn_sigma": False},
+        {"num_classes": 10, "null_class_row": False, "class_dropout_prob": 0.0},
         {"input_size": (8, 16), "patch_size": 4, "in_channels": 1, "num_classes": 10, "mlp_ratio": 2.5},
     ],
 )

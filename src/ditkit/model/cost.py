@@ -34,6 +34,7 @@ def dit_cost(
     depth: int,
     mlp_ratio: float = 4.0,
     num_classes: int = 1000,
+    null_class_row: bool = True,
     learn_sigma: bool = True,
     block: str = "adaln-zero",
     **_: Any,
@@ -58,7 +59,7 @@ def dit_cost(
         (n * d, 0),  # fixed sin-cos positions
         _linear(TIMESTEP_FREQ_DIM, d),  # timestep MLP
         _linear(d, d),
-        ((num_classes + 1) * d if conditional else 0, 0),  # label table with the null class
+        ((num_classes + int(null_class_row)) * d if conditional else 0, 0),  # labels (+ the null class)
         _linear(d, FINAL_MODULATIONS * d),  # final layer
         _linear(d, out, n),
     ]
