@@ -45,7 +45,7 @@ def test_quiet_and_no_progress_are_accepted_by_every_command(command):
 
 def test_help_shows_defaults():
     text = _help("sample")
-    assert "(default: ddpm)" in text and "(default: 0)" in text  # --sampler, --seed
+    assert "(default: 4)" in text and "(default: 0)" in text  # --num-per-class, --seed
     prepare = _help("prepare")
     assert "(default: 4096)" in prepare and "(default: float16)" in prepare
     assert "(default: None)" not in prepare and "(default: False)" not in prepare
