@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "reference": "ditkit.cli.reference",
     "convert": "ditkit.cli.convert",
     "bench": "ditkit.cli.bench",
+    "study": "ditkit.cli.study",
 }
 
 

@@ -1,0 +1,166 @@
+"""The paper's study plots as PNGs, one panel per metric, from the rows of results.json.
+
+- `curves.png`: metric vs training steps, one line per run (Fig. 5's block designs, Fig. 6's sizes);
+- `vs_gflops.png`: final metric vs forward Gflops, log x, one line per patch size (Fig. 8);
+- `vs_compute.png`: metric vs training compute, log x, one line per run (Fig. 9);
+- `vs_guidance.png`: metric vs guidance scale at the last step, one line per run.
+
+FID-like metrics (lower is better) use a log y axis, as the paper's FID plots do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ditkit.atomic import atomic_path
+from ditkit.study.evaluate import LOWER_IS_BETTER, METRIC_KEYS, METRIC_LABELS
+
+Row = dict[str, Any]
+# At most this many metric panels per row of a figure.
+PANELS_PER_ROW = 3
+VARIANT_KEYS = ("cfg_scale", "guided_channels", "guidance_interval")
+
+
+def _variant(row: Row) -> str:
+    return repr(tuple(str(row[k]) for k in VARIANT_KEYS))
+
+
+def _main_variant(rows: Sequence[Row]) -> list[Row]:
+    """Rows of the first guidance setting only (the step and compute plots compare runs, not settings)."""
+    first = _variant(rows[0])
+    return [r for r in rows if _variant(r) == first]
+
+
+def _series(rows: Sequence[Row], key: Callable[[Row], str]) -> dict[str, list[Row]]:
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return groups
+
+
+def _final(rows: Sequence[Row]) -> list[Row]:
+    last = {r["run"]: max(x["step"] for x in rows if x["run"] == r["run"]) for r in rows}
+    return [r for r in rows if r["step"] == last[r["run"]]]
+
+
+def _figure(
+    path: Path,
+    rows: Sequence[Row],
+    metrics: Sequence[str],
+    *,
+    x: str,
+    xlabel: str,
+    title: str,
+    group: Callable[[Row], str],
+    log_x: bool = False,
+    annotate: bool = False,
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot's import
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    cols = min(len(metrics), PANELS_PER_ROW)
+    nrows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), dpi=100, squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        for label, series in _series(rows, group).items():
+            points = sorted((r[x], r[metric]) for r in series if r.get(metric) is not None)
+            if not points:
+                continue
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", ms=4, lw=1.5, label=label)
+            if annotate:
+                for r in series:
+                    if r.get(metric) is not None:
+                        ax.annotate(r["run"], (r[x], r[metric]), fontsize=7, alpha=0.7)
+        values = [r[metric] for r in rows if r.get(metric) is not None]
+        if metric in LOWER_IS_BETTER and values and min(values) > 0:
+            ax.set_yscale("log")
+            # plain numbers at the decades and, over short ranges, at the steps between them
+            ax.yaxis.set_major_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+            ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(METRIC_LABELS[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    # fixed margins: tight_layout costs seconds per figure
+    fig.subplots_adjust(
+        left=0.08, right=0.98, bottom=0.12 / nrows, top=1 - 0.1 / nrows, wspace=0.3, hspace=0.35
+    )
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
+    """Draw every plot the rows support; returns the files written."""
+    metrics = [k for k in METRIC_KEYS if any(r.get(k) is not None for r in rows)]
+    if not metrics:
+        return []
+    main = _main_variant(rows)
+    by_run: Callable[[Row], str] = lambda r: r["run"]  # noqa: E731
+    written = []
+    if len({r["step"] for r in main}) > 1:
+        written.append(
+            _figure(
+                out / "curves.png",
+                main,
+                metrics,
+                x="step",
+                xlabel="training steps",
+                title=f"{study}: metric vs training steps",
+                group=by_run,
+            )
+        )
+        written.append(
+            _figure(
+                out / "vs_compute.png",
+                main,
+                metrics,
+                x="train_compute_flops",
+                xlabel="training compute (FLOPs, = 3 x forward Gflops x batch x steps)",
+                title=f"{study}: metric vs training compute",
+                group=by_run,
+                log_x=True,
+            )
+        )
+    final = _final(main)
+    if len({(r["hidden_size"], r["depth"], r["patch_size"]) for r in final}) > 1:  # sizes or patches vary
+        written.append(
+            _figure(
+                out / "vs_gflops.png",
+                final,
+                metrics,
+                x="gflops",
+                xlabel="forward Gflops per image",
+                title=f"{study}: metric vs model Gflops (last step)",
+                group=lambda r: f"patch {r['patch_size']}",
+                log_x=True,
+                annotate=True,
+            )
+        )
+    sweep = _final(rows)
+    if len({r["cfg_scale"] for r in sweep}) > 1:
+        written.append(
+            _figure(
+                out / "vs_guidance.png",
+                sweep,
+                metrics,
+                x="cfg_scale",
+                xlabel="guidance scale",
+                title=f"{study}: metric vs guidance scale (last step)",
+                group=lambda r: f"{r['run']} {r['guided_channels']} {r['guidance_interval'] or ''}".strip(),
+            )
+        )
+    return written

@@ -1,0 +1,171 @@
+"""Built-in studies: the paper's experiments, scaled to Fashion-MNIST on a CPU or to ImageNet latents on GPUs.
+
+CPU presets train on 28x28 Fashion-MNIST pixels with the demo's recipe (`ditkit.demo.recipe`), at
+sizes and steps measured to finish within an hour on 2 cores (see docs/studies/). The patch sizes
+7 and 4 give 16 and 49 tokens, as the paper's /8 and /4 do on 32x32 latents (16 and 64 tokens).
+GPU presets use the paper's recipe (`TrainConfig` defaults: AdamW 1e-4, batch 256, EMA 0.9999,
+learned sigma) on a latent cache made by `ditkit prepare`, at fewer steps than its 400K.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ditkit.errors import UserError
+from ditkit.model.blocks import BLOCK_DESIGNS
+from ditkit.model.presets import PAPER_PATCHES, PAPER_SIZES
+from ditkit.study.spec import OBJECTIVES, StudySpec, axis_names, load_spec, spec_from_dict
+
+STUDIES = ("scaling", "blocks", "guidance", "objectives")
+SCALES = ("cpu", "gpu")
+
+# CPU: the demo's recipe with fewer steps; 4 blocks at widths 64, 128, 192 with heads of 64 channels,
+# as the paper's sizes (the widest is the demo's model).
+CPU_STEPS = 4000
+CPU_WIDTHS = ([64, 1], [128, 2], [192, 3])
+CPU_PATCHES = (7, 4)
+CPU_BLOCK_WIDTH = (128, 2)
+CPU_EVAL: dict[str, Any] = {
+    "fractions": [0.25, 0.5, 1.0],
+    "num_samples": 500,
+    "sampler": "dpm++2m",
+    "sample_steps": 20,
+    "cfg_scale": [1.0],  # the paper's scaling and block results are unguided
+    "batch_size": 250,
+}
+CPU_GUIDANCE_SCALES = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
+
+# GPU: the paper's 12 models (Table 4) at 50K of its 400K steps, FID-10K with its sampler (250 DDPM steps).
+GPU_STEPS = 50_000
+GPU_EVAL: dict[str, Any] = {
+    "fractions": [0.25, 0.5, 1.0],
+    "num_samples": 10_000,
+    "sampler": "ddpm",
+    "sample_steps": 250,
+    "cfg_scale": [1.0],
+    "batch_size": 250,
+}
+GPU_GUIDANCE_SCALES = [1.0, 1.25, 1.5, 2.0, 3.0, 4.0]
+# The paper's block-design comparison (Fig. 5) is at XL/2; this preset uses B/2 to keep it affordable.
+GPU_BLOCK_MODEL = "DiT-B/2"
+
+
+def _cpu_base() -> dict[str, Any]:
+    from ditkit.demo.recipe import DEMO_RECIPE
+
+    config = DEMO_RECIPE.train_config(None, "unused", "auto", CPU_STEPS).to_dict()
+    for name in ("out", "keep_checkpoints", "data_dir", "time_budget_minutes", "device"):
+        config.pop(name)
+    config["ckpt_every"] = 0  # the study puts checkpoints at its evaluation steps
+    return config
+
+
+# The GPU presets' data until --data names the latent cache.
+DATA_REQUIRED = "<--data CACHE>"
+
+
+def _gpu_base() -> dict[str, Any]:
+    return {"model": "DiT-XL/2", "data": DATA_REQUIRED, "steps": GPU_STEPS, "ckpt_every": 0, "log_every": 100}
+
+
+def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
+    """The built-in study `name` ("scaling", "blocks", "guidance", "objectives") at `scale` ("cpu", "gpu")."""
+    if name not in STUDIES:
+        raise UserError(
+            f"unknown study {name!r}; choose one of {', '.join(STUDIES)} or give a .toml/.json spec"
+        )
+    if scale not in SCALES:
+        raise UserError(f"unknown study scale {scale!r}; choose one of {', '.join(SCALES)}")
+    cpu = scale == "cpu"
+    base = _cpu_base() if cpu else _gpu_base()
+    evals = dict(CPU_EVAL if cpu else GPU_EVAL)
+    axes: dict[str, list[Any]]
+    if name == "scaling":
+        if cpu:
+            axes = {"hidden_size,num_heads": [list(w) for w in CPU_WIDTHS], "patch_size": list(CPU_PATCHES)}
+        else:
+            axes = {"model": [f"DiT-{s}/{p}" for s in PAPER_SIZES for p in PAPER_PATCHES]}
+        what = "model size x patch size at a fixed number of steps (Table 4, Figs. 6, 8, 9)"
+    elif name == "blocks":
+        if cpu:
+            base.update(hidden_size=CPU_BLOCK_WIDTH[0], num_heads=CPU_BLOCK_WIDTH[1])
+        else:
+            base["model"] = GPU_BLOCK_MODEL
+        axes = {"block": list(BLOCK_DESIGNS)}
+        what = "the four conditioning designs at one size (Fig. 5)"
+    elif name == "guidance":
+        if cpu:
+            base.update(hidden_size=CPU_BLOCK_WIDTH[0], num_heads=CPU_BLOCK_WIDTH[1])
+        axes = {"block": ["adaln-zero"]}
+        evals.update(fractions=[1.0], cfg_scale=CPU_GUIDANCE_SCALES if cpu else GPU_GUIDANCE_SCALES)
+        what = "one model sampled at a sweep of guidance scales"
+    else:
+        _require_objective()
+        if cpu:
+            base.update(hidden_size=CPU_BLOCK_WIDTH[0], num_heads=CPU_BLOCK_WIDTH[1])
+        axes = {"objective": list(OBJECTIVES)}
+        # each objective's own sampler at the same number of model evaluations (Heun: 2 per step)
+        evals.update(sampler={"diffusion": evals["sampler"], "flow": "heun"})
+        evals.update(sample_steps={"diffusion": evals["sample_steps"], "flow": evals["sample_steps"] // 2})
+        what = "diffusion (DDPM) vs flow matching on the same backbone"
+    data = "Fashion-MNIST 28x28 pixels (CPU preset)" if cpu else "ImageNet-256 latents (GPU preset)"
+    return spec_from_dict(
+        {"name": name, "description": f"{what}; {data}.", "base": base, "axes": axes, "eval": evals},
+        f"built-in study {name!r}",
+    )
+
+
+def _require_objective() -> None:
+    from ditkit.training.config import TrainConfig
+
+    if "objective" not in {f.name for f in dataclasses.fields(TrainConfig)}:
+        raise UserError(
+            "the objectives study needs the trainer's `objective` option (flow matching, issue 12), "
+            "which this ditkit does not have yet; update ditkit"
+        )
+
+
+def load_study(
+    study: str,
+    *,
+    scale: str = "cpu",
+    data: str | None = None,
+    data_dir: str | None = None,
+    steps: int | None = None,
+    samples: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> StudySpec:
+    """A built-in study or a spec file, with the command line's changes applied and every run checked.
+
+    Args:
+        study: a built-in name (STUDIES) or the path of a .toml / .json spec.
+        scale: "cpu" or "gpu" presets (built-in studies only).
+        data: the training data of every run, as `ditkit train --data` takes it (the GPU presets need a
+            latent cache); data_dir: the Fashion-MNIST IDX folder.
+        steps: training steps of every run; samples: images per evaluation.
+        overrides: base fields to change (TrainConfig or model fields).
+    """
+    is_file = study.endswith((".toml", ".json")) or Path(study).is_file()
+    spec = load_spec(study) if is_file else builtin_study(study, scale)
+    base = dict(spec.base)
+    for key, value in (overrides or {}).items():
+        if key not in axis_names():
+            raise UserError(f"--set {key}: not a TrainConfig or model field; see `ditkit train --help`")
+        base[key] = value
+    if steps is not None:
+        base["steps"] = steps
+    if data is not None:
+        base["data"] = data
+    if data_dir is not None:
+        base["data_dir"] = data_dir
+    if base.get("data") == DATA_REQUIRED:
+        raise UserError(
+            f"the {scale} preset of {spec.name!r} needs --data CACHE (a latent cache from `ditkit prepare`)"
+        )
+    evals = spec.eval if samples is None else dataclasses.replace(spec.eval, num_samples=samples)
+    evals.check()
+    spec = dataclasses.replace(spec, base=base, eval=evals)
+    spec.runs()  # every run's options are checked before anything starts
+    return spec

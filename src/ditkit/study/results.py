@@ -1,0 +1,197 @@
+"""A study's results: a row per run, evaluation step and guidance setting (results.json), tables
+(results.md) and the paper's plots.
+
+Training compute follows the paper (Sec. 5, "Training compute"): forward Gflops x batch size x
+training steps x 3, the 3 counting the backward pass as twice the forward. Gflops are the paper's:
+multiply-accumulates of one forward pass of one image (`ditkit.model.flops`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ditkit.atomic import atomic_write_text
+from ditkit.study.evaluate import METRIC_KEYS, METRIC_LABELS
+from ditkit.study.spec import RunPlan, StudySpec
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+# Forward + backward ~ 3 forward passes (the paper's factor for training compute).
+TRAIN_COMPUTE_FACTOR = 3
+# The identity columns of a row, in table order (the metrics follow).
+ROW_KEYS = ("run", "model", "block", "patch_size", "hidden_size", "depth", "params", "gflops", "step")
+
+
+def collect_rows(plans: Sequence[RunPlan]) -> list[dict[str, Any]]:
+    """Rows of every finished evaluation of every run (runs not trained yet give none)."""
+    from ditkit.study.runner import RUN_INFO_FILE
+
+    rows = []
+    for plan in plans:
+        run_dir = Path(plan.config.out)
+        info_path = run_dir / RUN_INFO_FILE
+        if not info_path.is_file():
+            continue
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        evals = [json.loads(p.read_text(encoding="utf-8")) for p in run_dir.glob("eval_*.json")]
+        for record in sorted(evals, key=lambda r: (r["step"], r["tag"])):
+            row: dict[str, Any] = {
+                "run": plan.name,
+                **plan.values,
+                **{k: info[k] for k in ROW_KEYS[1:-1] if k in info},
+                "num_heads": info["num_heads"],
+                "tokens": info["tokens"],
+                "global_batch": info["global_batch"],
+                "step": record["step"],
+                "train_compute_flops": train_compute(info["gflops"], info["global_batch"], record["step"]),
+                "cfg_scale": record["cfg_scale"],
+                "guided_channels": record["guided_channels"],
+                "guidance_interval": record["guidance_interval"],
+                "samples": f"runs/{plan.name}/{record['samples']}",
+                **record["metrics"],
+            }
+            rows.append(row)
+    return rows
+
+
+def train_compute(gflops: float, batch: int, steps: int) -> float:
+    """Training compute in FLOPs as the paper counts it: Gflops x 1e9 x batch x steps x 3."""
+    return gflops * 1e9 * batch * steps * TRAIN_COMPUTE_FACTOR
+
+
+def write_results(
+    spec: StudySpec, plans: Sequence[RunPlan], out: str | os.PathLike[str], plots: bool = True
+) -> list[dict[str, Any]]:
+    """Write results.json, results.md and (if `plots`) the plots from what is finished so far; returns the rows."""
+    from ditkit.study.plots import write_plots
+
+    out = Path(out)
+    rows = collect_rows(plans)
+    document = {
+        "study": spec.name,
+        "description": spec.description,
+        "train_compute": "forward Gflops (multiply-accumulates) x 1e9 x global batch x step x 3 (the paper's)",
+        "eval": spec.to_dict()["eval"],
+        "runs": [p.name for p in plans],
+        "rows": rows,
+    }
+    atomic_write_text(out / RESULTS_JSON, json.dumps(document, indent=2) + "\n")
+    drawn = write_plots(rows, out, spec.name) if rows and plots else []
+    atomic_write_text(out / RESULTS_MD, markdown(spec, plans, rows, drawn))
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value / 1e6:.2f}M"
+    return "-" if value is None else str(value)
+
+
+# Table headers of the non-metric columns that need one.
+COLUMN_LABELS = {
+    "model": "preset",
+    "patch_size": "patch",
+    "hidden_size": "width",
+    "params": "params",
+    "train_compute_flops": "training compute (FLOPs)",
+    "cfg_scale": "guidance",
+}
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A Markdown table of `columns` (metric keys shown by their labels)."""
+    head = [METRIC_LABELS.get(c, COLUMN_LABELS.get(c, c)) for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _sampler_text(spec: StudySpec) -> str:
+    e = spec.eval
+    if isinstance(e.sampler, str) and isinstance(e.sample_steps, int):
+        return f"sampler {e.sampler} with {e.sample_steps} steps"
+    objectives = e.sampler if isinstance(e.sampler, dict) else e.sample_steps
+    parts = []
+    for objective in objectives:  # type: ignore[union-attr]
+        sampler, steps = e.sampler_for(objective)
+        parts.append(f"{sampler} with {steps} steps for {objective} models")
+    return "sampler " + "; ".join(parts)
+
+
+def markdown(
+    spec: StudySpec, plans: Sequence[RunPlan], rows: Sequence[dict[str, Any]], plots: Sequence[Path]
+) -> str:
+    metrics = [k for k in METRIC_KEYS if any(k in r for r in rows)]
+    sweeps = [
+        k for k in ("cfg_scale", "guided_channels", "guidance_interval") if len({str(r[k]) for r in rows}) > 1
+    ]
+    e = spec.eval
+    done = {r["run"] for r in rows}
+    lines = [
+        f"# Study `{spec.name}`",
+        "",
+        spec.description,
+        "",
+        f"{len(plans)} runs ({len(done)} evaluated so far); axes: "
+        + ", ".join(f"{k} = {v}" for k, v in spec.axes.items())
+        + ".",
+        f"Every run is evaluated at {', '.join(f'{f:.0%}' for f in e.fractions)} of its steps with the same "
+        f"{e.num_samples} samples (image i: label i mod classes, seed {e.seed} + i), {_sampler_text(spec)}.",
+        "Training compute = forward Gflops x global batch x steps x 3 (the paper's count; Gflops are "
+        "multiply-accumulates of one forward pass).",
+        "",
+    ]
+    if rows:
+        last = max(r["step"] for r in rows)
+        final = [r for r in rows if r["step"] == max(x["step"] for x in rows if x["run"] == r["run"])]
+        lines += [f"## Final evaluation of each run (up to step {last})", ""]
+        lines += [table(final, [*ROW_KEYS, "train_compute_flops", *sweeps, *metrics]), ""]
+        lines += [
+            "## Every evaluation",
+            "",
+            table(rows, ["run", "step", "train_compute_flops", *sweeps, *metrics]),
+            "",
+        ]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def plan_table(spec: StudySpec) -> str:
+    """The runs of a study with their parameters, Gflops and training compute (reads the data's shape)."""
+    import torch
+
+    from ditkit.model.dit import DiT
+    from ditkit.model.flops import count_gflops, count_params
+    from ditkit.study.runner import model_configs
+
+    rows = []
+    plans = spec.runs()
+    for plan, dit_config in zip(plans, model_configs(plans), strict=True):
+        cfg = plan.config
+        with torch.device("meta"):
+            model = DiT(dit_config)
+        gflops, steps = count_gflops(model), int(cfg.steps or 0)
+        rows.append(
+            {
+                "run": plan.name,
+                "model": cfg.model,
+                "block": model.config.block,
+                "patch_size": model.config.patch_size,
+                "hidden_size": model.config.hidden_size,
+                "depth": model.config.depth,
+                "params": count_params(model),
+                "gflops": gflops,
+                "steps": steps,
+                "eval_steps": ", ".join(map(str, spec.eval_steps(steps))),
+                "train_compute_flops": train_compute(gflops, cfg.global_batch, steps),
+            }
+        )
+    head = f"study {spec.name}: {spec.description}\n\n"
+    return head + table(rows, list(rows[0]))

@@ -1,0 +1,373 @@
+"""A study: a base training config, the axes to vary, and how every run is evaluated.
+
+A spec file (TOML or JSON) has four tables; only `axes` is required:
+
+    name = "widths"
+    [base]                      # TrainConfig fields (model fields such as depth go to model_overrides)
+    model = "DiT-XS/4"
+    steps = 2000
+    [axes]                      # each a list; the runs are the product of the axes
+    hidden_size = [64, 128]
+    "patch_size" = [4, 7]
+    "depth,num_heads" = [[2, 2], [4, 4]]    # a comma-joined key varies several fields together
+    [eval]                      # EvalSettings fields
+    fractions = [0.5, 1.0]
+    cfg_scale = [1.0, 4.0]      # a list of guidance settings is swept at every evaluation
+
+Axis and base names are TrainConfig fields (`ditkit train --help`), so options added to the trainer
+work here at once, or the DiT fields in MODEL_FIELDS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+from ditkit.errors import UserError
+from ditkit.training.config import TrainConfig
+
+# DiT fields a study may set; they go into TrainConfig.model_overrides. The others come from the data
+# (input_size, in_channels, num_classes) or have a TrainConfig twin (learn_sigma, class_dropout, ...).
+MODEL_FIELDS = ("patch_size", "hidden_size", "depth", "num_heads", "mlp_ratio", "block")
+# Set by the study for every run, never by a spec.
+RESERVED_FIELDS = ("out", "keep_checkpoints")
+# Short names of axis values in run names ("w128-p4"); axes listed in VALUE_ONLY show their value alone.
+ABBREVIATIONS = {"hidden_size": "w", "patch_size": "p", "depth": "d", "num_heads": "h", "global_batch": "b"}
+VALUE_ONLY = ("model", "block", "objective", "noise_schedule", "data")
+SPEC_KEYS = ("name", "description", "base", "axes", "eval")
+GUIDED_CHANNELS = ("all", "first3")
+# Training objectives (TrainConfig.objective, where ditkit has flow matching).
+OBJECTIVES = ("diffusion", "flow")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How every run is evaluated: the same sampler, seeds and sample count for all of them.
+
+    Attributes:
+        fractions: evaluate at these fractions of the training steps (each in (0, 1]).
+        num_samples: images per evaluation; image i has label i % num_classes and seed `seed + i`.
+        sampler, sample_steps: the sampler of `ditkit.samplers` and its steps; or a table keyed by the
+            training objective ({"diffusion": "dpm++2m", "flow": "heun"}), for studies that mix them.
+        cfg_scale: guidance scales; several are swept (each evaluation draws every one).
+        guided_channels: "all" or "first3"; several are swept.
+        guidance_interval: None or [t_lo, t_hi] in model timesteps; several are swept.
+        seed: seed of image 0.
+        batch_size: images per sampling batch.
+        precision: sampling precision ("auto": bf16 on CUDA, exact fp32 on the CPU).
+    """
+
+    fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
+    num_samples: int = 500
+    sampler: str | dict[str, str] = "dpm++2m"
+    sample_steps: int | dict[str, int] = 20
+    cfg_scale: tuple[float, ...] = (1.0,)
+    guided_channels: tuple[str, ...] = ("all",)
+    guidance_interval: tuple[tuple[float, float] | None, ...] = (None,)
+    seed: int = 0
+    batch_size: int = 250
+    precision: str = "auto"
+
+    def check(self) -> None:
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise UserError(f"eval fractions must lie in (0, 1], got {list(self.fractions)}")
+        steps = self.sample_steps.values() if isinstance(self.sample_steps, dict) else [self.sample_steps]
+        if self.num_samples < 2 or min(steps, default=0) < 1 or self.batch_size < 1:
+            raise UserError("eval num_samples must be >= 2, sample_steps and batch_size >= 1")
+        known = known_samplers()
+        for name in self.sampler.values() if isinstance(self.sampler, dict) else [self.sampler]:
+            if name not in known:
+                raise UserError(f"unknown eval sampler {name!r}; choose one of {', '.join(known)}")
+        for table in (self.sampler, self.sample_steps):
+            if isinstance(table, dict) and not set(table) <= set(OBJECTIVES):
+                raise UserError(
+                    f"eval sampler tables are keyed by objective ({', '.join(OBJECTIVES)}), got {list(table)}"
+                )
+        if not self.cfg_scale or any(not s >= 1.0 for s in self.cfg_scale):
+            raise UserError(f"eval cfg_scale values must be >= 1, got {list(self.cfg_scale)}")
+        bad = [c for c in self.guided_channels if c not in GUIDED_CHANNELS]
+        if bad or not self.guided_channels:
+            raise UserError(f"eval guided_channels must be among {', '.join(GUIDED_CHANNELS)}, got {bad}")
+        for interval in self.guidance_interval:
+            if interval is not None and not (len(interval) == 2 and 0 <= interval[0] < interval[1]):
+                raise UserError(
+                    f"eval guidance_interval must be [t_lo, t_hi] with t_lo < t_hi, got {interval}"
+                )
+
+    def sampler_for(self, objective: str) -> tuple[str, int]:
+        """The sampler and its steps for a model trained with `objective`."""
+        sampler = self.sampler if isinstance(self.sampler, str) else self.sampler.get(objective)
+        steps = self.sample_steps if isinstance(self.sample_steps, int) else self.sample_steps.get(objective)
+        if sampler is None or steps is None:
+            raise UserError(f"the eval sampler table names no sampler or steps for {objective} models")
+        return sampler, steps
+
+    def variants(self) -> list[dict[str, Any]]:
+        """Every guidance setting to draw at each evaluation step: (cfg_scale, channels, interval)."""
+        return [
+            {"cfg_scale": s, "guided_channels": c, "guidance_interval": i}
+            for s, c, i in itertools.product(self.cfg_scale, self.guided_channels, self.guidance_interval)
+        ]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str) -> EvalSettings:
+        d = dict(d)
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise UserError(f"{source}: unknown eval setting {unknown[0]!r}; known: {', '.join(known)}")
+        for name in ("fractions", "cfg_scale", "guided_channels"):
+            if name in d:
+                d[name] = tuple(_as_list(d[name]))
+        if "guidance_interval" in d:
+            d["guidance_interval"] = _intervals(d["guidance_interval"], source)
+        try:
+            settings = cls(**d)
+        except TypeError as err:
+            raise UserError(f"{source}: bad eval settings ({err})") from None
+        settings.check()
+        return settings
+
+
+def known_samplers() -> tuple[str, ...]:
+    """Every sampler name: the diffusion samplers and, where ditkit has flow matching, the flow ones."""
+    from ditkit import choices
+    from ditkit.samplers.api import SAMPLERS
+
+    return tuple(dict.fromkeys([*SAMPLERS, *getattr(choices, "FLOW_SAMPLERS", ())]))
+
+
+def _intervals(value: Any, source: str) -> tuple[tuple[float, float] | None, ...]:
+    """None, one [t_lo, t_hi], or a list of those (a sweep)."""
+    single = value is None or (
+        isinstance(value, list | tuple) and value and not isinstance(value[0], list | tuple | None)
+    )
+    entries = [value] if single else value
+    if not isinstance(entries, list | tuple):
+        raise UserError(f"{source}: eval guidance_interval must be [t_lo, t_hi], a list of them, or none")
+    out: list[tuple[float, float] | None] = []
+    for entry in entries:
+        if entry is None:
+            out.append(None)
+        elif isinstance(entry, list | tuple) and len(entry) == 2:
+            out.append((float(entry[0]), float(entry[1])))
+        else:
+            raise UserError(f"{source}: eval guidance_interval must be [t_lo, t_hi] pairs, got {entry!r}")
+    return tuple(out)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+@dataclass
+class RunPlan:
+    """One training run of a study: its name, the axis values that define it, and its config."""
+
+    name: str
+    values: dict[str, Any]
+    config: TrainConfig
+
+
+@dataclass
+class StudySpec:
+    """A study: a base TrainConfig (as a dict), axes to vary and the evaluation settings.
+
+    Attributes:
+        name: the study's name (used in titles).
+        base: TrainConfig fields shared by every run; DiT fields in MODEL_FIELDS go to model_overrides.
+        axes: axis key -> values; a key "a,b" takes [a, b] pairs (fields varied together).
+        eval: the evaluation settings.
+        description: one line for the results page.
+    """
+
+    name: str
+    base: dict[str, Any]
+    axes: dict[str, list[Any]]
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(
+            {
+                "name": self.name,
+                "description": self.description,
+                "base": self.base,
+                "axes": self.axes,
+                "eval": dataclasses.asdict(self.eval),
+            }
+        )
+
+    def with_base(self, **changes: Any) -> StudySpec:
+        """A copy whose base has these fields changed (None values are ignored)."""
+        base = {**self.base, **{k: v for k, v in changes.items() if v is not None}}
+        return dataclasses.replace(self, base=base)
+
+    def runs(self) -> list[RunPlan]:
+        """The product of the axes, one RunPlan each, in axis order; checks every config."""
+        keys = list(self.axes)
+        plans, names = [], set()
+        for combo in itertools.product(*(self.axes[k] for k in keys)):
+            values: dict[str, Any] = {}
+            for key, value in zip(keys, combo, strict=True):
+                values.update(_split_axis(key, value))
+            name = "-".join(_slug(k, v) for k, v in values.items()) or "base"
+            if name in names:
+                raise UserError(f"two runs of study {self.name!r} would both be called {name!r}")
+            names.add(name)
+            plans.append(RunPlan(name, values, self._config(name, values)))
+        return plans
+
+    def _config(self, name: str, values: dict[str, Any]) -> TrainConfig:
+        merged = _route({**self.base})
+        routed = _route(values)
+        merged["model_overrides"] = {**merged.get("model_overrides", {}), **routed.pop("model_overrides", {})}
+        merged.update(routed)
+        if merged.get("epochs") is not None or not merged.get("steps"):
+            raise UserError(f"study {self.name!r}: give the base a number of `steps` (not epochs)")
+        try:
+            config = TrainConfig.from_dict(merged)
+        except UserError as err:
+            raise UserError(f"study {self.name!r}, run {name}: {err}") from None
+        except (TypeError, ValueError) as err:
+            raise UserError(f"study {self.name!r}, run {name}: bad value ({err})") from None
+        _check_model(config, name)
+        return config
+
+    def eval_steps(self, total: int) -> list[int]:
+        """The training steps evaluated for a run of `total` steps."""
+        return sorted({max(1, round(f * total)) for f in self.eval.fractions})
+
+    def checkpoint_every(self, total: int) -> int:
+        """A checkpoint period that lands on every evaluation step (their gcd)."""
+        return reduce(math.gcd, self.eval_steps(total))
+
+
+def _route(values: dict[str, Any]) -> dict[str, Any]:
+    """Move DiT fields into model_overrides; other keys stay TrainConfig fields."""
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in train_fields:
+            out[key] = value
+        else:
+            out.setdefault("model_overrides", {})[key] = value
+    return out
+
+
+def _check_model(config: TrainConfig, name: str) -> None:
+    """Build the DiT config to catch bad values (the input size, which needs the data, is checked by the runner)."""
+    from ditkit.model.presets import get_config
+
+    try:
+        patch = config.model_overrides.get("patch_size") or get_config(config.model).patch_size
+        get_config(config.model, **{"input_size": patch, **config.model_overrides})
+    except UserError as err:
+        raise UserError(f"run {name}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise UserError(f"run {name}: invalid model options ({err})") from None
+
+
+def _split_axis(key: str, value: Any) -> dict[str, Any]:
+    parts = key.split(",")
+    if len(parts) == 1:
+        return {key: value}
+    if not isinstance(value, list | tuple) or len(value) != len(parts):
+        raise UserError(f"axis {key!r} takes lists of {len(parts)} values, got {value!r}")
+    return dict(zip(parts, value, strict=True))
+
+
+def _slug(key: str, value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if key == "model":
+        text = text.removeprefix("DiT-")
+    label = text if key in VALUE_ONLY else f"{ABBREVIATIONS.get(key, key)}{text}"
+    return re.sub(r"[^A-Za-z0-9._=+]+", "-", label).strip("-")
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def check_axes(axes: Any, source: str) -> dict[str, list[Any]]:
+    """Validate the axes table: known field names, non-empty lists of values."""
+    if not isinstance(axes, dict) or not axes:
+        raise UserError(f"{source}: needs an [axes] table with at least one axis (field = [values])")
+    allowed = axis_names()
+    out = {}
+    for key, values in axes.items():
+        for part in key.split(","):
+            if part.strip() not in allowed:
+                raise UserError(
+                    f"{source}: unknown axis {part.strip()!r}; axes are TrainConfig fields "
+                    f"(see `ditkit train --help`) or model fields ({', '.join(MODEL_FIELDS)})"
+                )
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{source}: axis {key!r} needs a non-empty list of values")
+        out[",".join(p.strip() for p in key.split(","))] = values
+    return out
+
+
+def axis_names() -> set[str]:
+    """Names an axis (or a base field) may have."""
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - set(RESERVED_FIELDS)
+    return train_fields | set(MODEL_FIELDS)
+
+
+def spec_from_dict(data: Any, source: str) -> StudySpec:
+    """Validate a parsed spec file (or a built-in's dict) and build the StudySpec."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a study spec is a table with {', '.join(SPEC_KEYS)}")
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise UserError(f"{source}: unknown key {unknown[0]!r}; a spec has {', '.join(SPEC_KEYS)}")
+    base = data.get("base", {})
+    if not isinstance(base, dict):
+        raise UserError(f"{source}: [base] must be a table of TrainConfig fields")
+    bad = sorted(set(base) - axis_names() - {"model_overrides"})
+    if bad:
+        raise UserError(
+            f"{source}: unknown base field {bad[0]!r}; use TrainConfig fields (see `ditkit train --help`) "
+            f"or model fields ({', '.join(MODEL_FIELDS)})"
+        )
+    name = str(data.get("name") or Path(source).stem)
+    spec = StudySpec(
+        name=name,
+        base=dict(base),
+        axes=check_axes(data.get("axes"), source),
+        eval=EvalSettings.from_dict(data.get("eval", {}), source),
+        description=str(data.get("description", "")),
+    )
+    return spec
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read a TOML (`.toml`) or JSON (`.json`) spec file; any problem is one UserError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such study spec: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:
+            raise UserError("TOML specs need Python 3.11 or newer; write the spec as JSON") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise UserError(f"{path} is not valid TOML: {err}") from None
+    elif path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise UserError(f"{path} is not valid JSON: {err}") from None
+    else:
+        raise UserError(f"{path}: a study spec is a .toml or .json file")
+    return spec_from_dict(data, str(path))

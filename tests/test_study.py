@@ -1,0 +1,273 @@
+"""`ditkit study` on a tiny grid: files, rows, plots, resume after a failure, and spec validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import write_fake_fmnist
+from safetensors.torch import load_file
+
+from ditkit.cli.main import main
+from ditkit.errors import UserError
+from ditkit.study import StudyOptions, builtin_study, load_spec, load_study, run_study, spec_from_dict
+from ditkit.study import evaluate as study_evaluate
+from ditkit.study.results import train_compute
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+RUNS = ("w16-h1", "w32-h2")
+
+
+def tiny_spec_dict(data_dir: Path) -> dict:
+    """2 runs (two widths) x 2 evaluations of 20 samples, 28x28 fake Fashion-MNIST, 4 steps of 8."""
+    return {
+        "name": "tiny",
+        "base": {
+            "model": "DiT-T/2",
+            "data_dir": str(data_dir),
+            "image_size": 28,
+            "first_stage": "identity",
+            "patch_size": 14,
+            "depth": 1,
+            "global_batch": 8,
+            "steps": 4,
+            "lr": 1e-3,
+            "ema_decay": 0.9,
+            "learn_sigma": False,
+            "log_every": 1,
+            "device": "cpu",
+        },
+        "axes": {"hidden_size,num_heads": [[16, 1], [32, 2]]},
+        "eval": {"fractions": [0.5, 1.0], "num_samples": 20, "sampler": "ddim", "sample_steps": 2},
+    }
+
+
+@pytest.fixture(scope="module")
+def fmnist(tmp_path_factory) -> Path:
+    return write_fake_fmnist(tmp_path_factory.mktemp("data") / "fmnist")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, fmnist) -> Path:
+    """A tiny study run once, without interruption."""
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    run_study(spec_from_dict(tiny_spec_dict(fmnist), "test"), StudyOptions(str(out), progress=False))
+    return out
+
+
+def test_tiny_study_writes_samples_rows_tables_and_plots(finished):
+    doc = json.loads((finished / "results.json").read_text())
+    rows = doc["rows"]
+    assert [(r["run"], r["step"]) for r in rows] == [(n, s) for n in RUNS for s in (2, 4)]
+    for row in rows:
+        assert row["hidden_size"] in (16, 32) and row["patch_size"] == 14 and row["block"] == "adaln-zero"
+        assert row["params"] > 0 and row["gflops"] > 0
+        assert row["train_compute_flops"] == pytest.approx(3 * row["gflops"] * 1e9 * 8 * row["step"])
+        assert np.isfinite(row["fmnist_frechet"]) and 0 <= row["fmnist_agreement"] <= 1
+        with np.load(finished / row["samples"]) as npz:
+            assert npz["arr_0"].dtype == np.uint8 and npz["arr_0"].shape == (20, 28, 28)
+            assert npz["labels"].tolist() == [i % 10 for i in range(20)]
+    wide, narrow = rows[2], rows[0]
+    assert wide["gflops"] > narrow["gflops"] and wide["params"] > narrow["params"]
+    assert train_compute(1.0, 8, 4) == 3 * 1e9 * 8 * 4
+    md = (finished / "results.md").read_text()
+    assert "| run |" in md and "w32-h2" in md and "![curves](curves.png)" in md
+    for plot in ("curves.png", "vs_compute.png", "vs_gflops.png"):
+        assert (finished / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run = finished / "runs" / RUNS[0]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "0000002",
+        "0000004",
+    ]
+
+
+def test_study_samples_are_the_pipelines_with_per_sample_seeds(finished):
+    from ditkit.sampling.pipeline import DiTPipeline
+
+    pipe = DiTPipeline.from_pretrained(finished / "runs" / RUNS[1] / "checkpoints" / "0000002", device="cpu")
+    # images 5..7 drawn alone with seeds 5..7 are images 5..7 of the study's batch
+    alone = pipe([5, 6, 7], guidance_scale=1.0, num_steps=2, sampler="ddim", seeds=[5, 6, 7], progress=False)
+    with np.load(finished / "runs" / RUNS[1] / "samples_2.npz") as npz:
+        np.testing.assert_array_equal(npz["arr_0"][5:8], alone[..., 0])
+
+
+def test_killed_study_resumes_without_redoing_work(tmp_path, fmnist, finished, monkeypatch):
+    """A failure mid-training of the second run, then a rerun: same results, nothing done twice."""
+    from ditkit.training import trainer as trainer_module
+
+    out = tmp_path / "tiny"
+    spec = spec_from_dict(tiny_spec_dict(fmnist), "test")
+    original_step = trainer_module.Trainer._optimizer_step
+    draws: list[int] = []
+
+    def failing_step(self):
+        if self.config.out.endswith(RUNS[1]) and self.step == 3:  # after the checkpoint at step 2
+            raise RuntimeError("injected failure")
+        return original_step(self)
+
+    original_draw = study_evaluate.Evaluator._draw
+    monkeypatch.setattr(study_evaluate.Evaluator, "_draw", lambda *a: draws.append(1) or original_draw(*a))
+    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", failing_step)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_study(spec, StudyOptions(str(out), progress=False))
+    assert len(draws) == 2  # the first run's two evaluations
+    assert [r["run"] for r in json.loads((out / "results.json").read_text())["rows"]] == [RUNS[0]] * 2
+
+    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", original_step)
+    starts: list[int] = []
+    original_run = trainer_module.Trainer.run
+
+    def counting_run(self, resume=None, **kw):
+        result = original_run(self, resume, **kw)
+        starts.append(result.step)
+        return result
+
+    monkeypatch.setattr(trainer_module.Trainer, "run", counting_run)
+    run_study(spec, StudyOptions(str(out), progress=False))
+    assert starts == [4] and len(draws) == 4  # only the second run trained (from step 2) and evaluated
+    log = [
+        json.loads(line)["step"]
+        for line in (out / "runs" / RUNS[1] / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert log == [1, 2, 3, 4]
+
+    # exactly the weights, samples and metrics of the uninterrupted study
+    for name in RUNS:
+        for step in ("0000002", "0000004"):
+            a = load_file(finished / "runs" / name / "checkpoints" / step / "ema.safetensors")
+            b = load_file(out / "runs" / name / "checkpoints" / step / "ema.safetensors")
+            assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def rows(folder):
+        return json.loads((folder / "results.json").read_text())["rows"]
+
+    assert rows(out) == rows(finished)
+
+    # a rerun of a finished study does nothing but rewrite the results
+    run_study(spec, StudyOptions(str(out), progress=False))
+    assert starts == [4] and len(draws) == 4
+
+
+def test_a_folder_holds_one_study(tmp_path, fmnist):
+    out = tmp_path / "s"
+    spec = spec_from_dict(tiny_spec_dict(fmnist), "test")
+    from ditkit.study.runner import claim_folder
+
+    claim_folder(spec, StudyOptions(str(out)))
+    claim_folder(spec.with_base(device="cpu", log_every=5), StudyOptions(str(out)))  # where/how may change
+    with pytest.raises(UserError, match="other settings .*base"):
+        claim_folder(spec.with_base(lr=5e-4), StudyOptions(str(out)))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a ditkit study"):
+        claim_folder(spec, StudyOptions(str(tmp_path / "other")))
+
+
+def test_guidance_variants_get_their_own_files(tmp_path, fmnist):
+    d = tiny_spec_dict(fmnist)
+    d["axes"] = {"hidden_size,num_heads": [[16, 1]]}
+    d["eval"].update(fractions=[1.0], cfg_scale=[1.0, 3.0], num_samples=10)
+    out = tmp_path / "g"
+    rows = run_study(spec_from_dict(d, "test"), StudyOptions(str(out), progress=False))
+    assert [r["cfg_scale"] for r in rows] == [1.0, 3.0]
+    assert (out / "runs" / "w16-h1" / "samples_4_cfg3.npz").is_file()
+    assert (out / "vs_guidance.png").is_file()
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[axes]\nwidth = [64, 128]\n[base]\nsteps = 10\n", "unknown axis 'width'"),
+        ('[axes]\nblock = ["adaln", "film"]\n[base]\nsteps = 10\n', "unknown block design 'film'"),
+        ("[axes]\nblock = []\n[base]\nsteps = 10\n", "needs a non-empty list"),
+        ('[axes]\nblock = ["adaln"]\n[base]\nsteps = 10\nbatch = 4\n', "unknown base field 'batch'"),
+        (
+            '[axes]\nblock = ["adaln"]\n[base]\nsteps = 10\n[eval]\nsamples = 4\n',
+            "unknown eval setting 'samples'",
+        ),
+        (
+            '[axes]\nblock = ["adaln"]\n[base]\nsteps = 10\n[eval]\nsampler = "euler9"\n',
+            "unknown eval sampler",
+        ),
+        ('[axes]\n"depth,num_heads" = [[2, 2, 2]]\n[base]\nsteps = 10\n', "takes lists of 2 values"),
+        ("[axes]\nlr = [1e-3, -1.0]\n[base]\nsteps = 10\n", "lr > 0"),
+        ('[axes]\nblock = ["adaln"]\n', "number of `steps`"),
+        ("[axes\nblock = 1", "not valid TOML"),
+        ('colour = "red"\n[axes]\nblock = ["adaln"]\n', "unknown key 'colour'"),
+    ],
+)
+def test_spec_validation_gives_one_clear_line(tmp_path, text, message):
+    spec = _write(tmp_path / "s.toml", text)
+    with pytest.raises(UserError, match=message) as err:
+        load_study(str(spec))
+    assert "\n" not in str(err.value)
+
+
+def test_json_spec_and_the_command_line(tmp_path, fmnist, capsys):
+    d = tiny_spec_dict(fmnist)
+    path = _write(tmp_path / "tiny.json", json.dumps(d))
+    assert load_spec(path).axes == d["axes"]
+    assert main(["study", str(path), "--plan", "--set", "depth=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "w16-h1" in printed and "w32-h2" in printed and "| gflops |" in printed
+    assert main(["study", str(tmp_path / "absent.toml"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["study", "sizes", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert "no such study spec" in err and "unknown study 'sizes'" in err
+
+
+def test_builtin_cpu_presets_plan(fmnist):
+    scaling = load_study("scaling", data_dir=str(fmnist), steps=8)
+    runs = scaling.runs()
+    assert len(runs) == 6 and {r.config.model_overrides["patch_size"] for r in runs} == {4, 7}
+    assert {r.config.steps for r in runs} == {8} and runs[0].config.data_dir == str(fmnist)
+    blocks = builtin_study("blocks")
+    assert [r.values["block"] for r in blocks.runs()] == [
+        "adaln-zero",
+        "adaln",
+        "cross-attention",
+        "in-context",
+    ]
+    assert builtin_study("guidance").eval.cfg_scale[0] == 1.0
+    assert len(builtin_study("scaling", "gpu").runs()) == 12
+    with pytest.raises(UserError, match="needs --data CACHE"):
+        load_study("blocks", scale="gpu")
+
+
+def test_objectives_study_waits_for_the_objective_option():
+    import dataclasses
+
+    from ditkit.training.config import TrainConfig
+
+    if "objective" in {f.name for f in dataclasses.fields(TrainConfig)}:
+        spec = builtin_study("objectives")
+        assert [r.values["objective"] for r in spec.runs()] == ["diffusion", "flow"]
+    else:
+        with pytest.raises(UserError, match="needs the trainer's `objective` option"):
+            builtin_study("objectives")
+
+
+def test_the_documented_example_spec_loads():
+    spec = load_spec(Path(__file__).parents[1] / "docs" / "studies" / "example.toml")
+    assert [r.name for r in spec.runs()] == ["d2", "d4", "d6"]
+    assert spec.eval.cfg_scale == (1.0, 4.0) and spec.eval_steps(2000) == [1000, 2000]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_workers_share_the_runs_and_give_the_same_results(tmp_path, fmnist, finished):
+    """Two worker processes (one per GPU on a GPU machine; here on the CPU) run one run each."""
+    out = tmp_path / "parallel"
+    spec = spec_from_dict(tiny_spec_dict(fmnist), "test")
+    rows = run_study(spec, StudyOptions(str(out), device="cpu", jobs=2, progress=False))
+    assert rows == json.loads((finished / "results.json").read_text())["rows"]
+    assert (out / "vs_gflops.png").is_file()
