@@ -204,7 +204,7 @@ def run_worker(out: str, index: int, jobs: int) -> None:
 
 
 def _evaluator(spec: StudySpec, options: StudyOptions, config: Any) -> Evaluator:
-    from ditkit.training.distributed import pick_device
+    from ditkit.distributed import pick_device
 
     fashion = options.fashion_mnist
     if fashion is None:
