@@ -14,7 +14,7 @@ from PIL import Image
 
 from ditkit.checkpoints import load_model
 from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from ditkit.demo.recipe import FLOW_DEMO_RECIPE, DemoRecipe
+from ditkit.demo.recipe import DEMO_RECIPE, DIFFUSION_DEMO_RECIPE, DemoRecipe
 from ditkit.demo.report import training_outcome, verdict
 from ditkit.demo.run import run_demo
 from ditkit.demo.scores import FLOOR_SEED, score_demo
@@ -52,7 +52,9 @@ def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier):
     assert report["recipe"]["objective"] == "flow" and report["recipe"]["sampler"] == "heun"
     saved = json.loads((tmp_path / "demo" / "train_config.json").read_text())
     assert saved["objective"] == "flow" and saved["time_sampling"] == "logit-normal"
-    assert FLOW_DEMO_RECIPE.train_config(None, "x", "cpu").objective == "flow"
+    assert DEMO_RECIPE.train_config(None, "x", "cpu").objective == "flow"
+    diffusion = DIFFUSION_DEMO_RECIPE.train_config(None, "x", "cpu")
+    assert diffusion.objective == "diffusion" and diffusion.min_snr_gamma == 5.0
 
 
 def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifier, capsys):
