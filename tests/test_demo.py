@@ -77,7 +77,7 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
     per_class = saved["scores"]["per_class_agreement"]
     assert list(per_class.values()) == pytest.approx([hits[labels == c].mean() for c in range(10)])
     assert np.isfinite(saved["scores"]["frechet_distance"]) and saved["scores"]["frechet_distance"] >= 0
-    assert set(verdict(saved)) == {"agreement", "time"}
+    assert set(verdict(saved)) == {"agreement", "every_class", "frechet", "time"}
     _check_report_md((out / "report.md").read_text(), saved)
     printed = capsys.readouterr().out
     assert "classifier agreement:" in printed and "Frechet distance" in printed and "wall time" in printed
@@ -221,3 +221,19 @@ def test_checkpoint_link_falls_back_to_a_whole_copy(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         demo_run._link_checkpoint(other, checkpoint)
     assert list(other.iterdir()) == []
+
+
+def test_verdict_checks_every_bar():
+    classes = {f"c{i}": 0.95 for i in range(10)}
+    good = {
+        "scores": {"agreement": 0.93, "per_class_agreement": classes, "frechet_distance": 4.0},
+        "timing": {"total_seconds": 14 * 60},
+    }
+    assert all(verdict(good).values())
+    weak_class = {**good, "scores": {**good["scores"], "per_class_agreement": {**classes, "c3": 0.7}}}
+    assert verdict(weak_class) == {"agreement": True, "every_class": False, "frechet": True, "time": True}
+    far = {**good, "scores": {**good["scores"], "frechet_distance": 5.5}}
+    assert not verdict(far)["frechet"]
+    low = {**good, "scores": {**good["scores"], "agreement": 0.89}}
+    slow = {**good, "timing": {"total_seconds": 15.5 * 60}}
+    assert not verdict(low)["agreement"] and not verdict(slow)["time"]

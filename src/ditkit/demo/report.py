@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ditkit.atomic import atomic_write_text
-from ditkit.demo.recipe import AGREEMENT_BAR, TIME_BAR_MINUTES
+from ditkit.demo.recipe import AGREEMENT_BAR, CLASS_AGREEMENT_BAR, FRECHET_BAR, TIME_BAR_MINUTES
 
 
 def describe_machine(device: torch.device) -> dict[str, Any]:
@@ -40,10 +40,13 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
 
 
 def verdict(report: dict[str, Any]) -> dict[str, bool]:
-    """Whether the measured agreement and time meet the issue's bars."""
+    """Whether the measured agreement (overall and per class), distance and time meet the demo's bars."""
     minutes = report["timing"]["total_seconds"] / 60
+    scores = report["scores"]
     return {
-        "agreement": report["scores"]["agreement"] >= AGREEMENT_BAR,
+        "agreement": scores["agreement"] >= AGREEMENT_BAR,
+        "every_class": min(scores["per_class_agreement"].values()) >= CLASS_AGREEMENT_BAR,
+        "frechet": scores["frechet_distance"] <= FRECHET_BAR,
         "time": minutes <= TIME_BAR_MINUTES,
     }
 
@@ -100,7 +103,10 @@ def _results(report: dict[str, Any]) -> list[str]:
         f"| classifier agreement | **{s['agreement']:.1%}** | {train['agreement']:.1%} | {test['agreement']:.1%} | "
         f">= {AGREEMENT_BAR:.0%}: {_met(ok['agreement'])} |",
         f"| Frechet distance (classifier features, vs the {s['num_reference']:,} test images) | "
-        f"**{s['frechet_distance']:.2f}** | {train['frechet_distance']:.3f} | n/a (in the reference) | |",
+        f"**{s['frechet_distance']:.2f}** | {train['frechet_distance']:.3f} | n/a (in the reference) | "
+        f"<= {FRECHET_BAR:g}: {_met(ok['frechet'])} |",
+        f"| lowest class agreement | **{min(s['per_class_agreement'].values()):.1%}** | | | "
+        f">= {CLASS_AGREEMENT_BAR:.0%}: {_met(ok['every_class'])} |",
     ]
     return lines
 
@@ -206,8 +212,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"training: {report['training']['steps']} steps, {training_outcome(report['training'])}",
         f"classifier agreement: {s['agreement']:.1%} (real test images {floors['test']['agreement']:.1%}; "
         f"bar {AGREEMENT_BAR:.0%}: {_met(ok['agreement'])})",
+        f"lowest class agreement: {min(s['per_class_agreement'].values()):.1%} "
+        f"(bar {CLASS_AGREEMENT_BAR:.0%}: {_met(ok['every_class'])})",
         f"Frechet distance in the classifier's feature space vs the test set: {s['frechet_distance']:.2f} "
-        f"(real training images {floors['train']['frechet_distance']:.3f})",
+        f"(real training images {floors['train']['frechet_distance']:.3f}; bar {FRECHET_BAR:g}: {_met(ok['frechet'])})",
         f"wall time: {_minutes(t['total_seconds'])} (bar {TIME_BAR_MINUTES:.0f} min: {_met(ok['time'])}); "
         f"training {t['train_seconds']:.0f} s, sampling {t['sample_seconds']:.0f} s, evaluation {t['eval_seconds']:.0f} s",
     ]
