@@ -128,7 +128,7 @@ def test_compiled_blocks_train_like_eager(tmp_path):
     runs = {}
     for how in ("none", "blocks"):
         cfg = tiny_config(
-            tmp_path, out=str(tmp_path / how), compile=how, checkpointing=1, checkpoint_policy="selective"
+            tmp_path, out=str(tmp_path / how), compile=how, recompute_blocks=1, recompute_policy="selective"
         )
         result = train(cfg, progress=False)
         lines = result.out.joinpath("metrics.jsonl").read_text().splitlines()

@@ -41,6 +41,9 @@ ADAM_BETAS = (0.9, 0.999)
 # Strategy"): the paper's recommended gamma.
 MIN_SNR_GAMMA = 5.0
 CONFIG_FILE = "train_config.json"
+# Options renamed since, old name -> new, so that older train_config.json files and states still load:
+# "checkpoint" now means only the files a run writes; recomputing activations is "recompute".
+RENAMED = {"checkpointing": "recompute_blocks", "checkpoint_policy": "recompute_policy"}
 
 # `--help` sections of the flags (see `ditkit.options`).
 MODEL_DATA = "model and data"
@@ -95,8 +98,9 @@ class TrainConfig:
             optimizer state and EMA stay float32).
         compile: torch.compile: "auto" (blocks on CUDA, none on the CPU, where it rarely pays off in
             short runs), "none", "blocks" (each transformer block, one shared graph) or "model".
-        checkpointing: recompute the activations of this many blocks in backward (saves memory; 0: none).
-        checkpoint_policy: what those blocks recompute: "full" (everything) or "selective" (keep the
+        recompute_blocks: recompute the activations of this many blocks in backward (activation
+            checkpointing; saves memory; 0: none; the older name `checkpointing` still reads).
+        recompute_policy: what those blocks recompute: "full" (everything) or "selective" (keep the
             matmul and attention outputs, recompute the cheap elementwise ops).
         parallel: "ddp" or "fsdp" (sharded parameters, for models that do not fit) under torchrun.
         learn_sigma: learn the variance with the hybrid loss (DiT) or use a fixed one; flow matching
@@ -154,8 +158,10 @@ class TrainConfig:
     time_budget_minutes: float | None = option(None, group=RUN)
     precision: str = option("auto", choices=PRECISION_MODES, group=RUN)
     compile: str = option("auto", choices=COMPILE_MODES, group=RUN)
-    checkpointing: int = option(0, group=RUN)
-    checkpoint_policy: str = option("full", choices=CHECKPOINT_POLICIES, group=RUN)
+    recompute_blocks: int = option(0, group=RUN, hidden=("--checkpointing",))
+    recompute_policy: str = option(
+        "full", choices=CHECKPOINT_POLICIES, group=RUN, hidden=("--checkpoint-policy",)
+    )
     parallel: str = option("ddp", choices=PARALLEL_MODES, group=RUN)
     learn_sigma: bool = option(True, group=DIFFUSION)
     noise_schedule: str = option("linear", choices=NOISE_SCHEDULES, group=DIFFUSION)
@@ -214,7 +220,7 @@ class TrainConfig:
             raise UserError(f"--grad-clip must be positive, got {self.grad_clip}")
         for name in (
             "warmup_steps",
-            "checkpointing",
+            "recompute_blocks",
             "ckpt_every",
             "log_every",
             "sample_every",
@@ -255,6 +261,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config of a `to_dict` record; older records' option names are read too (`RENAMED`)."""
+        d = dict(d)
+        for old, new in RENAMED.items():
+            if old in d:
+                value = d.pop(old)
+                d.setdefault(new, value)  # a record holding both keeps the new name's value
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
