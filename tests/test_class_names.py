@@ -7,7 +7,7 @@ import pytest
 
 from ditkit.cli.main import main
 from ditkit.errors import UserError
-from ditkit.sampling.class_names import ClassNames, imagenet_wnids, normalize_name, resolve_class
+from ditkit.generation.class_names import ClassNames, imagenet_wnids, normalize_name, resolve_class
 
 
 def test_imagenet_file_has_the_1000_ilsvrc_classes_in_synset_order():

@@ -16,7 +16,7 @@ from helpers import SAMPLING_WEIGHT_STD, random_tiny_dit
 from ditkit.checkpoints import load_checkpoint
 from ditkit.cli.main import main
 from ditkit.errors import UserError
-from ditkit.sampling.pipeline import DiTPipeline
+from ditkit.generation.pipeline import DiTPipeline
 
 TABLE = "y_embedder.embedding_table.weight"
 NUM_CLASSES = 10

@@ -12,7 +12,7 @@ from ditkit.checkpoints import save_model
 from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.first_stage.base import IdentityFirstStage
-from ditkit.sampling.pipeline import DiffusionSettings, DiTPipeline
+from ditkit.generation.pipeline import DiffusionSettings, DiTPipeline
 from ditkit.visual import grid_layout, upscale_nearest
 
 FAST = dict(num_steps=3, sampler="ddim", progress=False)

@@ -6,14 +6,14 @@ import pytest
 import torch
 from helpers import sampling_dit
 
-import ditkit.sampling.pipeline as pipeline_module
+import ditkit.generation.pipeline as pipeline_module
 from ditkit.checkpoints import save_model
 from ditkit.cli.main import build_parser, main
 from ditkit.errors import UserError
+from ditkit.generation.pipeline import DiTPipeline
+from ditkit.generation.sharded import MANIFEST_FILE, ShardedSettings, generate_sharded
 from ditkit.model.fast import CudaGraphDenoiser, apply_compile
 from ditkit.samplers.api import sample
-from ditkit.sampling.pipeline import DiTPipeline
-from ditkit.sampling.sharded import MANIFEST_FILE, ShardedSettings, generate_sharded
 
 DDIM3 = dict(num_steps=3, sampler="ddim", progress=False)
 # bf16 keeps 8 mantissa bits (relative rounding 2^-9 per op); after 3 DDIM steps of a 2-block DiT

@@ -13,8 +13,8 @@ from ditkit.checkpoints import save_model
 from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.evaluation.npz_io import NpzImages, read_labels
-from ditkit.sampling.pipeline import DiTPipeline
-from ditkit.sampling.sharded import (
+from ditkit.generation.pipeline import DiTPipeline
+from ditkit.generation.sharded import (
     ShardedSettings,
     generate_sharded,
     label_plan,

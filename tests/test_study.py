@@ -86,7 +86,7 @@ def test_tiny_study_writes_samples_rows_tables_and_plots(finished):
 
 
 def test_study_samples_are_the_pipelines_with_per_sample_seeds(finished):
-    from ditkit.sampling.pipeline import DiTPipeline
+    from ditkit.generation.pipeline import DiTPipeline
 
     pipe = DiTPipeline.from_pretrained(finished / "runs" / RUNS[1] / "checkpoints" / "0000002", device="cpu")
     # images 5..7 drawn alone with seeds 5..7 are images 5..7 of the study's batch

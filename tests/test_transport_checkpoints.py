@@ -11,7 +11,7 @@ from helpers import sampling_dit
 from test_checkpoints import training_dict
 
 from ditkit.errors import UserError
-from ditkit.sampling.pipeline import DiTPipeline
+from ditkit.generation.pipeline import DiTPipeline
 from ditkit.transport.samplers import Sampler
 from ditkit.transport.transport import create_transport
 

@@ -13,7 +13,7 @@ from test_train_support import tiny_config
 
 from ditkit.cli.main import main
 from ditkit.errors import UserError
-from ditkit.sampling.pipeline import DiTPipeline
+from ditkit.generation.pipeline import DiTPipeline
 from ditkit.training import train
 from ditkit.training.config import RESUME_INVARIANT, TrainConfig, resume_mismatches
 from ditkit.training.randomness import draw_step

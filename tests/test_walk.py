@@ -12,8 +12,8 @@ from PIL import Image
 from ditkit.checkpoints import save_model
 from ditkit.cli.main import main
 from ditkit.errors import UserError
-from ditkit.sampling.pipeline import DiTPipeline
-from ditkit.sampling.walks import (
+from ditkit.generation.pipeline import DiTPipeline
+from ditkit.generation.walks import (
     LabelMixModel,
     Walk,
     class_walk,

@@ -9,7 +9,7 @@ from ditkit.choices import COMPILE_CHOICES, DIFFUSION_SAMPLERS, FLOW_SAMPLERS, O
 from ditkit.cli.formatting import HelpFormatter, plural, positive_int
 
 if TYPE_CHECKING:
-    from ditkit.sampling.pipeline import DiTPipeline
+    from ditkit.generation.pipeline import DiTPipeline
 
 EPILOG = """examples:
   ditkit sample DiT-XL-2-256x256.pt --class "golden retriever" --class 88 --num-per-class 4
@@ -245,7 +245,7 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
 
     from ditkit.checkpoints.loader import newest_in_run
     from ditkit.distributed import rank
-    from ditkit.sampling.pipeline import DiTPipeline
+    from ditkit.generation.pipeline import DiTPipeline
 
     newest = newest_in_run(Path(args.checkpoint))
     if newest is not None:  # a run folder: record the checkpoint actually used
@@ -271,7 +271,7 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
 
 
 def _grid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
-    from ditkit.sampling.save import sample_to_folder
+    from ditkit.generation.save import sample_to_folder
 
     saved = sample_to_folder(
         pipe,
@@ -298,7 +298,7 @@ def _fid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
     from pathlib import Path
 
     from ditkit.distributed import rank
-    from ditkit.sampling.sharded import FID_GUIDANCE_SCALE, ShardedSettings, generate_sharded
+    from ditkit.generation.sharded import FID_GUIDANCE_SCALE, ShardedSettings, generate_sharded
 
     classes = None
     if args.classes:  # else every class (--all-classes or not), drawn as --labels says
@@ -339,11 +339,11 @@ def _fid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
 
 
 def _list_classes(args: argparse.Namespace) -> int:
-    from ditkit.sampling.class_names import ClassNames
+    from ditkit.generation.class_names import ClassNames
 
     names = ClassNames.imagenet()
     if args.checkpoint:
-        from ditkit.sampling.loading import stored_class_names
+        from ditkit.generation.loading import stored_class_names
 
         names = stored_class_names(args.checkpoint) or names
     labels = names.search(args.list_classes) if args.list_classes else range(len(names))

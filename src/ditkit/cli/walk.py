@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ditkit.sampling.walks import make_walks, save_walks
+    from ditkit.generation.walks import make_walks, save_walks
 
     pipe = open_pipeline(args, args.device)
     seeds = args.seeds or ([0, 1, 2] if args.mode == "noise" else [0])

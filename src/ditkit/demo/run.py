@@ -107,7 +107,7 @@ def run_demo(
     from ditkit.distributed import pick_device
     from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier
     from ditkit.first_stage.load import load_first_stage
-    from ditkit.sampling.pipeline import DiTPipeline
+    from ditkit.generation.pipeline import DiTPipeline
     from ditkit.training import train
     from ditkit.training.metrics import LOSS_CURVE_FILE
     from ditkit.training.setup import objective_extra

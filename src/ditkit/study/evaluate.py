@@ -135,7 +135,7 @@ class Evaluator:
         return records
 
     def _pipeline(self, checkpoint: Path) -> Any:
-        from ditkit.sampling.pipeline import DiTPipeline
+        from ditkit.generation.pipeline import DiTPipeline
 
         return DiTPipeline.from_pretrained(checkpoint, device=self.device, precision=self.settings.precision)
 

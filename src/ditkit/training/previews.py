@@ -1,6 +1,6 @@
 """Sample grids from the EMA weights during training: one row per class, the same seeds every time.
 
-Sampling and decoding go through `ditkit.sampling.pipeline.DiTPipeline`, as everywhere else.
+Sampling and decoding go through `ditkit.generation.pipeline.DiTPipeline`, as everywhere else.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def write_preview(
             {"objective": "diffusion", "diffusion": {...}} or {"objective": "flow", "flow": {...}};
             sampled with `PREVIEW_SAMPLERS[objective]`.
     """
-    from ditkit.sampling.pipeline import DiTPipeline
+    from ditkit.generation.pipeline import DiTPipeline
 
     model = DiT(config)
     model.load_state_dict(ema_weights)

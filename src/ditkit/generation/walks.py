@@ -25,10 +25,10 @@ from torch import Tensor
 
 from ditkit.choices import DETERMINISTIC_FLOW_SAMPLERS
 from ditkit.errors import UserError
+from ditkit.generation.class_names import ClassQuery
+from ditkit.generation.images import DEFAULT_GIF_DURATION_MS, save_gif
+from ditkit.generation.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
 from ditkit.model.dit import DiT
-from ditkit.sampling.class_names import ClassQuery
-from ditkit.sampling.images import DEFAULT_GIF_DURATION_MS, save_gif
-from ditkit.sampling.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
 from ditkit.transport.settings import DEFAULT_FLOW_SAMPLER
 from ditkit.visual import grid_image, images_to_uint8, save_grid
 

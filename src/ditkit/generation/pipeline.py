@@ -9,7 +9,7 @@ the batch size or the device count (per-sample noise streams, `ditkit.diffusion.
 
 Speed: `precision="auto"` samples in bfloat16 on CUDA (exact float32 on the CPU), the DiT's forward
 is replayed as a CUDA graph per batch shape, and `compile="blocks"` compiles it (worth it only for
-long runs such as FID-50K). See `ditkit.sampling.denoiser` and `ditkit.model.fast`.
+long runs such as FID-50K). See `ditkit.generation.denoiser` and `ditkit.model.fast`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import SeededNoise
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage, IdentityFirstStage
+from ditkit.generation.class_names import IMAGENET_NUM_CLASSES, ClassNames, ClassQuery
+from ditkit.generation.denoiser import AUTOCAST_DTYPES, eager_denoiser, resolve_precision
 from ditkit.model.dit import DiT
 from ditkit.model.fast import apply_compile, fast_denoiser
-from ditkit.sampling.class_names import IMAGENET_NUM_CLASSES, ClassNames, ClassQuery
-from ditkit.sampling.denoiser import AUTOCAST_DTYPES, eager_denoiser, resolve_precision
 from ditkit.transport.settings import FlowSettings
 from ditkit.visual import images_to_uint8, to_pil
 
@@ -166,7 +166,7 @@ class DiTPipeline:
             objective: "diffusion" or "flow" for checkpoints that do not say (SiT's released .pt
                 files have DiT's keys: pass "flow"); None: what the checkpoint records, else diffusion.
         """
-        from ditkit.sampling.loading import load_for_sampling
+        from ditkit.generation.loading import load_for_sampling
 
         resolve_precision(precision, dtype, _default_device(device))  # a bad choice fails before loading
         loaded = load_for_sampling(

@@ -33,7 +33,7 @@ from ditkit import distributed
 from ditkit.atomic import atomic_path, atomic_write_text
 from ditkit.errors import UserError
 from ditkit.evaluation.npz_io import to_rgb
-from ditkit.sampling.pipeline import DiTPipeline
+from ditkit.generation.pipeline import DiTPipeline
 from ditkit.visual import images_to_uint8
 
 # Samples per shard file: 50,000 samples -> 50 shards, each small enough to redo after a crash.

@@ -17,9 +17,9 @@ import numpy as np
 
 from ditkit.atomic import atomic_write_text
 from ditkit.errors import UserError
-from ditkit.sampling.class_names import ClassQuery
-from ditkit.sampling.images import save_png
-from ditkit.sampling.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
+from ditkit.generation.class_names import ClassQuery
+from ditkit.generation.images import save_png
+from ditkit.generation.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
 from ditkit.visual import save_grid
 
 GRID_FILE = "grid.png"

@@ -17,9 +17,9 @@ from typing import Any
 from ditkit.choices import OBJECTIVES
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage
+from ditkit.generation.class_names import ClassNames
+from ditkit.generation.pipeline import DiffusionSettings
 from ditkit.model.dit import DiT
-from ditkit.sampling.class_names import ClassNames
-from ditkit.sampling.pipeline import DiffusionSettings
 from ditkit.transport.settings import FlowSettings
 
 # DiT's first stage (train.py default --vae ema) for checkpoints that do not name one.
