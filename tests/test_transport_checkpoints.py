@@ -77,3 +77,16 @@ def test_sit_training_checkpoint_names_its_flow(tmp_path):
         DiTPipeline.from_pretrained(tmp_path / "0100000.pt", objective="diffusion")
     images = pipe([1], seeds=[0], sampler="heun", num_steps=3, output_type="tensor", progress=False)
     assert torch.isfinite(images).all()
+
+
+def test_guidance_interval_takes_flow_times():
+    pipe = DiTPipeline(sampling_dit(), device="cpu", flow={"path_type": "Linear"})
+    run = dict(seeds=[0, 1], sampler="euler", num_steps=4, guidance_scale=4.0, progress=False)
+    guided = pipe.sample_latents([1, 2], **run)
+    everywhere = pipe.sample_latents([1, 2], guidance_interval=(0.0, 1.0), **run)
+    nowhere = pipe.sample_latents([1, 2], guidance_interval=(2.0, 3.0), **run)
+    late = pipe.sample_latents([1, 2], guidance_interval=(0.5, 1.0), **run)
+    plain = pipe.sample_latents([1, 2], **{**run, "guidance_scale": 1.0})
+    torch.testing.assert_close(everywhere, guided)
+    torch.testing.assert_close(nowhere, plain)
+    assert not torch.allclose(late, guided) and not torch.allclose(late, plain)
