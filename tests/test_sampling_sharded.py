@@ -151,7 +151,7 @@ def test_cli_fid_mode(tmp_path, capsys, reference):
         return out + ["--sampler", "ddim", "--steps", steps, "--fid-out", str(tmp_path / "fid"), "--quiet"]
 
     assert main([*args(), "--max-shards", "2"]) == 0
-    assert "1 shards still missing" in capsys.readouterr().out
+    assert "1 shard still missing" in capsys.readouterr().out
     assert main(args()) == 0
     assert "samples.npz (7 samples" in capsys.readouterr().out
     images, labels = load_packed(tmp_path / "fid" / "samples.npz")

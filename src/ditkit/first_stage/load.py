@@ -10,9 +10,6 @@ import torch
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage, IdentityFirstStage
 
-# Names accepted besides paths and hub repo ids, for --help texts.
-FIRST_STAGE_NAMES = ("identity", "sd-vae-ft-ema", "sd-vae-ft-mse")
-
 
 def load_first_stage(spec: str, *, channels: int = 3, device: str | torch.device = "cpu") -> FirstStage:
     """Load a first stage.
