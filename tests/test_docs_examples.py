@@ -49,6 +49,10 @@ SKIPS: list[tuple[str, str]] = [
     ),
     (r"ditkit bench (train|sample) --model DiT-XL/2", "needs a GPU (DiT-XL/2 timing)"),
     (
+        r"^ditkit study (scaling|blocks|guidance|objectives)(?!.*(--plan|--steps))",
+        "tens of minutes: a full CPU study preset (tests/test_study.py runs a tiny study; a --steps smoke runs)",
+    ),
+    (
         r"ditkit bench (memory|check|cpu-compare|peak)|ditkit bench train --model DiT-XS/2",
         "a benchmark: minutes of timing on a CPU (tests/test_bench.py runs each one small)",
     ),
@@ -180,9 +184,14 @@ SHRINK: dict[str, dict[str, str]] = {
     "walk": {"--steps": "2", "--frames": "3"},
     "demo": {"--steps": "2", "--per-class": "1"},
     "prepare": {"--limit": "16"},
+    "study": {"--steps": "2", "--samples": "2"},
 }
 # Sampling steps are not added: a flow model's default sampler (dopri5) is adaptive and takes none.
-ADD_IF_MISSING = {"demo": ("--steps", "--per-class"), "prepare": ("--limit",)}
+ADD_IF_MISSING = {
+    "demo": ("--steps", "--per-class"),
+    "prepare": ("--limit",),
+    "study": ("--steps", "--samples"),
+}
 
 
 def shrink(argv: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ EPILOG = """examples:
   ditkit study blocks --data-dir /usr/share/datasets/fashion-mnist --out runs/study-blocks
   ditkit study guidance --out runs/study-guidance
   # a quick smoke run of a preset: fewer steps and samples
-  ditkit study scaling --out runs/smoke --steps 40 --samples 20
+  ditkit study guidance --out runs/smoke --steps 40 --samples 20
   # the paper's grid on ImageNet-256 latents (GPUs; one run per GPU side by side)
   ditkit prepare /data/imagenet/train --out runs/cache
   ditkit study scaling --scale gpu --data runs/cache --out runs/study-imagenet \\

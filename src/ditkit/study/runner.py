@@ -155,8 +155,9 @@ def run_study(
     if jobs > 1:
         _run_workers(options, jobs, echo)
     else:
+        evaluators: dict[str, Evaluator] = {}
         for plan in plans:
-            run_one(plan, spec, options, echo=echo)
+            run_one(plan, spec, options, echo=echo, evaluators=evaluators)
             write_results(spec, plans, options.out, plots=False)  # the tables grow run by run
     rows = write_results(spec, plans, options.out)
     echo(f"results: {Path(options.out) / 'results.md'}")
@@ -198,17 +199,27 @@ def run_worker(out: str, index: int, jobs: int) -> None:
     record = json.loads((Path(out) / STUDY_FILE).read_text(encoding="utf-8"))
     spec = spec_from_dict(record["spec"], str(Path(out) / STUDY_FILE))
     options = StudyOptions(**{**record["options"], "jobs": 1, "progress": False})
+    evaluators: dict[str, Evaluator] = {}
     for i, plan in enumerate(plan_runs(spec, options)):
         if i % jobs == index:
-            run_one(plan, spec, options, echo=_prefixed(plan.name))
+            run_one(plan, spec, options, echo=_prefixed(plan.name), evaluators=evaluators)
 
 
-def _evaluator(spec: StudySpec, options: StudyOptions, config: Any) -> Evaluator:
-    from ditkit.distributed import pick_device
-
+def _evaluator(spec: StudySpec, options: StudyOptions, config: Any, cache: dict[str, Evaluator]) -> Evaluator:
+    """The evaluator of a run; runs scored the same way share one (its classifier, reference statistics
+    and Inception network are loaded once)."""
     fashion = options.fashion_mnist
     if fashion is None:
         fashion = config.data == "fashion-mnist"
+    key = json.dumps([fashion, config.data_dir, config.device])
+    if key not in cache:
+        cache[key] = _new_evaluator(spec, options, config, fashion)
+    return cache[key]
+
+
+def _new_evaluator(spec: StudySpec, options: StudyOptions, config: Any, fashion: bool) -> Evaluator:
+    from ditkit.distributed import pick_device
+
     return Evaluator(
         spec.eval,
         fashion_mnist=fashion,
@@ -227,7 +238,12 @@ def trained(plan: RunPlan) -> bool:
 
 
 def run_one(
-    plan: RunPlan, spec: StudySpec, options: StudyOptions, *, echo: Callable[[str], None] = _stderr
+    plan: RunPlan,
+    spec: StudySpec,
+    options: StudyOptions,
+    *,
+    echo: Callable[[str], None] = _stderr,
+    evaluators: dict[str, Evaluator] | None = None,
 ) -> None:
     """Train one run to its end (resuming if it was cut) and evaluate each of its evaluation steps."""
     from ditkit.training import train
@@ -243,7 +259,7 @@ def run_one(
                 "rerun the same command to continue it"
             )
     run_info(plan)  # parameters and Gflops, counted once
-    evaluator = _evaluator(spec, options, plan.config)
+    evaluator = _evaluator(spec, options, plan.config, {} if evaluators is None else evaluators)
     for step in spec.eval_steps(total):
         checkpoint = checkpoint_path(run_dir, step)
         if not checkpoint.is_dir():
