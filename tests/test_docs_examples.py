@@ -72,6 +72,7 @@ FIXTURES = (
     "runs/flow",
     "samples.npz",
     "~/fmnist",
+    "docs/studies/example.toml",
 )
 
 
@@ -252,6 +253,8 @@ def stand_ins(tmp_path_factory):
         assert main([*train, "--out", str(root / "runs/fmnist"), *quiet]) == 0
         assert main([*train, "--objective", "flow", "--out", str(root / "runs/flow"), *quiet]) == 0
     shutil.copy(root / "runs/demo/samples.npz", root / "samples.npz")
+    (root / "docs/studies").mkdir(parents=True)
+    shutil.copy(ROOT / "docs/studies/example.toml", root / "docs/studies/example.toml")  # the real file
     (root / "home").mkdir()
     (root / "home" / "fmnist").symlink_to(DEFAULT_FASHION_MNIST_DIR)
     return root
