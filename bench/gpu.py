@@ -1,75 +1,87 @@
-"""DiT-XL/2 on one GPU in one call, in under 5 minutes: correctness first, then the throughput table.
+"""DiT-XL/2 on one GPU in one 10-minute command: the official step and ditkit's, side by side.
 
 Run from the repository root (ditkit need not be installed):
 
     PYTHONPATH=src python bench/gpu.py               # gpu_results.{json,md} to $OUT, else runs/bench_gpu
-    PYTHONPATH=src python bench/gpu.py --budget 200  # a tighter time limit
+    PYTHONPATH=src python bench/gpu.py --budget 300  # a tighter time limit (seconds)
     PYTHONPATH=src python bench/gpu.py --dry-run     # the script's flow on the CPU: tiny model, aot_eager
 
-1. Device, torch, and the measured dense matmul peaks (bf16, tf32, fp32): the MFU denominators.
-2. Correctness of the fast path against float32 eager, on DiT-XL/2 with its zero-initialised layers
-   perturbed (else the output is exactly 0): bf16 and tf32 forward, one bf16 training step (loss,
-   gradient, loss after the AdamW step), compiled vs eager, and a short guided DDPM chain sampled
-   with the compiled, CUDA-graphed bf16 denoiser. Tolerances: `ditkit.bench.correctness`. Then the
-   trainer's step is run under CUDA's sync debug mode: it must make no host synchronisation.
-3. Throughput: training at batch 64 (tf32 eager = the official code's default mode, bf16 eager,
-   bf16 compiled; the trainer's per-sample draws, and once device-side draws), memory at batch
-   256 with selective and full activation checkpointing (`ditkit.model.checkpointing`) and without,
-   and 250-step DDPM sampling with guidance 4 at
-   batch 64 (timed over `--timed-steps` steps and reported as per step x 250: every step costs
-   the same).
+In order; a row starts only when the time it is expected to need is left, and rows skipped for
+time are listed at the end (the exit status stays 0; it is 1 only when a check ran and failed):
 
-Rows run in priority order; a row is skipped (not started) when the time left is below what it
-is expected to need, and a row that fails (e.g. out of memory) is recorded with its error.
+1. Headline. Training at batch 64: the official step as its code runs (`ditkit.bench.official`:
+   eager, TF32, PyTorch's default AdamW, the per-parameter EMA loop), the same under bf16
+   autocast, then the trainer's own step (`ditkit.training.step.TrainStep`) with compiled blocks
+   in bf16 at batch 64 and at 256 (selective activation checkpointing: the 80 GB target), then
+   guided 250-step DDPM sampling (compiled, CUDA-graphed bf16; timed over `--timed-steps` steps
+   and reported per step x 250). Every training row gives its speed over both official rows.
+2. The fp32 compiled-vs-eager training-step check (compiled blocks once gave wrong gradients on
+   the CPU), then the other numerical checks (`ditkit.bench.correctness`) and the number of host
+   synchronisations per trainer step (CUDA's sync debug mode).
+3. More rows: eager ditkit steps, batch 256 without checkpointing, eager sampling; then the
+   experiments of issue 11 (whole-model compile, max-autotune blocks, cuDNN attention).
+
+Blocks compile with dynamic=False (one graph per batch size); each row reports the dynamo graphs
+it compiled, and the header the attention kernel SDPA actually ran. The CUDA allocator uses
+expandable segments, and inductor keeps its cache in runs/inductor_cache (both set before torch
+is imported, unless the environment sets them).
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import datetime
-import functools
-import gc
-import json
 import os
 import sys
-import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / "runs" / "inductor_cache"))
 
-from ditkit.atomic import atomic_write_text
-from ditkit.bench import correctness as cx
-from ditkit.bench.report import environment, markdown_table
-from ditkit.bench.sample import SampleBenchConfig, bench_sample
-from ditkit.bench.syncs import count_host_syncs
-from ditkit.bench.timing import matmul_peak_tflops
-from ditkit.bench.train import TrainBenchConfig, bench_train, build_model
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+from torch._dynamo.utils import counters  # noqa: E402
+
+from ditkit.atomic import atomic_write_text  # noqa: E402
+from ditkit.bench import correctness as cx  # noqa: E402
+from ditkit.bench.report import environment, markdown_table  # noqa: E402
+from ditkit.bench.sample import SampleBenchConfig, bench_sample  # noqa: E402
+from ditkit.bench.syncs import count_host_syncs  # noqa: E402
+from ditkit.bench.timing import matmul_peak_tflops  # noqa: E402
+from ditkit.bench.train import TrainBenchConfig, bench_train, build_model, synthetic_batch  # noqa: E402
+from ditkit.model.attention_kernel import sdpa_kernels_used  # noqa: E402
+from ditkit.model.precision import autocast  # noqa: E402
 
 MODEL = "DiT-XL/2"
-# The dry run: a tiny model on the CPU, compiled by the tracing-only backend. Its compiled training rows
-# run in fp32: the backward of a compiled bf16-autocast training step fails on the CPU with torch 2.13
-# ("expected scalar type BFloat16 but found Float", seen 2026-11-26), a CPU-only path a GPU run never takes.
+# The dry run: a tiny model on the CPU, compiled by the tracing-only backend.
 DRY_RUN = {"model": "DiT-T/2", "input_size": 8, "num_classes": 10, "device": "cpu", "backend": "aot_eager"}
 # Memory of the GPU the memory target refers to (an 80 GB H100), in GB as torch reports them.
 TARGET_GPU_GB = 80.0
-# Official DiT on an H200 (issue 7): training images/s in TF32 and in bf16 autocast; sampling images/s.
-OFFICIAL_TRAIN_TF32, OFFICIAL_TRAIN_BF16, OFFICIAL_SAMPLE_TF32 = 181.0, 329.0, 1.35
+# The default budget: the whole command within 10 minutes, start-up and writing included.
+DEFAULT_BUDGET_S = 540.0
+SKIPPED = "skipped: out of time"
 TRAIN_COLUMNS = [
-    ("precision", "precision"), ("compile", "compile"), ("draws", "draws"), ("checkpointing", "ckpt blocks"),
-    ("checkpoint_policy", "ckpt policy"), ("batch", "batch"),
-    ("step_ms", "step ms"), ("images_per_s", "images/s"), ("tflops", "TFLOP/s"), ("mfu", "MFU"),
-    ("mfu_bf16_peak", "MFU vs bf16 peak"), ("peak_mem_gb", "peak GB"),
-    ("fits", f"fits {TARGET_GPU_GB:.0f} GB"),
+    ("recipe", "recipe"), ("precision", "precision"), ("compile", "compile"), ("note", "note"),
+    ("checkpointing", "ckpt blocks"), ("checkpoint_policy", "ckpt policy"), ("batch", "batch"),
+    ("step_ms", "step ms"), ("images_per_s", "images/s"), ("x_official", "x official fp32/TF32"),
+    ("x_official_bf16", "x official bf16"), ("mfu_bf16_peak", "MFU vs bf16 peak"),
+    ("peak_mem_gb", "peak GB"), ("fits", f"fits {TARGET_GPU_GB:.0f} GB"), ("graphs", "graphs compiled"),
     ("warmup_s", "warm-up s"), ("status", "status"),
 ]  # fmt: skip
 SAMPLE_COLUMNS = [
     ("precision", "precision"), ("compile", "compile"), ("cuda_graph", "CUDA graph"), ("batch", "batch"),
     ("step_ms", "step ms"), ("sample_s", "250-step chain s"), ("images_per_s", "images/s"), ("mfu", "MFU"),
-    ("timing", "timing"), ("peak_mem_gb", "peak GB"), ("warmup_s", "warm-up s"), ("status", "status"),
+    ("timing", "timing"), ("peak_mem_gb", "peak GB"), ("graphs", "graphs compiled"),
+    ("warmup_s", "warm-up s"), ("status", "status"),
 ]  # fmt: skip
 
 
@@ -105,130 +117,154 @@ def attempt(fn: Callable[[], Any]) -> tuple[Any, str]:
             torch.cuda.empty_cache()
 
 
-def correctness(guard: Guard, setup: argparse.Namespace) -> list[dict[str, Any]]:
-    """`ditkit.bench.correctness.check_plan` at the table's batch size (so that the compilations are
-    the ones the table reuses), as rows {name, value, tolerance, passed} or {name, error}."""
-    device = torch.device(setup.device)
-    model = cx.perturb_zero_init_(build_model(setup.model, setup.input_size, setup.num_classes, device))
-    rows: list[dict[str, Any]] = []
-    for check in cx.check_plan(model, setup.batch, compile="blocks", backend=setup.backend):
-        if not guard.allows(check.seconds):
-            rows.append({"name": check.name, "error": "skipped: out of time"})
-            continue
-        value, status = attempt(check.run)
+def graphs_compiled() -> int:
+    """Dynamo graphs compiled so far in this process (a new batch size or a recompile adds one)."""
+    return int(counters["stats"]["unique_graphs"])
+
+
+def label(row: dict[str, Any]) -> str:
+    """A row's short name: what it runs, its precision, compilation, batch and checkpointing."""
+    train = "checkpointing" in row
+    name = f"{'train ' + row['recipe'] if train else 'sample'} {row['precision']} compile={row['compile']}"
+    name += f" batch={row['batch']}" + (f" ({row['note']})" if row.get("note") else "")
+    if train and row["checkpointing"]:
+        name += f" checkpointing={row['checkpointing']} ({row['checkpoint_policy']})"
+    return name
+
+
+class Runner:
+    """Runs checks and rows in the order given while the budget allows; keeps what they return."""
+
+    def __init__(self, guard: Guard, setup: argparse.Namespace, bf16_peak: float | None) -> None:
+        self.guard, self.setup, self.bf16_peak = guard, setup, bf16_peak
+        self.checks: list[dict[str, Any]] = []
+        self.train: list[dict[str, Any]] = []
+        self.sample: list[dict[str, Any]] = []
+        self.model = cx.perturb_zero_init_(
+            build_model(setup.model, setup.input_size, setup.num_classes, torch.device(setup.device))
+        )
+        self.plan = cx.check_plan(self.model, setup.batch, compile="blocks", backend=setup.backend)
+
+    def check(self, planned: cx.PlannedCheck) -> None:
+        if not self.guard.allows(planned.seconds):
+            self.checks.append({"name": planned.name, "error": SKIPPED})
+            return
+        value, status = attempt(planned.run)
         if value is None:
-            rows.append({"name": check.name, "error": status})
-            continue
-        for c in check.evaluate(value):
-            rows.append(c.as_dict())
+            self.checks.append({"name": planned.name, "error": status})
+            return
+        for c in planned.evaluate(value):
+            self.checks.append(c.as_dict())
             log(f"  {c.name}: {c.value:.2e} (tolerance {c.tolerance:.0e}) {'ok' if c.passed else 'FAIL'}")
-    if device.type == "cuda":
-        rows.append(host_sync_row(guard, model))
-    return rows
+
+    def row(self, cfg: TrainBenchConfig | SampleBenchConfig, need: float, note: str = "") -> None:
+        is_train = isinstance(cfg, TrainBenchConfig)
+        rows = self.train if is_train else self.sample
+        base = {**vars(cfg), "note": note}
+        if not self.guard.allows(need):
+            log(f"  {label(base)}: skipped ({self.guard.left():.0f} s left, needs {need:.0f})")
+            rows.append({**base, "status": SKIPPED})
+            return
+        log(f"  {label(base)} ({self.guard.left():.0f} s left)")
+        before = graphs_compiled()
+        result, status = attempt(lambda: bench_train(cfg) if is_train else bench_sample(cfg))  # type: ignore[arg-type]
+        row = {**base, **(result or {}), "status": status, "graphs": graphs_compiled() - before}
+        if is_train and not row["checkpointing"]:
+            row["checkpoint_policy"] = "-"  # no block is checkpointed
+        if result is not None:
+            if is_train:
+                row["fits"] = "yes" if result["peak_mem_gb"] <= TARGET_GPU_GB else "no"
+                row["mfu_bf16_peak"] = result["tflops"] / self.bf16_peak if self.bf16_peak else None
+            else:
+                row["timing"] = f"per step x {cfg.steps}" if result["extrapolated"] else "whole chain"
+            log(
+                f"    {result['images_per_s']:.1f} images/s, {result['step_ms']:.1f} ms/step, "
+                f"{result['peak_mem_gb']:.1f} GB, warm-up {result['warmup_s']:.0f} s, {row['graphs']} graphs"
+            )
+        rows.append(row)
+
+    def host_syncs(self) -> None:
+        """Synchronisations per trainer step (bf16, eager, batch 8), valid only if the counter sees
+        the one deliberate read that follows the steps."""
+        name = "trainer step: host synchronisations per step"
+        if self.setup.device != "cuda":
+            return
+        if not self.guard.allows(20):
+            self.checks.append({"name": name, "error": SKIPPED})
+            return
+        counts, status = attempt(lambda: count_host_syncs(copy.deepcopy(self.model).train(), batch=8))
+        if counts is None or counts["read"] < 1:
+            error = status if counts is None else "the sync counter missed the deliberate read"
+            self.checks.append({"name": name, "error": error})
+            return
+        check = cx.Check(name, counts["step"], 0.0)
+        log(f"  {name}: {check.value:g} (the read: {counts['read']:g}) {'ok' if check.passed else 'FAIL'}")
+        self.checks.append(check.as_dict())
 
 
-def host_sync_row(guard: Guard, model: torch.nn.Module) -> dict[str, Any]:
-    """Synchronisations per trainer step (bf16, eager, batch 8) counted by CUDA's sync debug mode;
-    valid only if the counter sees the one deliberate read that follows the steps."""
-    name = "trainer step: host synchronisations per step"
-    if not guard.allows(20):
-        return {"name": name, "error": "skipped: out of time"}
-    counts, status = attempt(lambda: count_host_syncs(copy.deepcopy(model).train(), batch=8))
-    if counts is None:
-        return {"name": name, "error": status}
-    if counts["read"] < 1:
-        return {"name": name, "error": "the sync counter missed the deliberate read; count not valid"}
-    check = cx.Check(name, counts["step"], 0.0)
-    log(f"  {name}: {check.value:g} (the read: {counts['read']:g}) {'ok' if check.passed else 'FAIL'}")
-    return check.as_dict()
+def attention_kernels(setup: argparse.Namespace, float_precision: str) -> dict[str, list[str]]:
+    """The kernels SDPA ran in one eager training forward of the table's model, batch and precisions."""
+    device = torch.device(setup.device)
+    model = build_model(setup.model, setup.input_size, setup.num_classes, device).train()
+    x, y = synthetic_batch(model, setup.batch, device, 0)
+    t = torch.zeros(setup.batch, dtype=torch.long, device=device)
+    found = {}
+    for precision in ("bf16", float_precision):
+        with autocast(precision, device):
+            found[precision] = sdpa_kernels_used(lambda: model(x, t, y))
+    return found
 
 
-def _run_row(cfg: TrainBenchConfig | SampleBenchConfig, bf16_peak: float | None) -> dict[str, Any]:
-    """One benchmark row: the config, the result (or the error) and the derived columns."""
-    if isinstance(cfg, TrainBenchConfig):
-        result, status = attempt(lambda: bench_train(cfg))
-    else:
-        result, status = attempt(lambda: bench_sample(cfg))
-    row = {**vars(cfg), **(result or {}), "status": status}
-    if isinstance(cfg, TrainBenchConfig) and not row["checkpointing"]:
-        row["checkpoint_policy"] = "-"  # no block is checkpointed
-    if result is None:
-        return row
-    if isinstance(cfg, TrainBenchConfig):
-        row["fits"] = "yes" if result["peak_mem_gb"] <= TARGET_GPU_GB else "no"
-        row["mfu_bf16_peak"] = result["tflops"] / bf16_peak if bf16_peak else None
-    else:
-        row["timing"] = f"per step x {cfg.steps}" if result["extrapolated"] else "whole chain"
-    log(
-        f"    {result['images_per_s']:.1f} images/s, {result['step_ms']:.1f} ms/step, "
-        f"{result['peak_mem_gb']:.1f} GB, warm-up {result['warmup_s']:.0f} s"
-    )
-    return row
-
-
-def throughput(guard: Guard, setup: argparse.Namespace, bf16_peak: float | None) -> tuple[list, list]:
-    """The training and sampling rows, in priority order: headline rows, baselines, then memory."""
+def run_all(guard: Guard, setup: argparse.Namespace, bf16_peak: float | None) -> Runner:
+    """Everything after the peaks, in the module docstring's order."""
     b, timed = setup.batch, setup.timed_steps
+    fp = "tf32" if setup.device == "cuda" else "fp32"
     common = dict(
         model=setup.model, input_size=setup.input_size, num_classes=setup.num_classes, device=setup.device,
-        compile_backend=setup.backend,
+        compile_backend=setup.backend, compile_dynamic=False,
     )  # fmt: skip
-
-    def train(
-        batch: int,
-        precision: str,
-        compile: str,
-        ckpt: int = 0,
-        steps: int = 10,
-        draws: str = "per-sample",
-        policy: str = "full",
-    ) -> TrainBenchConfig:
-        if setup.dry_run and compile != "none":
-            precision = "fp32"
-        return TrainBenchConfig(
-            **common, batch=batch, precision=precision, compile=compile, checkpointing=ckpt,
-            checkpoint_policy=policy, steps=steps, warmup=min(3, steps), draws=draws,
-        )  # fmt: skip
-
-    def sample(precision: str, compile: str, graph: bool) -> SampleBenchConfig:
-        return SampleBenchConfig(
-            **common, batch=b, precision=precision, compile=compile, cuda_graph=graph, timed_steps=timed
-        )
-
-    plan: list[tuple[TrainBenchConfig | SampleBenchConfig, float]] = [  # (config, seconds it needs left)
-        (train(b, "bf16", "blocks"), 60),
-        (sample("bf16", "blocks", True), 45),
-        (train(b, "tf32", "none"), 30),
-        (train(b, "bf16", "none"), 25),
-        (train(b, "bf16", "blocks", draws="device"), 25),  # the cost of the trainer's host-side draws
-        (sample("tf32", "none", False), 30),
-        (sample("bf16", "none", True), 25),
-        # Memory at batch 256: eager (no recompilation for the new batch size), then compiled. Selective
-        # checkpointing (`ditkit.model.checkpointing`) first: the issue's fallback.
-        (train(256, "bf16", "none", ckpt=-1, steps=3, policy="selective"), 30),
-        (train(256, "bf16", "none", ckpt=-1, steps=3), 30),
-        (train(256, "bf16", "none", ckpt=14, steps=3), 30),
-        (train(256, "bf16", "none", ckpt=0, steps=3), 30),
-        (train(256, "bf16", "blocks", ckpt=0, steps=3), 120),
-    ]
-    train_rows: list[dict[str, Any]] = []
-    sample_rows: list[dict[str, Any]] = []
-    if setup.device == "cpu":  # TF32 is a CUDA mode
-        plan = [(cfg, need) for cfg, need in plan if cfg.precision != "tf32"]
-    for cfg, need in plan:
-        is_train = isinstance(cfg, TrainBenchConfig)
-        rows = train_rows if is_train else sample_rows
-        label = f"{'train' if is_train else 'sample'} {cfg.precision} compile={cfg.compile} batch={cfg.batch}"
-        if isinstance(cfg, TrainBenchConfig):
-            policy = f" ({cfg.checkpoint_policy})" if cfg.checkpointing else ""
-            label += f" checkpointing={cfg.checkpointing}{policy} draws={cfg.draws}"
-        if not guard.allows(need):
-            log(f"  {label}: skipped ({guard.left():.0f} s left, needs {need:.0f})")
-            rows.append({**vars(cfg), "status": "skipped: out of time"})
-            continue
-        log(f"  {label} ({guard.left():.0f} s left)")
-        rows.append(_run_row(cfg, bf16_peak))
-    return train_rows, sample_rows
+    train = TrainBenchConfig(**common, batch=b, precision=fp, steps=10, warmup=3)  # type: ignore[arg-type]
+    official = replace(train, recipe="official")
+    compiled = replace(train, precision="bf16", compile="blocks")
+    large = replace(compiled, batch=256, steps=5, warmup=2, checkpointing=-1, checkpoint_policy="selective")
+    sample = SampleBenchConfig(**common, batch=b, precision="bf16", compile="blocks", timed_steps=timed)  # type: ignore[arg-type]
+    run = Runner(guard, setup, bf16_peak)
+    log("headline:")
+    run.row(official, 40, "official recipe")
+    run.row(replace(official, precision="bf16"), 30, "official recipe + bf16 autocast")
+    run.row(compiled, 150)
+    run.row(large, 150)
+    run.row(sample, 90)
+    log("checks:")
+    first, *others = run.plan
+    run.check(first)  # the fp32 compiled-vs-eager gradient check
+    for planned in others:
+        run.check(planned)
+    run.host_syncs()
+    log("more rows:")
+    run.row(replace(train, precision="bf16"), 30)
+    run.row(train, 30)
+    run.row(replace(large, checkpointing=0), 120)
+    run.row(replace(sample, compile="none", cuda_graph=False, precision=fp), 40, "eager, no CUDA graph")
+    run.row(replace(sample, compile="none"), 30)
+    log("experiments:")
+    if setup.device == "cuda":  # cuDNN attention is CUDA-only
+        run.row(replace(compiled, attention="cudnn"), 60, "cuDNN attention")
+    run.row(replace(compiled, compile="model"), 180, "whole-model compile")
+    if setup.backend == "inductor":  # autotuning needs code generation (the dry run only traces)
+        run.row(replace(compiled, compile_mode="max-autotune-no-cudagraphs"), 300, "max-autotune blocks")
+    official_ips = {
+        r["precision"]: r["images_per_s"]
+        for r in run.train
+        if r["recipe"] == "official" and r["status"] == "ok"
+    }
+    for r in run.train:
+        if r["status"] == "ok":
+            r["x_official"] = r["images_per_s"] / official_ips[fp] if fp in official_ips else None
+            r["x_official_bf16"] = (
+                r["images_per_s"] / official_ips["bf16"] if "bf16" in official_ips else None
+            )
+    return run
 
 
 def write_outputs(out_dir: Path, results: dict[str, Any]) -> None:
@@ -239,20 +275,22 @@ def write_outputs(out_dir: Path, results: dict[str, Any]) -> None:
         if "error" not in c else f"| {c['name']} | - | - | {c['error']} |"
         for c in results["correctness"]
     )  # fmt: skip
+    kernels = "; ".join(f"{p}: {', '.join(k) or '-'}" for p, k in results["attention_kernels"].items())
     md = "\n\n".join(
         [
             f"# {results['model']} on {env.get('gpu', results['device'])} ({results['date']})",
             f"torch {env['torch']}, CUDA {env['cuda']}; command `{results['command']}`; "
-            f"measured matmul peaks (TFLOP/s): {peaks}; total {results['elapsed_s']:.0f} s",
+            f"measured matmul peaks (TFLOP/s): {peaks}; SDPA kernels (eager forward, batch "
+            f"{results['batch']}): {kernels}; dynamo graphs compiled: {results['graphs_compiled']}; "
+            f"total {results['elapsed_s']:.0f} s",
+            "## Training, 256x256 (32x32x4 latents); x official = images/s over the official step's "
+            "(TF32 on CUDA, fp32 on the CPU; and under bf16 autocast), measured in this run",
+            markdown_table(results["train"], TRAIN_COLUMNS),
+            "## Sampling, 250-step DDPM, guidance 4 ([cond; null] in one batch)",
+            markdown_table(results["sample"], SAMPLE_COLUMNS),
             "## Correctness (relative L2 error against float32 eager)",
             "| check | error | tolerance | result |\n|---|---|---|---|\n" + checks,
-            f"## Training, 256x256 (32x32x4 latents); official on an H200: "
-            f"{OFFICIAL_TRAIN_TF32:g} images/s TF32, "
-            f"{OFFICIAL_TRAIN_BF16:g} bf16",
-            markdown_table(results["train"], TRAIN_COLUMNS),
-            f"## Sampling, 250-step DDPM, guidance 4 ([cond; null] in one batch); official on an H200: "
-            f"{OFFICIAL_SAMPLE_TF32:g} images/s TF32",
-            markdown_table(results["sample"], SAMPLE_COLUMNS),
+            "Skipped for time: " + ("; ".join(results["skipped"]) or "none"),
         ]
     )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--budget", type=float, default=270, help="seconds for the whole run (default 270)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        help=f"seconds for the run (default {DEFAULT_BUDGET_S:g})",
+    )
     parser.add_argument("--batch", type=int, default=64, help="training and sampling batch (default 64)")
     parser.add_argument(
         "--timed-steps", type=int, default=25, help="sampling steps timed, of 250 (default 25)"
@@ -289,14 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
     env = environment()
     log(f"{env}")
+    fp = "tf32" if args.device == "cuda" else "fp32"
     peaks: dict[str, float | None] = {}
-    for prec in ("bf16", "tf32", "fp32") if args.device == "cuda" else ("bf16", "fp32"):
-        peaks[prec], status = attempt(functools.partial(matmul_peak_tflops, args.device, prec))
+    for prec in ("bf16", fp):
+        peaks[prec], status = attempt(lambda p=prec: matmul_peak_tflops(args.device, p))  # type: ignore[misc]
         log(f"  matmul peak {prec}: {peaks[prec] or status} TFLOP/s")
-    log("correctness:")
-    checks = correctness(guard, args)
-    log("throughput:")
-    train_rows, sample_rows = throughput(guard, args, peaks.get("bf16"))
+    kernels, status = attempt(lambda: attention_kernels(args, fp))
+    log(f"  SDPA kernels: {kernels or status}")
+    run = run_all(guard, args, peaks.get("bf16"))
+    skipped = [c["name"] for c in run.checks if c.get("error") == SKIPPED]
+    skipped += [label(row) for row in run.train + run.sample if row["status"] == SKIPPED]
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(
@@ -304,17 +349,25 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "model": args.model,
         "device": args.device,
+        "batch": args.batch,
         "environment": env,
         "peaks": peaks,
-        "correctness": checks,
-        "train": train_rows,
-        "sample": sample_rows,
+        "attention_kernels": kernels or {},
+        "graphs_compiled": graphs_compiled(),
+        "train": run.train,
+        "sample": run.sample,
+        "correctness": run.checks,
+        "skipped": skipped,
         "elapsed_s": time.monotonic() - guard.start,
     }
     write_outputs(Path(args.out), results)
-    failed = [c["name"] for c in checks if "error" in c or not c["passed"]]
+    if skipped:
+        log(f"skipped for time ({len(skipped)}): {'; '.join(skipped)}")
+    failed = [
+        c["name"] for c in run.checks if c.get("error", SKIPPED) != SKIPPED or not c.get("passed", True)
+    ]
     if failed:
-        log(f"correctness checks failed or did not run: {', '.join(failed)}")
+        log(f"correctness checks failed or could not run: {', '.join(failed)}")
     return 1 if failed else 0
 
 

@@ -14,9 +14,10 @@ from ditkit.bench.activations import activation_memory, measure_row, saved_activ
 from ditkit.bench.train import TrainBenchConfig, bench_train
 from ditkit.cli.main import main
 from ditkit.errors import UserError
+from ditkit.model.attention_kernel import sdpa_backend
 from ditkit.model.checkpointing import checkpoint_block, selective_policy
+from ditkit.model.compilation import compile_blocks
 from ditkit.model.dit import DiT, DiTConfig
-from ditkit.model.fast import compile_blocks, sdpa_backend
 
 # DiT-T/2-like: 8x8 latents in 2x2 patches -> N = 16 tokens of width D = 32, 2 heads, 2 blocks.
 N, D, HEADS, DEPTH = 16, 32, 2, 2

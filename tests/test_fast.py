@@ -1,4 +1,4 @@
-"""ditkit.model.fast: precision contexts, compiled blocks, attention backends, the fast denoiser."""
+"""The fast path's pieces: precision contexts, compiled blocks, attention backends, the fast denoiser."""
 
 import copy
 
@@ -7,18 +7,16 @@ import torch
 
 from ditkit.bench.correctness import BF16_FORWARD_TOL, perturb_zero_init_, relative_error
 from ditkit.errors import UserError
+from ditkit.model.attention_kernel import sdpa_backend, sdpa_kernels_used
+from ditkit.model.compilation import apply_compile, compile_blocks, default_compile, is_compiled
+from ditkit.model.cuda_graphs import fast_denoiser
 from ditkit.model.dit import DiT, DiTConfig
-from ditkit.model.fast import (
-    apply_compile,
+from ditkit.model.precision import (
     autocast,
     check_precision,
-    compile_blocks,
-    default_compile,
     default_precision,
-    fast_denoiser,
     matmul_precision,
     precision_context,
-    sdpa_backend,
 )
 
 
@@ -94,6 +92,15 @@ def test_math_attention_matches_fused_kernel():
         sdpa_backend("xformers")
 
 
+def test_the_attention_kernel_that_ran_is_reported():
+    model = tiny().eval()
+    x, t, y = inputs()
+    assert sdpa_kernels_used(lambda: model(x, t, y)) == ["flash (CPU)"]  # the fused CPU kernel
+    with sdpa_backend("math"):
+        assert sdpa_kernels_used(lambda: model(x, t, y)) == ["math"]
+    assert sdpa_kernels_used(lambda: torch.ones(2) * 2) == []
+
+
 @pytest.mark.slow
 def test_compiled_blocks_match_eager_forward_and_gradients():
     # aot_eager traces each block with fullgraph=True (no graph breaks) without generating C++.
@@ -111,6 +118,33 @@ def test_compiled_blocks_match_eager_forward_and_gradients():
     for (name, pe), pc in zip(model.named_parameters(), compiled.parameters(), strict=True):
         if pe.grad is not None:
             assert relative_error(pc.grad, pe.grad) < 1e-5, name
+
+
+def test_compiled_blocks_leave_later_hooks_outside_the_graph():
+    """A wrapper's hooks on a compiled block (FSDP2 all-gathers there) run eagerly around the
+    compiled forward: a hook that dynamo cannot trace does not break the fullgraph compile, and it
+    runs at every call. A deep copy stays compiled and runs its own weights."""
+    torch._dynamo.reset()
+    model = compile_blocks(tiny(), backend="aot_eager", dynamic=False)
+    assert is_compiled(model) and not is_compiled(tiny())
+    calls = []
+
+    def untraceable_hook(module, args):
+        torch._dynamo.graph_break()
+        calls.append(module)
+
+    model.blocks[0].register_forward_pre_hook(untraceable_hook)
+    x, t, y = inputs()
+    with torch.no_grad():
+        model(x, t, y)
+        model(x, t, y)
+        twin = copy.deepcopy(model)
+        assert is_compiled(twin) and twin.blocks[1].forward.__self__ is twin.blocks[1]
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.mul_(2)
+        assert not torch.equal(twin(x, t, y), model(x, t, y))
+    assert calls == [model.blocks[0]] * 2 + [twin.blocks[0], model.blocks[0]]  # the copy kept the hook
 
 
 def test_apply_compile_choices():

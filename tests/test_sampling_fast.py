@@ -12,7 +12,8 @@ from ditkit.cli.main import build_parser, main
 from ditkit.errors import UserError
 from ditkit.generation.pipeline import DiTPipeline
 from ditkit.generation.sharded import MANIFEST_FILE, ShardedSettings, generate_sharded
-from ditkit.model.fast import CudaGraphDenoiser, apply_compile
+from ditkit.model.compilation import apply_compile, is_compiled
+from ditkit.model.cuda_graphs import CudaGraphDenoiser
 from ditkit.samplers.api import sample
 
 DDIM3 = dict(num_steps=3, sampler="ddim", progress=False)
@@ -146,7 +147,7 @@ def test_compile_is_applied_once_in_place(monkeypatch):
     model = sampling_dit()
     pipe = DiTPipeline(model, device="cpu", compile="blocks")
     assert len(calls) == 1 and calls[0][0] is model and calls[0][1] == "blocks" and pipe.model is model
-    assert all(block._compiled_call_impl is not None for block in model.blocks)
+    assert is_compiled(model) and all("forward" in vars(block) for block in model.blocks)
     torch.testing.assert_close(latents(pipe), eager, rtol=1e-5, atol=1e-6)
     latents(pipe)
     assert len(calls) == 1

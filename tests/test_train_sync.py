@@ -9,10 +9,9 @@ import pytest
 import torch
 from test_train_support import tiny_config
 
-from ditkit.training import step as step_module
 from ditkit.training import train
 from ditkit.training import trainer as trainer_module
-from ditkit.training.step import LogWindow, PendingSteps, StepStats, reduce_step
+from ditkit.training.step import LogWindow, PendingSteps, StepStats, TrainStep, reduce_step
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -93,11 +92,8 @@ def test_a_training_step_copies_nothing_to_the_host(tmp_path, monkeypatch):
 
         return wrapper
 
-    Trainer = trainer_module.Trainer
-    for name in ("_micro_step", "_optimizer_step"):
-        monkeypatch.setattr(Trainer, name, step_part(getattr(Trainer, name)))
-    monkeypatch.setattr(trainer_module, "reduce_step", step_part(step_module.reduce_step))
-    monkeypatch.setattr(PendingSteps, "add", step_part(PendingSteps.add))
+    monkeypatch.setattr(TrainStep, "__call__", step_part(TrainStep.__call__))
+    monkeypatch.setattr(PendingSteps, "add_step", step_part(PendingSteps.add_step))
 
     cfg = tiny_config(tmp_path, steps=3, log_every=0, grad_clip=1.0, micro_batch=4)
     train(cfg, progress=False)

@@ -106,6 +106,8 @@ def test_config_checks_and_round_trip(tmp_path):
         TrainConfig(steps=1, epochs=1)
     with pytest.raises(UserError, match="precision"):
         TrainConfig(steps=1, precision="fp16")
+    with pytest.raises(UserError, match="--compile blocks"):
+        TrainConfig(steps=1, parallel="fsdp", compile="model")
     cfg = TrainConfig(steps=5, model_overrides={"depth": 3}, grad_clip=1.0)
     again = TrainConfig.from_dict(json.loads(cfg.save(tmp_path).read_text()))
     assert again == cfg

@@ -84,9 +84,9 @@ _LAZY: dict[str, str] = {
     "bench_sample": "ditkit.bench.sample",
     "saved_activation_bytes": "ditkit.bench.activations",
     "checkpoint_block": "ditkit.model.checkpointing",
-    "compile_blocks": "ditkit.model.fast",
-    "precision_context": "ditkit.model.fast",
-    "fast_denoiser": "ditkit.model.fast",
+    "compile_blocks": "ditkit.model.compilation",
+    "precision_context": "ditkit.model.precision",
+    "fast_denoiser": "ditkit.model.cuda_graphs",
 }
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 # Numeric precision of the DiT: strict IEEE float32, TensorFloat-32 matmuls (CUDA), bfloat16 autocast.
 PRECISIONS = ("fp32", "tf32", "bf16")
-# ... and "auto": bf16 on GPUs that support it, else fp32 (`ditkit.model.fast.default_precision`).
+# ... and "auto": bf16 on GPUs that support it, else fp32 (`ditkit.model.precision.default_precision`).
 PRECISION_MODES = ("auto", *PRECISIONS)
 # torch.compile: nothing, each transformer block (one shared graph) or the whole forward.
 COMPILE_CHOICES = ("none", "blocks", "model")
-# ... and "auto": blocks on CUDA, none on the CPU (`ditkit.model.fast.default_compile`).
+# ... and "auto": blocks on CUDA, none on the CPU (`ditkit.model.compilation.default_compile`).
 COMPILE_MODES = ("auto", *COMPILE_CHOICES)
+# Attention kernels scaled_dot_product_attention may be pinned to ("auto": PyTorch's choice;
+# `ditkit.model.attention_kernel`).
+SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 # What activation-checkpointed blocks recompute (`ditkit.model.checkpointing`).
 CHECKPOINT_POLICIES = ("full", "selective")
 # Named beta schedules: DiT's linear one (Ho et al. 2020) and the cosine one (Nichol & Dhariwal 2021).
@@ -49,3 +52,19 @@ FLOW_SAMPLERS = ("dopri5", "euler", "heun", "sde-euler", "sde-heun")
 DETERMINISTIC_FLOW_SAMPLERS = ("dopri5", "euler", "heun")
 # The diffusion samplers (`ditkit.samplers`): ancestral DDPM, DDIM, DPM-Solver++(2M).
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+# Whose training step a benchmark times: the trainer's (`ditkit.training.step.TrainStep`) or the
+# official script's as rebuilt in `ditkit.bench.official` (the reference every ditkit row is compared with).
+RECIPES = ("ditkit", "official")
+# The steps `ditkit bench cpu-compare` puts side by side: name -> (whose step, precision, compile);
+# "float" is float32 with the device's matmul mode (TF32 on CUDA, as the official script sets it)
+# and "auto" the trainer's default for the device.
+COMPARE_VARIANTS: dict[str, tuple[str, str, str]] = {
+    "official": ("official", "float", "none"),
+    "official-bf16": ("official", "bf16", "none"),
+    "ditkit": ("ditkit", "auto", "auto"),
+    "ditkit-fp32": ("ditkit", "float", "none"),
+    "ditkit-bf16": ("ditkit", "bf16", "none"),
+    "ditkit-compiled": ("ditkit", "float", "blocks"),
+    "ditkit-bf16-compiled": ("ditkit", "bf16", "blocks"),
+}
+DEFAULT_COMPARE_VARIANTS = ("official", "official-bf16", "ditkit", "ditkit-bf16")

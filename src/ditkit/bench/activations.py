@@ -33,8 +33,9 @@ from torch.utils._pytree import tree_leaves
 
 from ditkit.bench.train import synthetic_batch
 from ditkit.errors import UserError
+from ditkit.model.compilation import is_compiled
 from ditkit.model.dit import DiT
-from ditkit.model.fast import autocast, check_precision
+from ditkit.model.precision import autocast, check_precision
 
 # The rows of the memory table: no checkpointing, then the two checkpoint policies on every block.
 POLICIES = ("none", "full", "selective")
@@ -117,11 +118,6 @@ class SavedBytes:
     other: int
 
 
-def _is_compiled(model: DiT) -> bool:
-    modules = [model, *model.blocks]
-    return any(getattr(m, "_compiled_call_impl", None) is not None for m in modules)
-
-
 def saved_activation_bytes(model: DiT, batch: int, precision: str = "fp32", seed: int = 0) -> SavedBytes:
     """Bytes of activations `model` keeps for backward after a training forward of `batch` images.
 
@@ -140,7 +136,7 @@ def saved_activation_bytes(model: DiT, batch: int, precision: str = "fp32", seed
     """
     if batch < 1:
         raise UserError(f"batch must be at least 1, got {batch}")
-    if _is_compiled(model):
+    if is_compiled(model):
         raise UserError("count saved activations on an eager model: compiled kernels are not visible")
     device = next(model.parameters()).device
     check_precision(precision, device)

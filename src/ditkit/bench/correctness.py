@@ -15,9 +15,13 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ditkit.bench.step import StepOptions, TrainStep
+from ditkit.bench.step import BenchStep
+from ditkit.model.compilation import apply_compile
+from ditkit.model.cuda_graphs import fast_denoiser
 from ditkit.model.dit import DiT
-from ditkit.model.fast import apply_compile, fast_denoiser, matmul_precision, precision_context
+from ditkit.model.precision import matmul_precision, precision_context
+from ditkit.training.randomness import StepDraws
+from ditkit.training.step import forward_backward, loss_terms
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -120,21 +124,19 @@ def train_step_errors(
     """
     x, t, y = example_inputs(model, batch, seed)
     noise = torch.randn(x.shape, generator=torch.Generator("cpu").manual_seed(seed + 1)).to(x.device)
-    keep = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    draws = StepDraws(t, noise, torch.zeros(batch, dtype=torch.bool, device=x.device))  # no label dropped
     results = []
     for prec, how in (("fp32", "none"), (precision, compile)):
-        step = TrainStep(
-            apply_compile(copy.deepcopy(model).train(), how, backend=backend), StepOptions(precision=prec)
-        )
-        with matmul_precision(prec):  # step.loss adds the autocast of bf16
-            loss = step.loss(x, y, t, noise, keep)
-            loss.backward()
-        grad = torch.cat([p.grad.flatten() for p in step.params if p.grad is not None])
+        trained = apply_compile(copy.deepcopy(model).train(), how, backend=backend)
+        step = BenchStep(trained, prec).step  # the trainer's step: its diffusion and optimizer
+        with matmul_precision(prec):  # as TrainStep enters it
+            terms = forward_backward(trained, step.objective, x, y, draws, 1.0 / batch, prec)
+        grad = torch.cat([p.grad.flatten() for p in trained.parameters() if p.grad is not None])
         step.optimizer.step()
         with torch.no_grad(), matmul_precision("fp32"):
-            after = step.loss(x, y, t, noise, keep, autocast_on=False)
-        results.append((loss.detach(), grad, after.detach()))
-        del step
+            after = loss_terms(trained, step.objective, x, y, draws)["loss"].mean()
+        results.append((terms["loss"].mean(), grad, after))
+        del step, trained
         if x.device.type == "cuda":
             torch.cuda.empty_cache()
     (l0, g0, a0), (l1, g1, a1) = results
@@ -209,24 +211,35 @@ def check_plan(
     sample_steps: int = 10,
     cfg_scale: float = 4.0,
 ) -> list[PlannedCheck]:
-    """The fast path's checks on `model` (perturb it first), cheapest first.
+    """The fast path's checks on `model` (perturb it first).
 
+    With compilation, first one fp32 training step compiled against eager at `small_batch`
+    (exact arithmetic on both sides: compiled blocks once gave wrong gradients on the CPU). Then
     bf16 (and on CUDA tf32) forward at `small_batch`; one bf16 training step eager at
     `small_batch` and compiled at `batch`; the compiled bf16 forward at 2 x `batch` (the guided
     sampling batch); a `sample_steps`-step guided DDPM chain through the compiled bf16
-    denoiser (CUDA-graphed on CUDA) at `batch`, each against float32 eager; last, one fp32
-    training step compiled against eager at `small_batch` (exact arithmetic on both sides).
+    denoiser (CUDA-graphed on CUDA) at `batch`, each against float32 eager.
     """
     device = next(model.parameters()).device
     train_tol = {"loss": BF16_LOSS_TOL, "grad": BF16_GRAD_TOL, "loss_after": BF16_LOSS_TOL}
-    plan = [
+    plan = []
+    if compile != "none":  # first: compiled blocks once gave wrong gradients on the CPU
+        plan.append(
+            PlannedCheck(  # exact arithmetic on both sides: a wrong gradient cannot hide in bf16 noise
+                f"train step fp32 compiled ({compile}) vs eager",
+                lambda: train_step_errors(model, "fp32", small_batch, compile=compile, backend=backend),
+                {"": COMPILE_FP32_TOL},
+                120,
+            )
+        )
+    plan.append(
         PlannedCheck(
             "forward bf16 vs fp32",
             lambda: forward_error(model, "bf16", small_batch),
             {"": BF16_FORWARD_TOL},
             20,
         )
-    ]
+    )
     if device.type == "cuda":
         plan.append(
             PlannedCheck(
@@ -267,15 +280,6 @@ def check_plan(
             60,
         )
     )
-    if compile != "none":  # last: one more compilation, run only with time to spare for the others
-        plan.append(
-            PlannedCheck(  # exact arithmetic on both sides: a wrong gradient cannot hide in bf16 noise
-                f"train step fp32 compiled ({compile}) vs eager",
-                lambda: train_step_errors(model, "fp32", small_batch, compile=compile, backend=backend),
-                {"": COMPILE_FP32_TOL},
-                200,
-            )
-        )
     return plan
 
 

@@ -110,21 +110,35 @@ def format_result(what: str, r: dict[str, Any]) -> str:
 
 
 def format_compare(r: dict[str, Any]) -> str:
-    """The cpu-compare table, with the machine load it ran under."""
+    """The cpu-compare table, with the machine load it ran under, and the trainer's ratio first."""
     c = r["config"]
+    depth = f" (depth {c['depth']})" if c.get("depth") else ""
     lines = [
-        f"{c['model']} training step, batch {c['batch']}, on {r['device_name']}; {c['repeats']} interleaved "
-        f"repeats of {c['steps']} steps; load average {r['load_before']} before, {r['load_after']} after",
-        f"{'variant':<17}{'precision':<10}{'attention':<10}{'AdamW':<8}{'EMA':<13}{'compile':<8}"
-        f"{'step ms':>9}{'images/s':>10}{'speedup':>9}",
+        f"{c['model']}{depth} training step, {c['input_size']}x{c['input_size']}x{c['in_channels']}, "
+        f"batch {c['batch']}, on {r['device_name']}; {c['repeats']} interleaved repeats of {c['steps']} "
+        f"steps; load average {r['load_before']} before, {r['load_after']} after",
     ]
-    for row in r["rows"]:
+    if r.get("cpu_bf16") is not None:
+        lines.append(f"bf16 matmul instructions on this CPU: {', '.join(r['cpu_bf16']) or 'none'}")
+    trainer = next((row for row in r["rows"] if row["variant"] == "ditkit"), None)
+    if trainer is not None:
         lines.append(
-            f"{row['variant']:<17}{row['precision']:<10}{row['attention']:<10}"
-            f"{row['optimizer']:<8}{row['ema']:<13}"
-            f"{row['compile']:<8}{row['step_ms']:>9.1f}{row['images_per_s']:>10.2f}{row['speedup']:>8.2f}x"
+            f"the trainer's default step ({trainer['precision']}, compile {trainer['compile']}) runs at "
+            f"{trainer['speedup']:.2f}x the official step's speed"
         )
-    lines.append(f"speedup = {r['rows'][0]['variant']} step time / variant step time (median over repeats)")
+    lines.append(
+        f"{'variant':<22}{'precision':<10}{'compile':<8}{'step ms':>9}{'images/s':>10}"
+        f"{'x official':>12}{'x official bf16':>17}"
+    )
+    for row in r["rows"]:
+        bf16 = "-" if row["speedup_bf16"] is None else f"{row['speedup_bf16']:.2f}x"
+        lines.append(
+            f"{row['variant']:<22}{row['precision']:<10}{row['compile']:<8}{row['step_ms']:>9.1f}"
+            f"{row['images_per_s']:>10.2f}{row['speedup']:>11.2f}x{bf16:>17}"
+        )
+    lines.append(
+        "x official = official step time / this step time (median over repeats of each repeat's median)"
+    )
     return "\n".join(lines)
 
 

@@ -28,7 +28,8 @@ from ditkit.bench.train import (
     throughput_metrics,
 )
 from ditkit.errors import UserError
-from ditkit.model.fast import apply_compile, fast_denoiser
+from ditkit.model.compilation import apply_compile
+from ditkit.model.cuda_graphs import fast_denoiser
 
 # DDPM steps of the DiT paper's samples and FID evaluations (Sec. 5).
 DIT_SAMPLING_STEPS = 250
@@ -53,7 +54,7 @@ class SampleBenchConfig(ModelBenchConfig):
 
 
 def bench_sample(cfg: SampleBenchConfig) -> dict[str, Any]:
-    """Time DDPM sampling with the fast denoiser (`ditkit.model.fast.fast_denoiser`).
+    """Time DDPM sampling with the fast denoiser (`ditkit.model.cuda_graphs.fast_denoiser`).
 
     Returns:
         The config fields plus step_ms (one guided step for the whole batch), sample_s (one
@@ -72,7 +73,9 @@ def bench_sample(cfg: SampleBenchConfig) -> dict[str, Any]:
     if guided and model.null_class is None:
         raise UserError("guidance needs a class-conditional model (num_classes > 1)")
     gflop_per_image = forward_gflop_per_image(model)
-    apply_compile(model, cfg.compile, backend=cfg.compile_backend)
+    apply_compile(
+        model, cfg.compile, mode=cfg.compile_mode, backend=cfg.compile_backend, dynamic=cfg.compile_dynamic
+    )
     denoiser = fast_denoiser(model, cfg.precision, cuda_graph=cfg.cuda_graph)
     h, w = model.config.size_hw
     shape = (cfg.batch, model.in_channels, h, w)

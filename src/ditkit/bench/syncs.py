@@ -1,9 +1,9 @@
 """Count the host synchronisations of the trainer's step on CUDA (the step should make none).
 
-The step is the benchmarks' `TrainStep` (the trainer's per-sample draws copied through pinned
-memory, `forward_backward` under bf16 autocast, fused AdamW, the multi-tensor EMA) with gradient
-clipping, followed by the trainer's device-side reduction of the logged values (`reduce_step`,
-`PendingSteps`). CUDA's sync debug mode warns at every synchronisation (a blocking copy, `.item()`,
+The step is the trainer's `TrainStep` (through `ditkit.bench.step.BenchStep`: the per-sample
+draws copied through pinned memory, the loss under bf16 autocast, fused AdamW, the multi-tensor
+EMA) with gradient clipping, followed by the trainer's device-side reduction of the logged values
+(`PendingSteps.add_step`). CUDA's sync debug mode warns at every synchronisation (a blocking copy, `.item()`,
 a stream or device synchronize); the warnings are counted. Reading the pending values afterwards
 is one deliberate synchronisation and shows that the counter works.
 """
@@ -16,10 +16,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ditkit.bench.step import StepOptions, TrainStep
+from ditkit.bench.step import BenchStep
 from ditkit.bench.train import synthetic_batch
 from ditkit.errors import UserError
-from ditkit.training.step import PendingSteps, StepStats, reduce_step
+from ditkit.training.step import PendingSteps
 
 # Gradient-norm clipping threshold of the counted step (clipping computes a norm on the device).
 GRAD_CLIP = 1.0
@@ -36,16 +36,14 @@ def trainer_step(model: nn.Module, batch: int, seed: int = 0) -> tuple[Callable[
     """
     device = next(model.parameters()).device
     x, y = synthetic_batch(model, batch, device, seed)  # type: ignore[arg-type]
-    labels = y if getattr(model, "null_class", None) is not None else None
     precision = "bf16" if device.type == "cuda" else "fp32"
-    step = TrainStep(model, StepOptions(precision=precision, grad_clip=GRAD_CLIP), seed)
+    step = BenchStep(model, precision, seed, grad_clip=GRAD_CLIP)
     pending = PendingSteps()
 
     def one_step() -> None:
-        stats = StepStats()
-        stats.add({"loss": step(x, labels).reshape(1)})
-        values, flags = reduce_step(stats, stop=False)
-        pending.add({**values, "grad_norm": step.grad_norm}, flags)  # type: ignore[dict-item]
+        step(x, y)
+        assert step.last is not None
+        pending.add_step(step.last, stop=False)
 
     return one_step, pending
 

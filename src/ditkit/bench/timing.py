@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ditkit.errors import UserError
-from ditkit.model.fast import check_precision, matmul_precision
+from ditkit.model.precision import check_precision, matmul_precision
 
 # Side of the square matmul that measures the peak: large enough to saturate the device.
 CUDA_PEAK_SIZE = 8192

@@ -1,15 +1,21 @@
-"""`bench_train`: images/s, achieved TFLOP/s, MFU and peak memory of DiT training steps."""
+"""`bench_train`: images/s, achieved TFLOP/s, MFU and peak memory of the trainer's training step.
+
+The step timed is the trainer's own (`ditkit.bench.step.BenchStep` calls `ditkit.training`'s
+`TrainStep`) on a synthetic batch.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from ditkit.bench.step import StepOptions, TrainStep
+from ditkit.bench.official import OfficialStep
+from ditkit.bench.step import BenchStep
 from ditkit.bench.timing import (
     matmul_peak_tflops,
     median,
@@ -19,10 +25,11 @@ from ditkit.bench.timing import (
     synchronize,
     time_calls,
 )
+from ditkit.choices import RECIPES
 from ditkit.errors import UserError
 from ditkit.model.checkpointing import check_policy
+from ditkit.model.compilation import apply_compile
 from ditkit.model.dit import DiT
-from ditkit.model.fast import apply_compile
 from ditkit.model.flops import count_gflops
 from ditkit.model.presets import get_config
 
@@ -34,7 +41,11 @@ FLOP_PER_MAC = 2
 
 @dataclass
 class ModelBenchConfig:
-    """The fields the training and sampling benchmarks share: which preset, how big a batch, how run."""
+    """The fields the training and sampling benchmarks share: which preset, how big a batch, how run.
+
+    `compile_dynamic` is torch.compile's `dynamic` for the blocks (False: one graph per batch size),
+    `compile_mode` its mode (None, "max-autotune-no-cudagraphs", ...).
+    """
 
     model: str = "DiT-XL/2"
     input_size: int = 32
@@ -43,12 +54,16 @@ class ModelBenchConfig:
     precision: str = "bf16"
     compile: str = "none"
     compile_backend: str = "inductor"
+    compile_dynamic: bool | None = None
+    compile_mode: str | None = None
 
 
 @dataclass
 class TrainBenchConfig(ModelBenchConfig):
     """What to time. Checkpointing is a block count (0 none, -1 all), as `DiTConfig.checkpointing`;
-    `checkpoint_policy` ("full" or "selective") says how those blocks are checkpointed."""
+    `checkpoint_policy` ("full" or "selective") says how those blocks are checkpointed; `attention`
+    pins the SDPA kernel ("auto": PyTorch's choice); `recipe` is "ditkit" (the trainer's step) or
+    "official" (`ditkit.bench.official.OfficialStep`, eager)."""
 
     checkpointing: int = 0
     checkpoint_policy: str = "full"
@@ -56,9 +71,7 @@ class TrainBenchConfig(ModelBenchConfig):
     warmup: int = 3
     device: str = "auto"
     attention: str = "auto"
-    optimizer: str = "fused"
-    ema: str = "multi-tensor"
-    draws: str = "per-sample"
+    recipe: str = "ditkit"
     seed: int = 0
     measure_peak: bool = True
 
@@ -110,6 +123,22 @@ def _check_policy(policy: str) -> None:
         raise UserError(str(err)) from err
 
 
+def _step(cfg: TrainBenchConfig, model: DiT) -> Callable[[Tensor, Tensor], Tensor]:
+    """The step `cfg.recipe` names, on `model` (compiled first as `cfg.compile` says)."""
+    if cfg.recipe not in RECIPES:
+        raise UserError(f"unknown recipe {cfg.recipe!r}; choose one of {', '.join(RECIPES)}")
+    if cfg.recipe == "official":
+        if cfg.compile != "none" or cfg.attention != "auto":
+            raise UserError(
+                "the official recipe runs eager with PyTorch's attention choice; drop --compile/--attention"
+            )
+        return OfficialStep(model, cfg.precision, seed=cfg.seed)
+    apply_compile(
+        model, cfg.compile, mode=cfg.compile_mode, backend=cfg.compile_backend, dynamic=cfg.compile_dynamic
+    )
+    return BenchStep(model, cfg.precision, seed=cfg.seed, attention=cfg.attention)
+
+
 def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[str, Any]:
     """Time `cfg.steps` training steps after `cfg.warmup` untimed ones.
 
@@ -134,9 +163,7 @@ def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[s
         raise UserError(f"bench_train times a DiT, got {type(model).__name__}")
     model.train()
     gflop_per_image = TRAIN_FLOP_MULTIPLIER * forward_gflop_per_image(model)
-    apply_compile(model, cfg.compile, backend=cfg.compile_backend)
-    options = StepOptions(cfg.precision, cfg.attention, cfg.optimizer, cfg.ema, cfg.draws)
-    step = TrainStep(model, options, seed=cfg.seed)
+    step = _step(cfg, model)
     x, y = synthetic_batch(model, cfg.batch, device, cfg.seed)
 
     start = time.perf_counter()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.choices import COMPILE_CHOICES, PRECISIONS
+from ditkit.choices import (
+    COMPARE_VARIANTS,
+    COMPILE_CHOICES,
+    DEFAULT_COMPARE_VARIANTS,
+    PRECISIONS,
+    RECIPES,
+    SDPA_BACKENDS,
+)
 from ditkit.cli.formatting import HelpFormatter
 
 EPILOG = """examples:
@@ -14,7 +21,8 @@ EPILOG = """examples:
   ditkit bench memory --threads 1              # activations saved per image, none/full/selective
   ditkit bench sample --model DiT-XL/2 --batch 64 --timed-steps 25         # 250-step DDPM, CFG 4
   ditkit bench train --model DiT-XS/2 --num-classes 10 --batch 8 --device cpu
-  ditkit bench cpu-compare                     # fast path vs plain float32 step, interleaved
+  ditkit bench train --model DiT-XL/2 --recipe official --precision tf32   # the official step
+  ditkit bench cpu-compare --threads 1         # the trainer's step vs the official one (demo model)
   ditkit bench check --model DiT-S/2 --device cpu   # bf16 / compiled / sampling vs float32
   ditkit bench peak --precision bf16           # the matmul peak MFU is measured against
   python -m ditkit.bench train --help          # the same commands
@@ -25,10 +33,12 @@ peak measured on this device in the same precision.
 """
 
 
-def _preset(p: argparse.ArgumentParser, model: str = "DiT-XL/2", num_classes: int = 1000) -> None:
+def _preset(
+    p: argparse.ArgumentParser, model: str = "DiT-XL/2", num_classes: int = 1000, input_size: int = 32
+) -> None:
     """--model, --input-size and --num-classes: the preset every benchmark builds."""
     p.add_argument("--model", default=model, help=f"preset name (default {model}; see `ditkit models`)")
-    p.add_argument("--input-size", type=int, default=32, help="latent side (default 32: 256x256 images)")
+    p.add_argument("--input-size", type=int, default=input_size, help=f"input side (default {input_size})")
     p.add_argument(
         "--num-classes", type=int, default=num_classes, help=f"number of classes (default {num_classes})"
     )
@@ -82,14 +92,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     t.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     t.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    t.add_argument("--attention", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"])
-    t.add_argument("--optimizer", default="fused", choices=["fused", "foreach", "loop"], help="AdamW kernel")
     t.add_argument(
-        "--ema", default="multi-tensor", choices=["multi-tensor", "loop"], help="EMA update kernel"
+        "--attention", default="auto", choices=SDPA_BACKENDS, help="pin the attention kernel (default auto)"
     )
     t.add_argument(
-        "--draws", default="per-sample", choices=["per-sample", "device"],
-        help="timesteps and noise: the trainer's per-sample CPU generators (default) or one on the device",
+        "--recipe", default="ditkit", choices=RECIPES,
+        help="whose step: the trainer's (default) or the official script's (eager; the reference)",
     )  # fmt: skip
     t.set_defaults(func=run)
 
@@ -131,17 +139,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     m.set_defaults(func=run)
 
     c = sub.add_parser(
-        "cpu-compare", help="the project's training step vs a plain float32 one, interleaved",
+        "cpu-compare", help="the trainer's step vs the official recipe's, interleaved (demo's model)",
+        description="Time the trainer's training step and the official DiT step (eager, float32, "
+        "PyTorch's default AdamW, the per-parameter EMA loop, device draws) in turns, on the demo's "
+        "model and batch by default, and print each step's speed relative to the official one.",
         epilog=EPILOG, formatter_class=fmt,
     )  # fmt: skip
-    _preset(c, model="DiT-XS/2", num_classes=10)
-    c.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
-    c.add_argument("--steps", type=int, default=3, help="timed steps per repeat (default 3)")
+    _preset(c, model="DiT-XS/4", num_classes=10, input_size=28)
+    c.add_argument("--in-channels", type=int, default=1, help="image channels (default 1)")
+    c.add_argument("--depth", type=int, default=4, help="transformer blocks (default 4; 0: the preset's)")
+    c.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
+    c.add_argument("--steps", type=int, default=5, help="timed steps per repeat (default 5)")
     c.add_argument("--repeats", type=int, default=5, help="rounds over the variants (default 5)")
-    c.add_argument("--warmup", type=int, default=1, help="untimed steps per variant (default 1)")
+    c.add_argument("--warmup", type=int, default=2, help="untimed steps per variant (default 2)")
     c.add_argument(
-        "--variants", default="baseline,ditkit,ditkit-bf16",
-        help="comma-separated, the first is the reference; also ditkit-compiled",
+        "--variants", default=",".join(DEFAULT_COMPARE_VARIANTS),
+        help=f"comma-separated, of {', '.join(COMPARE_VARIANTS)} (default {','.join(DEFAULT_COMPARE_VARIANTS)}); "
+        "the official float32 step always runs",
     )  # fmt: skip
     c.add_argument("--device", default="cpu", help="device (default cpu)")
     _output(c)
@@ -228,14 +242,16 @@ def run(args: argparse.Namespace) -> int:
         variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
         result = compare_steps(
             CompareConfig(
-                model=args.model, input_size=args.input_size, num_classes=args.num_classes, batch=args.batch,
+                model=args.model, input_size=args.input_size, in_channels=args.in_channels,
+                num_classes=args.num_classes, depth=args.depth or None, batch=args.batch,
                 steps=args.steps, repeats=args.repeats, warmup=args.warmup, variants=variants,
                 device=args.device,
             )
         )  # fmt: skip
     else:
         from ditkit.bench.timing import resolve_device
-        from ditkit.model.fast import default_compile, default_precision
+        from ditkit.model.compilation import default_compile
+        from ditkit.model.precision import default_precision
 
         device = resolve_device(args.device)
         common = dict(
@@ -251,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
                 TrainBenchConfig(
                     **common, checkpointing=_checkpointing(args.checkpointing),
                     checkpoint_policy=args.checkpoint_policy, steps=args.steps,
-                    attention=args.attention, optimizer=args.optimizer, ema=args.ema, draws=args.draws,
+                    attention=args.attention, recipe=args.recipe,
                 )
             )  # fmt: skip
         else:

@@ -1,6 +1,6 @@
 """How the pipeline calls its denoiser: the precision it runs in, and the fast path for its own DiT.
 
-Precisions (see `ditkit.model.fast`): "fp32" (strict float32), "tf32" (TF32 matmuls, CUDA only),
+Precisions (see `ditkit.model.precision`): "fp32" (strict float32), "tf32" (TF32 matmuls, CUDA only),
 "bf16" (bfloat16 autocast, float32 weights), and "fp16" (float16 autocast), which only the older
 `dtype=` argument asks for and which has no fast path. "auto" is `default_precision(device)`:
 bf16 on CUDA devices that support it, else fp32, so results on the CPU stay exact float32.
@@ -20,7 +20,7 @@ from torch import Tensor
 from ditkit.choices import PRECISION_MODES
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.errors import UserError
-from ditkit.model.fast import check_precision, default_precision, precision_context
+from ditkit.model.precision import autocast, check_precision, default_precision, precision_context
 
 AUTOCAST_DTYPES = {
     "bf16": torch.bfloat16,
@@ -77,7 +77,7 @@ def resolve_precision(
 
 def _context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     if precision == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
+        return autocast(precision, device)
     return precision_context(precision, device)
 
 

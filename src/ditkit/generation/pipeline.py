@@ -9,7 +9,8 @@ the batch size or the device count (per-sample noise streams, `ditkit.diffusion.
 
 Speed: `precision="auto"` samples in bfloat16 on CUDA (exact float32 on the CPU), the DiT's forward
 is replayed as a CUDA graph per batch shape, and `compile="blocks"` compiles it (worth it only for
-long runs such as FID-50K). See `ditkit.generation.denoiser` and `ditkit.model.fast`.
+long runs such as FID-50K). See `ditkit.generation.denoiser`,
+`ditkit.model.precision` and `ditkit.model.cuda_graphs`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage, IdentityFirstStage
 from ditkit.generation.class_names import IMAGENET_NUM_CLASSES, ClassNames, ClassQuery
 from ditkit.generation.denoiser import AUTOCAST_DTYPES, eager_denoiser, resolve_precision
+from ditkit.model.compilation import apply_compile
+from ditkit.model.cuda_graphs import fast_denoiser
 from ditkit.model.dit import DiT
-from ditkit.model.fast import apply_compile, fast_denoiser
 from ditkit.transport.settings import FlowSettings
 from ditkit.visual import images_to_uint8, to_pil
 
@@ -84,7 +86,7 @@ class DiTPipeline:
             `precision`. A dtype and a precision that disagree are an error.
         precision: "auto" (default: bf16 on CUDA with bf16 support, else exact fp32), "fp32",
             "tf32" (CUDA only) or "bf16" (autocast; weights stay float32).
-        compile: "none" (default), "blocks" or "model": `ditkit.model.fast.apply_compile` on the
+        compile: "none" (default), "blocks" or "model": `ditkit.model.compilation.apply_compile` on the
             model, once, in place. Compiling takes a while; it pays off only over long runs.
         cuda_graph: replay the DiT's forward as a CUDA graph per batch shape (CUDA only).
 

@@ -107,7 +107,7 @@ class DiTBlock(nn.Module):
 
         With `checkpoint_policy` ("full" or "selective", see `ditkit.model.checkpointing`) the block
         recomputes activations in backward. The checkpoint sits inside this method so that a block
-        compiled in place (`ditkit.model.fast.compile_blocks`) has it inside its graph, where the
+        compiled in place (`ditkit.model.compilation.compile_blocks`) has it inside its graph, where the
         compiler applies the policy to the ops it sees.
         """
         if checkpoint_policy is not None and torch.is_grad_enabled():

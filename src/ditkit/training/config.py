@@ -202,6 +202,11 @@ class TrainConfig:
             raise UserError(f"--decay-fraction must lie in (0, 1], got {self.decay_fraction}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise UserError(f"--min-snr-gamma must be positive, got {self.min_snr_gamma}")
+        if self.parallel == "fsdp" and self.compile == "model":
+            raise UserError(
+                "--parallel fsdp shards each block, so compile the blocks (--compile blocks): a "
+                "whole-model compile would have to trace FSDP's all-gathers"
+            )
         if (self.steps is None) == (self.epochs is None):
             raise UserError("give exactly one of --steps and --epochs")
         if self.steps is not None and self.steps < 1:

@@ -13,6 +13,8 @@ from torch.utils.data import Dataset
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT, DiTConfig
 from ditkit.training.config import TrainConfig
+from ditkit.training.ema import EMA
+from ditkit.training.step import TrainStep
 
 # DiT's first stage for image folders (Peebles & Xie 2023, sec. 3: the Stable Diffusion VAE).
 DEFAULT_IMAGE_FIRST_STAGE = "sd-vae-ft-ema"
@@ -171,6 +173,50 @@ def objective_extra(config: TrainConfig) -> dict[str, Any]:
             "learn_sigma": config.learn_sigma,
         },
     }
+
+
+def build_train_step(
+    model: nn.Module,
+    config: TrainConfig,
+    precision: str,
+    *,
+    raw: nn.Module | None = None,
+    encoder: Any = None,
+    sample_shape: tuple[int, int, int] | None = None,
+) -> TrainStep:
+    """The run's optimizer step (`TrainStep`) with its own AdamW, EMA and objective, as the trainer
+    builds them; `ditkit.bench` builds the step it times here too.
+
+    Args:
+        model: the model the forward runs (wrapped or compiled as the run chose).
+        config: the run's options (optimizer, EMA, dropout, clipping, objective, seed).
+        precision: the resolved precision ("fp32", "tf32" or "bf16"; not "auto").
+        raw: the unwrapped model (default `model`).
+        encoder, sample_shape: the first stage that encodes images on the fly, and the latents' shape.
+    """
+    raw = model if raw is None else raw
+    device = next(raw.parameters()).device
+    objective = build_objective(config)
+    return TrainStep(
+        model,
+        objective,
+        time_draws(config, objective),
+        build_optimizer(model, config, device),
+        EMA(raw, config.ema_decay, config.ema_warmup),
+        seed=config.seed,
+        class_dropout=config.class_dropout,
+        precision=precision,
+        grad_clip=config.grad_clip,
+        raw=raw,
+        encoder=encoder,
+        sample_shape=sample_shape,
+    )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give every parameter group of `optimizer` the learning rate `lr` (before its step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def checkpoint_extra(config: TrainConfig, data: DataSetup, step: int) -> dict[str, Any]:

@@ -1,9 +1,14 @@
-"""One forward/backward pass of the training loss (diffusion or flow matching), and the bookkeeping of
-the logged numbers."""
+"""One optimizer step of the training recipe (`TrainStep`; diffusion or flow matching), and the
+bookkeeping of the logged numbers.
+
+`TrainStep` is the one function both the trainer and `ditkit.bench` run for a step, so what a
+benchmark times is what a training run computes.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +17,10 @@ from torch import Tensor, nn
 
 from ditkit import distributed as D
 from ditkit.diffusion.gaussian import GaussianDiffusion, ModelFn
-from ditkit.training.randomness import StepDraws
+from ditkit.model.precision import autocast, check_precision, matmul_precision
+from ditkit.training.ema import EMA
+from ditkit.training.randomness import StepDraws, draw_step
+from ditkit.transport.time_sampling import TimeDistribution
 from ditkit.transport.transport import Transport
 
 # The loss terms that are logged (per-sample means); "vb" exists only for diffusion models that learn
@@ -34,6 +42,23 @@ def objective_losses(
     return objective.training_losses(denoiser, x, draws.t, draws.noise, labels)
 
 
+def loss_terms(
+    model: nn.Module, objective: Objective, x: Tensor, labels: Tensor | None, draws: StepDraws
+) -> dict[str, Tensor]:
+    """Per-sample loss terms {"loss"(, "mse", "vb")}, each (B,), of `model` on given draws (with grad).
+
+    The model is called as model(x_t, t, y, force_drop_ids=draws.drop) (labels dropped as drawn),
+    or model(x_t, t) when `labels` is None.
+    """
+
+    def denoiser(x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        if y is None:
+            return model(x_t, t)
+        return model(x_t, t, y, force_drop_ids=draws.drop)
+
+    return objective_losses(objective, denoiser, x, labels, draws)
+
+
 def forward_backward(
     model: nn.Module,
     objective: Objective,
@@ -41,7 +66,7 @@ def forward_backward(
     labels: Tensor | None,
     draws: StepDraws,
     scale: float,
-    bf16: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, Tensor]:
     """Backpropagate `scale * sum of the per-sample losses` of one micro-batch.
 
@@ -56,19 +81,16 @@ def forward_backward(
         labels: (B,) int64 labels, or None for an unconditional model.
         draws: the micro-batch's timesteps, noise and label-dropout flags.
         scale: factor on the summed loss.
-        bf16: run the forward pass under bfloat16 autocast (the backward follows the forward's dtypes).
+        precision: "bf16" runs the forward and the loss under bfloat16 autocast (the backward follows
+            the forward's dtypes); "fp32" and "tf32" add no autocast (set their matmul flags around
+            the call with `matmul_precision`), nor do they switch off one the caller entered.
 
     Returns:
-        Detached per-sample terms {"loss"(, "mse", "vb")}, each (B,).
+        Detached per-sample terms {"loss", "mse"(, "vb")}, each (B,).
     """
 
-    def denoiser(x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-        if y is None:
-            return model(x_t, t)
-        return model(x_t, t, y, force_drop_ids=draws.drop)
-
-    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
-        terms = objective_losses(objective, denoiser, x, labels, draws)
+    with autocast(precision, x.device):
+        terms = loss_terms(model, objective, x, labels, draws)
     (terms["loss"].float().sum() * scale).backward()
     return {k: v.detach().float() for k, v in terms.items() if k in LOGGED_TERMS}
 
@@ -89,6 +111,127 @@ class StepStats:
         """Names and (n,) tensor of the per-sample means on this process."""
         names = [k for k in LOGGED_TERMS if k in self.sums]
         return names, torch.stack([self.sums[k] for k in names]) / self.count
+
+
+@dataclass
+class MicroBatch:
+    """The samples one forward pass of a step sees on this process.
+
+    Attributes:
+        positions: their positions in the step's global batch (they key the per-sample draws).
+        x: (B, C, H, W) model inputs, or images when the step has an encoder.
+        y: (B,) int64 labels (ignored by an unconditional model).
+    """
+
+    positions: Sequence[int]
+    x: Tensor
+    y: Tensor
+
+
+@dataclass
+class StepOutput:
+    """What one optimizer step leaves on the device (nothing is read by the host).
+
+    Attributes:
+        stats: sums of the logged per-sample terms over this process's samples.
+        grad_norm: 0-d global gradient norm before clipping, or None without clipping.
+    """
+
+    stats: StepStats
+    grad_norm: Tensor | None
+
+
+class TrainStep:
+    """One optimizer step of DiT's recipe (Peebles & Xie 2023, sec. 5; the trainer's and the bench's).
+
+    For every micro-batch: each sample's timestep (or flow time), noise and label dropout from its
+    keyed generator (`draw_step`), the objective's loss forward and backward under the precision's
+    autocast (`forward_backward`); then the gradient clip (if asked), the optimizer step and the
+    EMA update. Gradients are all-reduced on the last micro-batch only (`grad_sync`).
+
+    Args:
+        model: the model the forward runs (DDP/FSDP-wrapped or compiled as the run chose).
+        objective: the training objective (GaussianDiffusion or flow-matching Transport).
+        times: what the draws take times from: the chain length (diffusion) or a TimeDistribution.
+        optimizer: steps `model`'s parameters.
+        ema: averages `raw`'s parameters.
+        seed: the run's seed (keys the draws).
+        class_dropout: probability of dropping a label to the null class.
+        precision: "fp32", "tf32" or "bf16" (see `ditkit.model.precision`).
+        grad_clip: clip the global gradient norm to this (None: no clipping, as DiT).
+        raw: the unwrapped model (default `model`): its `null_class` says whether labels are used.
+        encoder: a first stage that encodes image micro-batches to latents on the fly (posterior
+            sample with the per-sample posterior noise), or None when inputs are model inputs.
+        sample_shape: (C, H, W) of one model input; needed with `encoder` (default: the input's).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        times: int | TimeDistribution,
+        optimizer: torch.optim.Optimizer,
+        ema: EMA,
+        *,
+        seed: int,
+        class_dropout: float,
+        precision: str,
+        grad_clip: float | None = None,
+        raw: nn.Module | None = None,
+        encoder: Any = None,
+        sample_shape: Sequence[int] | None = None,
+    ) -> None:
+        self.model, self.raw = model, model if raw is None else raw
+        self.device = next(self.raw.parameters()).device
+        check_precision(precision, self.device)
+        if encoder is not None and sample_shape is None:
+            raise ValueError("a step that encodes its inputs needs the latents' sample_shape")
+        self.objective, self.times, self.optimizer, self.ema = objective, times, optimizer, ema
+        self.seed, self.class_dropout, self.precision = seed, class_dropout, precision
+        self.grad_clip, self.encoder = grad_clip, encoder
+        self.sample_shape = None if sample_shape is None else tuple(sample_shape)
+        self.conditional = getattr(self.raw, "null_class", None) is not None
+
+    def __call__(self, step: int, micro_batches: Iterable[MicroBatch], samples: int) -> StepOutput:
+        """Run optimizer step `step` (0-based) over `micro_batches`, which hold `samples` samples in all.
+
+        The gradients are the mean over this process's `samples` (and, through DDP, over the
+        global batch); the last micro-batch is the one that completes `samples`.
+        """
+        stats, done = StepStats(), 0
+        self.optimizer.zero_grad(set_to_none=True)
+        with matmul_precision(self.precision):
+            for micro in micro_batches:
+                done += len(micro.positions)
+                with D.grad_sync(self.model, done >= samples):
+                    stats.add(self._forward_backward(step, micro, 1.0 / samples))
+            grad_norm = None
+            if self.grad_clip is not None:
+                grad_norm = D.full_tensor(
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                )
+            self.optimizer.step()
+        self.ema.update(self.raw)
+        return StepOutput(stats, grad_norm)
+
+    def _forward_backward(self, step: int, micro: MicroBatch, scale: float) -> dict[str, Tensor]:
+        shape = self.sample_shape or tuple(micro.x.shape[1:])
+        draws = draw_step(
+            self.seed,
+            step,
+            micro.positions,
+            shape,
+            self.times,
+            self.class_dropout,
+            posterior=self.encoder is not None,
+        ).to(self.device)
+        x = micro.x.to(self.device, non_blocking=True)
+        labels = micro.y.to(self.device, non_blocking=True) if self.conditional else None
+        if self.encoder is not None:
+            with torch.no_grad():
+                mean, std = self.encoder.encode(x)
+                x = mean + std * draws.posterior_noise
+        return forward_backward(self.model, self.objective, x, labels, draws, scale, self.precision)
 
 
 def reduce_step(stats: StepStats, stop: bool, decay: bool = False) -> tuple[dict[str, Tensor], Tensor]:
@@ -153,6 +296,19 @@ class PendingSteps:
             self.sums[k] = self.sums[k] + v if k in self.sums else v
         self.flags = flags if self.flags is None else self.flags + flags
         self.steps += 1
+
+    def add_step(self, out: StepOutput, stop: bool, decay: bool = False) -> None:
+        """Reduce a step's logged values (and gradient norm) over processes; keep them until a read.
+
+        Args:
+            out: what `TrainStep` returned.
+            stop: this process asks to stop (a signal, the time budget).
+            decay: this process's clock says the learning-rate decay is due.
+        """
+        values, flags = reduce_step(out.stats, stop, decay)
+        if out.grad_norm is not None:
+            values["grad_norm"] = out.grad_norm
+        self.add(values, flags)
 
     def read(self, since: float) -> Readout | None:
         """The steps added since the last read (None if none), read in one copy; then starts over.

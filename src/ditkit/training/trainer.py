@@ -8,43 +8,36 @@ computed them, nor on whether the run was interrupted and resumed.
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from ditkit import distributed as D
 from ditkit.atomic import atomic_write_text
 from ditkit.errors import UserError
-from ditkit.model.fast import (
-    apply_compile,
-    check_precision,
-    default_compile,
-    default_precision,
-    matmul_precision,
-)
+from ditkit.model.compilation import apply_compile, default_compile
+from ditkit.model.precision import check_precision, default_precision
 from ditkit.training.config import TrainConfig, check_resumable
 from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
-from ditkit.training.ema import EMA
 from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
 from ditkit.training.preflight import preflight
-from ditkit.training.randomness import draw_step
 from ditkit.training.schedule import schedule_for
 from ditkit.training.setup import (
     build_data,
     build_model,
-    build_objective,
-    build_optimizer,
+    build_train_step,
     checkpoint_extra,
     model_config,
     objective_extra,
-    time_draws,
+    set_lr,
 )
 from ditkit.training.signals import GracefulStop
 from ditkit.training.snapshot import gather_state, restore_optimizer, weights_finite, weights_holder
@@ -58,7 +51,7 @@ from ditkit.training.state import (
     rng_snapshot,
     save_training_checkpoint,
 )
-from ditkit.training.step import LogWindow, PendingSteps, StepStats, forward_backward, reduce_step
+from ditkit.training.step import LogWindow, MicroBatch, PendingSteps
 
 SUMMARY_FILE = "train_summary.json"
 # The host reads the loss, the stop request and the non-finite flag at most this many steps apart
@@ -151,8 +144,6 @@ class Trainer:
         self.precision = default_precision(ctx.device) if config.precision == "auto" else config.precision
         check_precision(self.precision, ctx.device)
         self.compile = default_compile(ctx.device) if config.compile == "auto" else config.compile
-        self.objective = build_objective(config)  # GaussianDiffusion or flow-matching Transport
-        self.times = time_draws(config, self.objective)
         self.lr_schedule = schedule_for(config, self.total_steps)
         if self.data.encoder is not None:
             self.data.encoder.to(ctx.device)
@@ -166,8 +157,15 @@ class Trainer:
         apply_compile(raw, self.compile)  # in place: parameters and state-dict keys are unchanged
         self.raw = raw
         self.model = D.wrap_model(raw, cfg.parallel, self.ctx)
-        self.ema = EMA(raw, cfg.ema_decay, cfg.ema_warmup)
-        self.optimizer = build_optimizer(self.model, cfg, self.ctx.device)
+        self.train_step = build_train_step(
+            self.model,
+            cfg,
+            self.precision,
+            raw=raw,
+            encoder=self.data.encoder,
+            sample_shape=self.data.sample_shape,
+        )
+        self.optimizer, self.ema = self.train_step.optimizer, self.train_step.ema
         self.step = 0
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -216,76 +214,97 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self, resume: str | Path | bool | None = None, *, progress: bool = True) -> TrainResult:
+        """Train (from scratch or from `resume`) until the last step, a stop signal or the time budget."""
         self._start(resume)
-        cfg = self.config
         start_step, self.t0 = self.step, time.perf_counter()
-        window, stopped = LogWindow(), "finished"
+        self.pending, self.window, self.tick, self.stopped = PendingSteps(), LogWindow(), self.t0, "finished"
         self.logged: tuple[float, int, int] | None = None  # loss, first and last step of its window
         bar = tqdm(
             total=self.total_steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True
         )
+        with GracefulStop() as stop, bar:
+            for step, micro_batches in self._steps():
+                set_lr(self.optimizer, self.lr_schedule.at(step))
+                out = self.train_step(step, micro_batches, self.layout.local_batch)
+                self.pending.add_step(out, *self._clock(stop.requested))
+                self.step = step + 1
+                bar.update(1)
+                if self._read_due() and self._read(bar, stop):
+                    break
+            if self.step > start_step and self.last_checkpoint != checkpoint_path(self.out, self.step):
+                self._save()
+        return self._finish(start_step)
+
+    def _steps(self) -> Iterator[tuple[int, list[MicroBatch]]]:
+        """(step, the step's micro-batches on this process), from the current step to the last."""
+        rank = self.ctx.rank
         batches = iterate_micro_batches(
             self.data.dataset,
             self.order,
             self.layout,
-            self.ctx.rank,
+            rank,
             self.step,
             min(self.total_steps, self.lr_schedule.end_step),
-            num_workers=cfg.num_workers,
+            num_workers=self.config.num_workers,
             pin_memory=self.ctx.device.type == "cuda",
         )
-        stats, pending, tick = StepStats(), PendingSteps(), time.perf_counter()
-        with GracefulStop() as stop, bar:
-            for step, micro, (x, y) in batches:
-                if micro == 0:
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = self.lr_schedule.at(step)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    stats = StepStats()
-                stats.add(self._micro_step(step, micro, x, y))
-                if micro < self.layout.accumulation - 1:
-                    continue
-                grad_norm = self._optimizer_step()
-                elapsed = time.perf_counter() - self.t0
-                budget = 60 * cfg.time_budget_minutes if cfg.time_budget_minutes is not None else None
-                over_time = budget is not None and elapsed > budget
-                decay_due = budget is not None and elapsed > (1.0 - cfg.decay_fraction) * budget
-                values, flags = reduce_step(stats, stop.requested or over_time, decay_due)
-                if grad_norm is not None:
-                    values["grad_norm"] = grad_norm
-                pending.add(values, flags)
-                self.step = step + 1
-                bar.update(1)
-                if not self._read_due():
-                    continue
-                readout = pending.read(since=tick)  # the host waits for the device here, and only here
-                assert readout is not None
-                if readout.nonfinite:
-                    raise self._nonfinite_error(readout.steps)
-                window.add(readout)
-                bar.set_postfix({"recent loss": f"{readout.values['loss']:.4f}"}, refresh=False)
-                if readout.decay and self.lr_schedule.start_decay(self.step):
-                    self.echo(
-                        f"time budget: the learning rate decays from step {self.step} "
-                        f"to 0 at step {self.lr_schedule.end_step}"
-                    )
-                # The decay, brought forward by the time budget, is over: the budget's end.
-                end = self.lr_schedule.end_step
-                ended = end < self.total_steps and self.step >= end
-                if self._due(cfg.log_every) or readout.stop or ended or self.step == self.total_steps:
-                    self._log(window, step, elapsed)
-                    window = LogWindow()
-                if self._due(cfg.sample_every):
-                    self._preview()
-                if readout.stop or ended:
-                    stopped = stop.signal_name or "time budget"
-                    self.echo(f"stopping at step {self.step} ({stopped}); saving a checkpoint")
-                    break
-                if self._due(cfg.ckpt_every) and self.step < self.total_steps:
-                    self._save()
-                tick = time.perf_counter()
-            if self.step > start_step and self.last_checkpoint != checkpoint_path(self.out, self.step):
-                self._save()
+        for step, group in itertools.groupby(batches, key=operator.itemgetter(0)):
+            yield step, [MicroBatch(self.layout.positions(rank, m), x, y) for _, m, (x, y) in group]
+
+    def _clock(self, stop_requested: bool) -> tuple[bool, bool]:
+        """(this process asks to stop: a signal or the time budget spent, the time budget says the
+        learning-rate decay is due)."""
+        cfg = self.config
+        if cfg.time_budget_minutes is None:
+            return stop_requested, False
+        elapsed, budget = time.perf_counter() - self.t0, 60 * cfg.time_budget_minutes
+        return stop_requested or elapsed > budget, elapsed > (1.0 - cfg.decay_fraction) * budget
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def _read_due(self) -> bool:
+        """Whether the host reads the steps run since its last read: at every log, preview and
+        checkpoint step, at the last step, and at least every `HOST_READ_EVERY` steps."""
+        cfg = self.config
+        periods = (cfg.log_every, cfg.sample_every, cfg.ckpt_every, HOST_READ_EVERY)
+        ends = (self.total_steps, self.lr_schedule.end_step)
+        return self.step in ends or any(self._due(p) for p in periods)
+
+    def _read(self, bar: tqdm, stop: GracefulStop) -> bool:
+        """Read the pending steps (the host waits for the device here, and only here); log, preview
+        and checkpoint when due. Returns True when the run must stop."""
+        cfg = self.config
+        readout = self.pending.read(since=self.tick)
+        assert readout is not None
+        if readout.nonfinite:
+            raise self._nonfinite_error(readout.steps)
+        self.window.add(readout)
+        bar.set_postfix({"recent loss": f"{readout.values['loss']:.4f}"}, refresh=False)
+        if readout.decay and self.lr_schedule.start_decay(self.step):
+            self.echo(
+                f"time budget: the learning rate decays from step {self.step} "
+                f"to 0 at step {self.lr_schedule.end_step}"
+            )
+        # The decay, brought forward by the time budget, is over: the budget's end.
+        end = self.lr_schedule.end_step
+        ended = end < self.total_steps and self.step >= end
+        if self._due(cfg.log_every) or readout.stop or ended or self.step == self.total_steps:
+            self._log(self.window, self.step - 1, time.perf_counter() - self.t0)
+            self.window = LogWindow()
+        if self._due(cfg.sample_every):
+            self._preview()
+        if readout.stop or ended:
+            self.stopped = stop.signal_name or "time budget"
+            self.echo(f"stopping at step {self.step} ({self.stopped}); saving a checkpoint")
+            return True
+        if self._due(cfg.ckpt_every) and self.step < self.total_steps:
+            self._save()
+        self.tick = time.perf_counter()
+        return False
+
+    def _finish(self, start_step: int) -> TrainResult:
+        """The run's result, written to `SUMMARY_FILE` (with the loss curve if nothing new was saved)."""
         elapsed = time.perf_counter() - self.t0
         rate = (self.step - start_step) / elapsed if elapsed > 0 else 0.0
         loss, first, last = self.logged if self.logged is not None else (None, 0, 0)
@@ -294,7 +313,7 @@ class Trainer:
             self.step,
             self.total_steps,
             self.last_checkpoint,
-            stopped,
+            self.stopped,
             loss,
             rate,
             elapsed,
@@ -308,52 +327,6 @@ class Trainer:
                 self._plot()
             atomic_write_text(self.out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
         return result
-
-    def _due(self, every: int) -> bool:
-        return every > 0 and self.step % every == 0
-
-    def _read_due(self) -> bool:
-        """Whether the host reads the steps run since its last read: at every log, preview and
-        checkpoint step, at the last step, and at least every `HOST_READ_EVERY` steps."""
-        cfg = self.config
-        periods = (cfg.log_every, cfg.sample_every, cfg.ckpt_every, HOST_READ_EVERY)
-        ends = (self.total_steps, self.lr_schedule.end_step)
-        return self.step in ends or any(self._due(p) for p in periods)
-
-    def _micro_step(self, step: int, micro: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        cfg, device = self.config, self.ctx.device
-        positions = self.layout.positions(self.ctx.rank, micro)
-        draws = draw_step(
-            cfg.seed,
-            step,
-            positions,
-            self.data.sample_shape,
-            self.times,
-            cfg.class_dropout,
-            posterior=self.data.encoder is not None,
-        ).to(device)
-        x = x.to(device, non_blocking=True)
-        labels = y.to(device, non_blocking=True) if self.raw.null_class is not None else None
-        if self.data.encoder is not None:
-            with torch.no_grad():
-                mean, std = self.data.encoder.encode(x)
-                x = mean + std * draws.posterior_noise
-        last = micro == self.layout.accumulation - 1
-        with D.grad_sync(self.model, last), matmul_precision(self.precision):
-            scale = 1.0 / self.layout.local_batch
-            bf16 = self.precision == "bf16"
-            return forward_backward(self.model, self.objective, x, labels, draws, scale, bf16)
-
-    def _optimizer_step(self) -> torch.Tensor | None:
-        """Clip (if asked), step and update the EMA; returns the gradient norm as a device tensor."""
-        grad_norm = None
-        if self.config.grad_clip is not None:
-            grad_norm = D.full_tensor(
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            )
-        self.optimizer.step()
-        self.ema.update(self.raw)
-        return grad_norm
 
     def _nonfinite_error(self, steps: int) -> UserError:
         where = (
