@@ -181,20 +181,37 @@ def test_module_entry_point_help():
     assert run.returncode == 0 and "cpu-compare" in run.stdout
 
 
-@pytest.mark.slow
-def test_gpu_script_dry_run(tmp_path):
+def _gpu_script(tmp_path, *args):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, str(ROOT / "bench" / "gpu.py"), "--dry-run", "--batch", "2", "--timed-steps", "2"]
-    run = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=ROOT)
+    run = subprocess.run(
+        [*cmd, *args, "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=ROOT
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    results = json.loads((tmp_path / "gpu_results.json").read_text())
-    # Under load some rows may be skipped for time (listed, exit 0); every check that ran passed.
-    ran = [c for c in results["correctness"] if "error" not in c]
-    assert ran and all(c["passed"] for c in ran)
+    return run, json.loads((tmp_path / "gpu_results.json").read_text())
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run(tmp_path):
+    run, results = _gpu_script(tmp_path, "--budget", "300")
+    train = results["train"]
+    assert [(r["recipe"], r["precision"]) for r in train[:2]] == [("official", "fp32"), ("official", "bf16")]
+    assert train[0]["status"] == "ok" and train[0]["x_official"] == 1.0  # the reference of the ratios
+    rows = train + results["sample"]
+    assert {row["status"] for row in rows} <= {"ok", "skipped: out of time"}
+    # Under load some rows and checks may be skipped for time (listed, exit 0); every check that ran passed.
+    assert all(c["passed"] for c in results["correctness"] if "error" not in c)
     assert all(c["error"] == "skipped: out of time" for c in results["correctness"] if "error" in c)
-    rows = results["train"] + results["sample"]
-    assert rows[0]["status"] == "ok" and {row["status"] for row in rows} <= {"ok", "skipped: out of time"}
+    skipped = sum(r["status"] != "ok" for r in rows) + sum("error" in c for c in results["correctness"])
+    assert len(results["skipped"]) == skipped and ("skipped for time" in run.stdout) == bool(skipped)
+    assert results["attention_kernels"] == {"bf16": ["flash (CPU)"], "fp32": ["flash (CPU)"]}
     assert "| check |" in (tmp_path / "gpu_results.md").read_text()
+
+
+def test_gpu_script_lists_what_it_had_no_time_for(tmp_path):
+    run, results = _gpu_script(tmp_path, "--budget", "0")
+    assert all(r["status"] == "skipped: out of time" for r in results["train"] + results["sample"])
+    assert results["skipped"] and "skipped for time" in run.stdout
 
 
 def test_the_sync_counted_step_trains_and_needs_cuda_to_count():
