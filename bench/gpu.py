@@ -203,14 +203,14 @@ class Runner:
 
 
 def attention_kernels(setup: argparse.Namespace, float_precision: str) -> dict[str, list[str]]:
-    """The kernels SDPA ran in one eager training forward of the table's model, batch and precisions."""
+    """The kernels SDPA ran in one eager forward of the table's model, batch and precisions."""
     device = torch.device(setup.device)
     model = build_model(setup.model, setup.input_size, setup.num_classes, device).train()
     x, y = synthetic_batch(model, setup.batch, device, 0)
     t = torch.zeros(setup.batch, dtype=torch.long, device=device)
     found = {}
     for precision in ("bf16", float_precision):
-        with autocast(precision, device):
+        with torch.no_grad(), autocast(precision, device):
             found[precision] = sdpa_kernels_used(lambda: model(x, t, y))
     return found
 
@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     vars(args).update(setup)
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+    # One graph per batch size, grad mode and checkpoint policy: more than dynamo's default 8 entries.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     env = environment()
     log(f"{env}")
     fp = "tf32" if args.device == "cuda" else "fp32"
