@@ -28,7 +28,7 @@ class BenchStep:
         attention: pin scaled_dot_product_attention to one kernel ("auto": PyTorch's choice).
 
     Attributes:
-        step: the trainer's `TrainStep` (its `optimizer`, `ema`, `diffusion`).
+        step: the trainer's `TrainStep` (its `optimizer`, `ema`, `objective`).
         last: what the last call's `TrainStep` returned (its `grad_norm` with clipping).
     """
 
