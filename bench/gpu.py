@@ -62,8 +62,12 @@ from ditkit.model.attention_kernel import sdpa_kernels_used  # noqa: E402
 from ditkit.model.precision import autocast  # noqa: E402
 
 MODEL = "DiT-XL/2"
-# The dry run: a tiny model on the CPU, compiled by the tracing-only backend.
-DRY_RUN = {"model": "DiT-T/2", "input_size": 8, "num_classes": 10, "device": "cpu", "backend": "aot_eager"}
+# The dry run: a tiny model on the CPU, compiled by the tracing-only backend, and small matmul peaks (a
+# CPU without bf16 instructions takes tens of seconds for one 1024^3 bf16 matmul).
+DRY_RUN = {
+    "model": "DiT-T/2", "input_size": 8, "num_classes": 10, "device": "cpu", "backend": "aot_eager",
+    "peak_size": 256,
+}  # fmt: skip
 # Memory of the GPU the memory target refers to (an 80 GB H100), in GB as torch reports them.
 TARGET_GPU_GB = 80.0
 # The default budget: the whole command within 10 minutes, start-up and writing included.
@@ -319,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     guard = Guard(args.budget)
-    setup = dict(model=MODEL, input_size=32, num_classes=1000, device="cuda", backend="inductor")
+    setup: dict[str, Any] = dict(
+        model=MODEL, input_size=32, num_classes=1000, device="cuda", backend="inductor", peak_size=None
+    )
     if args.dry_run:
         setup.update(DRY_RUN)
     elif not torch.cuda.is_available():
@@ -336,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     fp = "tf32" if args.device == "cuda" else "fp32"
     peaks: dict[str, float | None] = {}
     for prec in ("bf16", fp):
-        peaks[prec], status = attempt(lambda p=prec: matmul_peak_tflops(args.device, p))  # type: ignore[misc]
+        peaks[prec], status = attempt(lambda p=prec: matmul_peak_tflops(args.device, p, args.peak_size))  # type: ignore[misc]
         log(f"  matmul peak {prec}: {peaks[prec] or status} TFLOP/s")
     kernels, status = attempt(lambda: attention_kernels(args, fp))
     log(f"  SDPA kernels: {kernels or status}")

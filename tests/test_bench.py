@@ -85,6 +85,20 @@ def test_compare_steps_interleaves_variants_against_the_official_step():
         compare_steps(CompareConfig(variants=("fastest",)))
 
 
+def test_cpu_compare_leaves_out_bf16_where_the_cpu_lacks_bf16_instructions(monkeypatch):
+    from ditkit.bench import compare
+
+    monkeypatch.setattr(compare, "cpu_bf16_instructions", lambda: [])
+    assert compare.default_variants(torch.device("cpu")) == ("official", "ditkit")
+    monkeypatch.setattr(compare, "cpu_bf16_instructions", lambda: ["amx_bf16"])
+    assert compare.default_variants(torch.device("cpu")) == (
+        "official",
+        "official-bf16",
+        "ditkit",
+        "ditkit-bf16",
+    )
+
+
 def test_official_step_trains_and_keeps_its_ema_by_the_loop():
     model = build_model("DiT-T/2", 8, 10, torch.device("cpu")).train()
     x, y = torch.randn(2, 4, 8, 8), torch.tensor([1, 2])

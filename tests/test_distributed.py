@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from test_train_support import assert_state_equal, tiny_config
 
 from ditkit.training import train
@@ -17,11 +16,12 @@ from ditkit.training.state import checkpoint_path, load_training_checkpoint
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
-def _torchrun(cfg, parallel: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def _torchrun(
+    cfg, parallel: str, *extra: str, entry: tuple[str, ...] = ("-m", "ditkit")
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     command += [
-        "-m",
-        "ditkit",
+        *entry,
         "train",
         "--model",
         cfg.model,
@@ -89,15 +89,28 @@ def test_two_processes_match_one_with_flow_matching(tmp_path):
     assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-5)
 
 
+# `ditkit` with the blocks compiled by aot_eager: dynamo traces them with fullgraph=True as for
+# inductor (where FSDP2's hooks inside a compiled block broke the graph), without minutes of C++.
+TRACED_DITKIT = """
+import sys
+import ditkit.model.compilation as compilation
+compile_blocks = compilation.compile_blocks
+compilation.compile_blocks = lambda model, **kw: compile_blocks(model, **{**kw, "backend": "aot_eager"})
+from ditkit.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_fsdp_shards_compiled_blocks(tmp_path):
-    """`--parallel fsdp --compile blocks` (inductor, fullgraph): FSDP2's hooks stay outside the
-    compiled blocks, and two sharded compiled processes follow one eager process."""
+    """`--parallel fsdp --compile blocks`: FSDP2's hooks stay outside the compiled blocks (fullgraph),
+    and two sharded compiled processes follow one eager process."""
     single = train(tiny_config(tmp_path, out=str(tmp_path / "one"), steps=3), progress=False)
     two = tiny_config(tmp_path, out=str(tmp_path / "two"), steps=3)
-    done = _torchrun(two, "fsdp", "--compile", "blocks")
+    script = tmp_path / "traced_ditkit.py"
+    script.write_text(TRACED_DITKIT)
+    done = _torchrun(two, "fsdp", "--compile", "blocks", entry=(str(script),))
     assert "compile blocks" in done.stderr
     a = load_training_checkpoint(single.checkpoint)
     b = load_training_checkpoint(checkpoint_path(two.out, 3))
-    assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-4)
-    for name, weight in a.model.items():  # compiled kernels sum in another order: close, not equal
-        torch.testing.assert_close(b.model[name], weight, rtol=1e-3, atol=1e-5, msg=name)
+    assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-5)
+    assert_state_equal(a.model, b.model, exact=False)

@@ -17,7 +17,7 @@ import copy
 import datetime
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -41,7 +41,8 @@ class CompareConfig:
         model, input_size, in_channels, num_classes, depth, learn_sigma: the DiT (preset, overrides).
         batch: samples per step.
         steps, repeats, warmup: timed steps per repeat, rounds over the variants, untimed steps first.
-        variants: names in `ditkit.choices.COMPARE_VARIANTS`; the official float32 step always runs (it is the reference).
+        variants: names in `ditkit.choices.COMPARE_VARIANTS`; the official float32 step always runs (it
+            is the reference). None: `default_variants(device)`.
     """
 
     model: str = "DiT-XS/4"
@@ -54,7 +55,7 @@ class CompareConfig:
     steps: int = 5
     repeats: int = 5
     warmup: int = 2
-    variants: tuple[str, ...] = field(default=DEFAULT_COMPARE_VARIANTS)
+    variants: tuple[str, ...] | None = None
     device: str = "cpu"
     seed: int = 0
 
@@ -69,6 +70,14 @@ def resolve_variant(name: str, device: torch.device) -> tuple[str, str, str]:
     return whose, precision, default_compile(device) if how == "auto" else how
 
 
+def default_variants(device: torch.device) -> tuple[str, ...]:
+    """`DEFAULT_COMPARE_VARIANTS`, without the bf16 ones on a CPU that has no bf16 matmul instructions
+    (there a bf16 matmul runs tens of times slower than float32: see bench/RESULTS.md)."""
+    if device.type == "cpu" and not cpu_bf16_instructions():
+        return tuple(v for v in DEFAULT_COMPARE_VARIANTS if COMPARE_VARIANTS[v][1] != "bf16")
+    return DEFAULT_COMPARE_VARIANTS
+
+
 def compare_steps(cfg: CompareConfig) -> dict[str, Any]:
     """Time the variants' training steps interleaved; see the module docstring.
 
@@ -79,13 +88,14 @@ def compare_steps(cfg: CompareConfig) -> dict[str, Any]:
         median), step_ms_repeats, images_per_s, speedup (official step time / this one),
         speedup_bf16 (official-bf16 step time / this one, if that variant ran), loss.
     """
-    unknown = [v for v in cfg.variants if v not in COMPARE_VARIANTS]
+    device = resolve_device(cfg.device)
+    names = default_variants(device) if cfg.variants is None else cfg.variants
+    unknown = [v for v in names if v not in COMPARE_VARIANTS]
     if unknown:
         raise UserError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(COMPARE_VARIANTS)}")
     if cfg.steps < 1 or cfg.repeats < 1 or cfg.batch < 1:
         raise UserError("steps, repeats and batch must be at least 1")
-    variants = ["official", *(v for v in dict.fromkeys(cfg.variants) if v != "official")]
-    device = resolve_device(cfg.device)
+    variants = ["official", *(v for v in dict.fromkeys(names) if v != "official")]
     load_before = _loadavg()
     overrides: dict[str, Any] = {"in_channels": cfg.in_channels, "learn_sigma": cfg.learn_sigma}
     if cfg.depth is not None:

@@ -71,7 +71,7 @@ def format_result(what: str, r: dict[str, Any]) -> str:
     """Human-readable report of a `train`, `sample`, `cpu-compare` or `peak` result."""
     if what == "peak":
         lines = [f"dense matmul peak on {r['device_name']} ({r['device']})"]
-        lines += [f"  {p:<5} {v:10.2f} TFLOP/s" for p, v in r["peaks"].items()]
+        lines += [f"  {p:<5} {v:10.3g} TFLOP/s" for p, v in r["peaks"].items()]
         return "\n".join(lines)
     if what == "cpu-compare":
         return format_compare(r)
