@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train": "ditkit.cli.train",
     "sample": "ditkit.cli.sample",
     "walk": "ditkit.cli.walk",
+    "serve": "ditkit.cli.serve",
     "evaluate": "ditkit.cli.evaluate",
     "reference": "ditkit.cli.reference",
     "convert": "ditkit.cli.convert",

@@ -256,6 +256,19 @@ class DiTPipeline:
         """The display name of a label ("golden retriever"), or "class 3" without names."""
         return self.class_names.name(label) if self.class_names is not None else f"class {label}"
 
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """The names `sampler=` accepts for this pipeline, in the order menus show them."""
+        from ditkit.samplers.api import SAMPLERS
+
+        return tuple(SAMPLERS)
+
+    def default_steps(self, sampler: str) -> int:
+        """The step count `sampler` takes when `num_steps` is None."""
+        from ditkit.samplers.api import DEFAULT_STEPS
+
+        return DEFAULT_STEPS[sampler]
+
     def initial_noise(self, seeds: Sequence[int]) -> Tensor:
         """x_T for each seed, (B, C, h, w) float32 on the device: what sampling with these seeds starts from."""
         return SeededNoise(seeds, self.device).randn(self.latent_shape)

@@ -1,0 +1,261 @@
+"""What the page's buttons do, without Gradio: check a request, call the pipeline or a walk, write the files.
+
+Each job writes into its own folder (the same files `ditkit sample` / `ditkit walk` write, through
+`sample_to_folder` / `save_walks`) and returns what the page shows: small images enlarged by an
+integer factor (nearest neighbour, so pixels stay sharp), captions that say how each image was drawn,
+and the files to download. No sampling happens here: it all goes through `DiTPipeline` and the walks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ditkit.errors import UserError
+from ditkit.sampling.images import save_gif
+from ditkit.sampling.pipeline import DiTPipeline
+from ditkit.sampling.save import GRID_FILE, sample_to_folder
+from ditkit.sampling.walks import DEFAULT_WALK_STEPS, Walk, class_walk, noise_walk, save_walks
+from ditkit.visual import grid_image
+
+# Limits of one request, so that one user cannot take the server's memory or time (the queue runs one
+# request at a time): at most MAX_CLASSES classes x MAX_PER_CLASS images, MAX_IMAGES in all.
+MAX_CLASSES = 16
+MAX_PER_CLASS = 16
+MAX_IMAGES = 64
+MAX_WALK_POINTS = 8
+MAX_FRAMES = 32
+# Largest seed the page accepts or draws (the seeds of `ditkit sample` are any non-negative int).
+MAX_SEED = 2**31 - 1
+# Images are enlarged (nearest neighbour, integer factor) until their longer side reaches this many
+# pixels on screen: a 28-pixel Fashion-MNIST image is shown at 280 pixels, a 256-pixel one as it is.
+DISPLAY_MIN_SIDE = 256
+# The frames of a walk's strip are shown smaller (a strip has up to a few dozen frames side by side).
+STRIP_MIN_SIDE = 96
+WALK_STEM = "walk"
+SAMPLES_ZIP = "samples"  # the download of the single PNGs and samples.json: samples.zip
+
+
+@dataclass
+class GenerateResult:
+    """What the Generate tab shows.
+
+    Attributes:
+        gallery: (enlarged image, caption) per image, class-major like the grid.
+        files: the grid PNG and a zip of the single PNGs with samples.json.
+        seed: the first seed used (image i used seed + i).
+        summary: one line on what was drawn.
+    """
+
+    gallery: list[tuple[Image.Image, str]]
+    files: list[Path]
+    seed: int
+    summary: str
+
+
+@dataclass
+class WalkResult:
+    """What the Walk tab shows: an enlarged GIF and strip, the files to download, one line of summary."""
+
+    gif: Path
+    strip: Path
+    files: list[Path]
+    summary: str
+
+
+def display_scale(height: int, width: int, min_side: int = DISPLAY_MIN_SIDE) -> int:
+    """The integer factor that brings the longer side of an image to at least `min_side` pixels (>= 1)."""
+    return max(1, math.ceil(min_side / max(height, width, 1)))
+
+
+def enlarge(image: np.ndarray, scale: int) -> Image.Image:
+    """A uint8 (H, W, C) image as a PIL image `scale` times larger (nearest neighbour)."""
+    return grid_image(image[None], nrow=1, padding=0, scale=scale)
+
+
+def class_choices(pipe: DiTPipeline) -> list[tuple[str, str]]:
+    """(label shown, value) for every class: "golden retriever, golden (207)" -> "207".
+
+    The label holds every synonym, so the page's search finds a class by any of its names.
+    """
+    if pipe.class_names is None:
+        return [(f"class {i}", str(i)) for i in range(pipe.num_classes)]
+    return [(f"{', '.join(names)} ({i})", str(i)) for i, names in enumerate(pipe.class_names.synonyms)]
+
+
+def pick_seed(seed: float | int | None, random: bool) -> int:
+    """The seed to use: a fresh one from the OS when `random`, else `seed` checked to be 0..MAX_SEED."""
+    if random:
+        return secrets.randbelow(MAX_SEED + 1)
+    if seed is None or float(seed) != int(seed):
+        raise UserError(f"the seed must be a whole number 0..{MAX_SEED}, got {seed}")
+    value = int(seed)
+    if not 0 <= value <= MAX_SEED:
+        raise UserError(f"the seed must lie in 0..{MAX_SEED}, got {value}")
+    return value
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds written as "0, 1, 2" (commas or spaces) -> [0, 1, 2]."""
+    parts = text.replace(",", " ").split()
+    if not parts:
+        raise UserError("give at least one seed, e.g. 0, 1, 2")
+    seeds = []
+    for part in parts:
+        if not part.isdigit():
+            raise UserError(f"seeds are whole numbers 0..{MAX_SEED} separated by commas, not {part!r}")
+        seeds.append(pick_seed(int(part), random=False))
+    return seeds
+
+
+def check_steps(steps: float | int | None) -> int | None:
+    """Sampling steps as an int >= 1; None (an empty field) means the sampler's default."""
+    if steps is None:
+        return None
+    if float(steps) != int(steps) or int(steps) < 1:
+        raise UserError(f"steps must be a whole number of at least 1, got {steps:g}")
+    return int(steps)
+
+
+def _classes(pipe: DiTPipeline, classes: Sequence[str] | None) -> list[str] | None:
+    """The classes asked for, None for an unconditional model; an error when none is chosen."""
+    if pipe.num_classes == 0:
+        return None
+    chosen = [str(c) for c in classes or [] if str(c).strip()]
+    if not chosen:
+        raise UserError("choose at least one class (type a name in the class box)")
+    return chosen
+
+
+def generate(
+    pipe: DiTPipeline,
+    out_dir: Path,
+    classes: Sequence[str] | None,
+    per_class: int,
+    guidance_scale: float,
+    sampler: str,
+    steps: float | int | None,
+    seed: int,
+    *,
+    batch_size: int | None = None,
+    settings: dict[str, object] | None = None,
+) -> GenerateResult:
+    """Draw `per_class` images of each class with `sample_to_folder` into `out_dir` (image i: seed + i).
+
+    Raises:
+        UserError: a bad request (unknown class, zero steps, too many images...), in one line.
+    """
+    chosen = _classes(pipe, classes)
+    count = int(per_class) * (1 if chosen is None else len(chosen))
+    if chosen is not None and len(chosen) > MAX_CLASSES:
+        raise UserError(f"at most {MAX_CLASSES} classes at once, got {len(chosen)}")
+    if not 1 <= per_class <= MAX_PER_CLASS or count > MAX_IMAGES:
+        raise UserError(f"ask for 1..{MAX_PER_CLASS} images per class and at most {MAX_IMAGES} in all")
+    num_steps = check_steps(steps)
+    saved = sample_to_folder(
+        pipe,
+        chosen,
+        out_dir,
+        per_class=int(per_class),
+        seed=seed,
+        guidance_scale=float(guidance_scale),
+        num_steps=num_steps,
+        sampler=sampler,
+        batch_size=batch_size,
+        progress=True,  # tqdm bars, which the page follows
+        settings=settings,
+    )
+    how = _how(pipe, sampler, num_steps, guidance_scale)
+    gallery = []
+    for path, entry in zip(saved.images, _record_entries(saved.record), strict=True):
+        image = np.asarray(Image.open(path))
+        image = image[..., None] if image.ndim == 2 else image
+        name = "" if entry["class"] is None else f"{entry['class_name']} ({entry['class']}) · "
+        gallery.append(
+            (enlarge(image, display_scale(*image.shape[:2])), f"{name}seed {entry['seed']} · {how}")
+        )
+    archive = shutil.make_archive(
+        str(out_dir / SAMPLES_ZIP), "zip", root_dir=out_dir, base_dir=None, verbose=False
+    )
+    summary = f"{count} image{'s' if count != 1 else ''}, seeds {seed}..{seed + count - 1} ({how})"
+    return GenerateResult(gallery, [out_dir / GRID_FILE, Path(archive)], seed, summary)
+
+
+def _how(pipe: DiTPipeline, sampler: str, steps: int | None, guidance_scale: float) -> str:
+    """ "ddim, 50 steps, guidance 4": the settings every image of a request shares."""
+    return f"{sampler}, {steps or pipe.default_steps(sampler)} steps, guidance {guidance_scale:g}"
+
+
+def _record_entries(record: Path) -> list[dict[str, object]]:
+    return json.loads(record.read_text(encoding="utf-8"))["images"]
+
+
+def walk(
+    pipe: DiTPipeline,
+    out_dir: Path,
+    mode: str,
+    classes: Sequence[str] | None,
+    seeds_text: str,
+    frames: int,
+    *,
+    loop: bool,
+    guidance_scale: float,
+    sampler: str,
+    steps: float | int | None,
+    duration_ms: int,
+    batch_size: int | None = None,
+) -> WalkResult:
+    """One noise walk (one class, a path of seeds) or one class walk (a path of classes, one seed).
+
+    Raises:
+        UserError: a bad request, in one line.
+    """
+    chosen = _classes(pipe, classes) if mode == "class" or pipe.num_classes else None
+    seeds = parse_seeds(seeds_text)
+    num_steps = check_steps(steps)
+    if not 2 <= int(frames) <= MAX_FRAMES:
+        raise UserError(f"frames per segment must lie in 2..{MAX_FRAMES}, got {frames}")
+    options = dict(
+        loop=bool(loop),
+        guidance_scale=float(guidance_scale),
+        sampler=sampler,
+        batch_size=batch_size,
+        progress=True,
+        **({} if num_steps is None else {"num_steps": num_steps}),
+    )
+    result: Walk
+    if mode == "noise":
+        if chosen is not None and len(chosen) != 1:
+            raise UserError(f"a noise walk draws one class; {len(chosen)} are chosen")
+        if not 2 <= len(seeds) <= MAX_WALK_POINTS:
+            raise UserError(f"a noise walk goes through 2..{MAX_WALK_POINTS} seeds, e.g. 0, 1, 2")
+        result = noise_walk(pipe, None if chosen is None else chosen[0], seeds, int(frames), **options)
+    elif mode == "class":
+        assert chosen is not None
+        if not 2 <= len(chosen) <= MAX_WALK_POINTS:
+            raise UserError(f"a class walk goes through 2..{MAX_WALK_POINTS} classes; {len(chosen)} chosen")
+        if len(seeds) != 1:
+            raise UserError(f"a class walk keeps one noise: give one seed, not {len(seeds)}")
+        result = class_walk(pipe, chosen, seeds[0], int(frames), **options)
+    else:
+        raise UserError(f"walk mode must be noise or class, got {mode!r}")
+    _, strip, gif = save_walks([result], out_dir, WALK_STEM, int(duration_ms))
+    side = result.images.shape[1:3]
+    big_frames = [np.asarray(enlarge(frame, display_scale(*side))) for frame in result.images]
+    shown_gif = save_gif(out_dir / "display" / gif.name, big_frames, int(duration_ms))
+    shown_strip = out_dir / "display" / strip.name
+    grid_image(result.images, len(result.images), scale=display_scale(*side, STRIP_MIN_SIDE)).save(
+        shown_strip
+    )
+    how = _how(pipe, sampler, num_steps or DEFAULT_WALK_STEPS, guidance_scale)
+    return WalkResult(
+        shown_gif, shown_strip, [gif, strip], f"{result.title} ({len(result.images)} frames, {how})"
+    )

@@ -1,0 +1,307 @@
+"""The page of `ditkit serve`: a Generate tab and a Walk tab over one `DiTPipeline` (Gradio Blocks).
+
+The handlers only read the form, call `ditkit.serve.jobs` (which calls the pipeline and the walks) and
+put the results on the page. A bad request is answered in the tab's status line, in one line; the
+traceback of an unexpected failure goes to the server's log, never to the page.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import shutil
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import torch
+
+from ditkit.errors import UserError
+from ditkit.sampling.images import DEFAULT_GIF_DURATION_MS
+from ditkit.sampling.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
+from ditkit.sampling.walks import DEFAULT_FRAMES, DEFAULT_WALK_STEPS, DETERMINISTIC_SAMPLERS
+from ditkit.serve import jobs
+
+# Result folders kept on disk (older ones are deleted): enough for every request a few users make.
+MAX_KEPT_RESULTS = 64
+# Range of the guidance slider: 1 is no guidance; DiT's figures use 4, its FID runs 1.5.
+MAX_GUIDANCE = 15.0
+GUIDANCE_STEP = 0.1
+# Gradio's copies of the served files: checked every 10 minutes, removed after an hour.
+CACHE_CLEANUP = (600, 3600)
+# Every sampling request shares this queue: one runs at a time, on the one model.
+CONCURRENCY_ID = "sampling"
+# The default of the handlers' `progress` argument: Gradio gives each request its own tracker that
+# follows the samplers' tqdm bars (one instance here keeps the default out of the signature, ruff B008).
+TRACK_TQDM = gr.Progress(track_tqdm=True)
+CSS = """
+.ditkit-pixels img { image-rendering: pixelated; }
+.ditkit-error { color: #b91c1c; font-weight: 600; margin: 0; }
+.ditkit-ok { margin: 0; }
+"""
+
+
+class Workspace:
+    """A folder of numbered result folders, of which the newest `keep` are kept."""
+
+    def __init__(self, root: Path, keep: int = MAX_KEPT_RESULTS) -> None:
+        self.root = root
+        self.keep = keep
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+
+    def new(self, kind: str) -> Path:
+        """A new empty folder `root/<n>-<kind>`; the oldest beyond `keep` are removed."""
+        with self._lock:
+            folder = self.root / f"{next(self._count):06d}-{kind}"
+            folder.mkdir(parents=True)
+            for old in sorted(p for p in self.root.iterdir() if p.is_dir())[: -self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+
+def status_html(message: str, error: bool = False) -> str:
+    """One line for a tab's status box (escaped: it may quote what the user typed)."""
+    css_class = "ditkit-error" if error else "ditkit-ok"
+    return f'<p class="{css_class}">{"error: " if error else ""}{html.escape(message)}</p>'
+
+
+def error_line(err: BaseException) -> str:
+    """The one line a failed request shows: the message of a `UserError`, a short note otherwise."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, torch.OutOfMemoryError):
+        return "out of memory: ask for fewer images at once, or start the server with a smaller --batch-size"
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    return f"sampling failed ({type(err).__name__}: {first}); the server's log has the details"
+
+
+def _answer(outputs: int, job: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
+    """Run `job`; on failure leave the `outputs - 1` result outputs as they are and fill the status line."""
+    try:
+        return job()
+    except Exception as err:
+        if not isinstance(err, UserError):
+            traceback.print_exc(file=sys.stderr)
+        return (*[gr.skip()] * (outputs - 1), status_html(error_line(err), error=True))
+
+
+def device_note(pipe: DiTPipeline, checkpoint: str) -> str:
+    """The line under the title: what is served, where it runs and in which precision."""
+    height, width = pipe.image_size
+    classes = f"{pipe.num_classes} classes" if pipe.num_classes else "unconditional"
+    return (
+        f"**{html.escape(checkpoint)}**: {height}x{width} images, {classes} · "
+        f"device **{pipe.device}** · precision **{pipe.precision}** · one request at a time, others queue"
+    )
+
+
+def _class_box(pipe: DiTPipeline, label: str, value: list[str], elem_id: str) -> gr.Dropdown:
+    return gr.Dropdown(
+        choices=jobs.class_choices(pipe),
+        value=value,
+        multiselect=True,
+        allow_custom_value=True,  # typed names go to the pipeline's resolver (synonyms, typo suggestions)
+        filterable=True,
+        label=label,
+        info="type to search every name and synonym; several classes at once",
+        visible=pipe.num_classes > 0,
+        elem_id=elem_id,
+    )
+
+
+def _sampling_controls(pipe: DiTPipeline, sampler: str, steps: int, prefix: str) -> tuple[Any, Any, Any]:
+    guidance = gr.Slider(
+        1.0, MAX_GUIDANCE, DEFAULT_GUIDANCE_SCALE, step=GUIDANCE_STEP, label="guidance scale (1: none)"
+    )
+    with gr.Row():
+        sampler_box = gr.Dropdown(
+            list(pipe.samplers), value=sampler, label="sampler", elem_id=f"{prefix}-sampler"
+        )
+        steps_box = gr.Number(steps, precision=0, label="steps", elem_id=f"{prefix}-steps")
+    return guidance, sampler_box, steps_box
+
+
+def build_page(pipe: DiTPipeline, checkpoint: str, workspace: Workspace, batch_size: int | None) -> gr.Blocks:
+    """The Blocks of the page; call `.queue(...)` and `.launch(...)` on it (see `ditkit.serve.server`)."""
+    first = [jobs.class_choices(pipe)[0][1]] if pipe.num_classes else []
+    settings = {"checkpoint": checkpoint, "precision": pipe.precision}
+    with gr.Blocks(title="ditkit serve", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as page:
+        gr.Markdown("## ditkit · DiT playground")
+        gr.Markdown(device_note(pipe, checkpoint), elem_id="device-note")
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    classes = _class_box(pipe, "classes", first, "generate-classes")
+                    per_class = gr.Slider(
+                        1,
+                        jobs.MAX_PER_CLASS,
+                        4,
+                        step=1,
+                        label="images per class" if pipe.num_classes else "images",
+                        elem_id="generate-per-class",
+                    )
+                    default = pipe.samplers[0]
+                    guidance, sampler, steps = _sampling_controls(
+                        pipe, default, pipe.default_steps(default), "generate"
+                    )
+                    with gr.Row():
+                        seed = gr.Number(
+                            0, precision=0, label="seed (image i: seed + i)", elem_id="generate-seed"
+                        )
+                        random_seed = gr.Checkbox(False, label="random seed", elem_id="generate-random")
+                    go = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                    status = gr.HTML(elem_id="generate-status")
+                with gr.Column(scale=2):
+                    gallery = gr.Gallery(
+                        label="images (enlarged; captions give class, seed and settings)",
+                        columns=4,
+                        object_fit="contain",
+                        format="png",
+                        buttons=["download", "fullscreen"],
+                        elem_id="generate-gallery",
+                        elem_classes=["ditkit-pixels"],
+                    )
+                    files = gr.File(label="download: grid and single PNGs (zip)", file_count="multiple")
+        sampler.change(lambda s: pipe.default_steps(s), sampler, steps)
+
+        def on_generate(
+            classes: list[str],
+            per_class: int,
+            guidance: float,
+            sampler: str,
+            steps: float | None,
+            seed: float | None,
+            random_seed: bool,
+            progress: gr.Progress = TRACK_TQDM,
+        ) -> tuple[Any, ...]:
+            def job() -> tuple[Any, ...]:
+                used = jobs.pick_seed(seed, random_seed)
+                out = jobs.generate(
+                    pipe,
+                    workspace.new("generate"),
+                    classes,
+                    int(per_class),
+                    guidance,
+                    sampler,
+                    steps,
+                    used,
+                    batch_size=batch_size,
+                    settings=settings,
+                )
+                return out.gallery, [str(p) for p in out.files], used, status_html(out.summary)
+
+            return _answer(4, job)
+
+        go.click(
+            on_generate,
+            [classes, per_class, guidance, sampler, steps, seed, random_seed],
+            [gallery, files, seed, status],
+            concurrency_id=CONCURRENCY_ID,
+            concurrency_limit=1,
+        )
+        _walk_tab(pipe, workspace, batch_size, first)
+    return page
+
+
+def _walk_tab(pipe: DiTPipeline, workspace: Workspace, batch_size: int | None, first: list[str]) -> None:
+    with gr.Tab("Walk"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                mode = gr.Radio(
+                    [("noise walk: slerp through the seeds' noises", "noise")]
+                    + (
+                        [("class walk: the class embedding moves, the noise stays", "class")]
+                        if pipe.num_classes
+                        else []
+                    ),
+                    value="noise",
+                    label="walk",
+                    elem_id="walk-mode",
+                )
+                classes = _class_box(
+                    pipe, "class (noise walk) or classes (class walk)", first, "walk-classes"
+                )
+                seeds = gr.Textbox(
+                    "0, 1, 2",
+                    label="seeds (noise walk: the path; class walk: one seed)",
+                    elem_id="walk-seeds",
+                )
+                frames = gr.Slider(
+                    2,
+                    jobs.MAX_FRAMES,
+                    DEFAULT_FRAMES,
+                    step=1,
+                    label="frames per segment",
+                    elem_id="walk-frames",
+                )
+                with gr.Row():
+                    loop = gr.Checkbox(False, label="loop back to the first point")
+                    duration = gr.Number(DEFAULT_GIF_DURATION_MS, precision=0, label="GIF frame time (ms)")
+                default = next((s for s in DETERMINISTIC_SAMPLERS if s in pipe.samplers), pipe.samplers[0])
+                guidance, sampler, steps = _sampling_controls(pipe, default, DEFAULT_WALK_STEPS, "walk")
+                go = gr.Button("Walk", variant="primary", elem_id="walk-button")
+                status = gr.HTML(elem_id="walk-status")
+            with gr.Column(scale=2):
+                gif = gr.Image(
+                    label="animation (enlarged)",
+                    type="filepath",
+                    format="gif",
+                    buttons=["download", "fullscreen"],
+                    elem_id="walk-gif",
+                    elem_classes=["ditkit-pixels"],
+                )
+                strip = gr.Image(
+                    label="strip: every frame, left to right",
+                    type="filepath",
+                    format="png",
+                    buttons=["download", "fullscreen"],
+                    elem_id="walk-strip",
+                    elem_classes=["ditkit-pixels"],
+                )
+                files = gr.File(label="download: GIF and strip at full resolution", file_count="multiple")
+
+    def on_walk(
+        mode: str,
+        classes: list[str],
+        seeds: str,
+        frames: int,
+        loop: bool,
+        guidance: float,
+        sampler: str,
+        steps: float | None,
+        duration: float | None,
+        progress: gr.Progress = TRACK_TQDM,
+    ) -> tuple[Any, ...]:
+        def job() -> tuple[Any, ...]:
+            if duration is None or duration < 1:
+                raise UserError(f"the GIF frame time must be at least 1 ms, got {duration}")
+            out = jobs.walk(
+                pipe,
+                workspace.new("walk"),
+                mode,
+                classes,
+                seeds,
+                int(frames),
+                loop=loop,
+                guidance_scale=guidance,
+                sampler=sampler,
+                steps=steps,
+                duration_ms=int(duration),
+                batch_size=batch_size,
+            )
+            return str(out.gif), str(out.strip), [str(p) for p in out.files], status_html(out.summary)
+
+        return _answer(4, job)
+
+    go.click(
+        on_walk,
+        [mode, classes, seeds, frames, loop, guidance, sampler, steps, duration],
+        [gif, strip, files, status],
+        concurrency_id=CONCURRENCY_ID,
+        concurrency_limit=1,
+    )

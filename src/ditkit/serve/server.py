@@ -1,0 +1,99 @@
+"""Start the page: load the checkpoint, build the page, queue it and serve it on one address until Ctrl+C.
+
+Offline and private by default: Gradio's telemetry and version check are off (they would call
+api.gradio.app), no share link, no server-side rendering (it would need Node), no run history (it can
+upload runs), no MCP server; the page's scripts, styles and fonts are Gradio's packaged files, served
+by this server. It binds to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ditkit.errors import UserError
+
+if TYPE_CHECKING:
+    from ditkit.sampling.pipeline import DiTPipeline
+
+DEFAULT_HOST = "127.0.0.1"
+# Gradio's customary port.
+DEFAULT_PORT = 7860
+# Requests waiting in the queue beyond the one running; more are refused with "queue full".
+DEFAULT_MAX_QUEUE = 16
+# Images per forward pass: bounds the memory one request takes whatever its size.
+DEFAULT_BATCH_SIZE = 16
+INSTALL_HINT = "pip install 'ditkit[serve]' (or make serve)"
+# Set before Gradio is imported: its telemetry and the PyPI version check read them at import and launch.
+OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def check_gradio() -> None:
+    """Fail in one line, before any loading, when the serve extra is not installed."""
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError(f"ditkit serve needs Gradio, which is not installed: {INSTALL_HINT}")
+
+
+def serve(
+    pipe: DiTPipeline,
+    checkpoint: str,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+) -> None:
+    """Serve the page for `pipe` at http://host:port/ until interrupted (Ctrl+C); results live in a temp folder.
+
+    Raises:
+        UserError: Gradio missing, or the port cannot be bound.
+    """
+    check_gradio()
+    os.environ.update(OFFLINE_ENVIRONMENT)
+    from ditkit.serve.page import CSS, Workspace, build_page
+
+    root = Path(tempfile.mkdtemp(prefix="ditkit-serve-"))
+    try:
+        page = build_page(pipe, checkpoint, Workspace(root), batch_size)
+        page.queue(max_size=max_queue, default_concurrency_limit=1)
+        try:
+            page.launch(
+                server_name=host,
+                server_port=port,
+                prevent_thread_lock=True,
+                quiet=True,
+                share=False,
+                show_error=False,
+                footer_links=[],
+                run_history=False,
+                ssr_mode=False,
+                pwa=False,
+                mcp_server=False,
+                allowed_paths=[str(root)],
+                css=CSS,
+            )
+        except OSError as err:
+            raise UserError(f"cannot serve on {host}:{port} ({err}); pass another --port or --host") from err
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+        print(
+            f"serving {checkpoint} at {url} (device {pipe.device}, precision {pipe.precision}); Ctrl+C stops",
+            flush=True,
+        )
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                f"note: listening on {host}: anyone who can reach this machine can use the page", flush=True
+            )
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            print("stopping", flush=True)
+        finally:
+            page.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,205 @@
+"""`ditkit serve` without a browser: the jobs behind the buttons, the one-line errors, the CLI's early checks.
+
+The page itself is driven in headless Chromium in test_serve_browser.py.
+"""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from helpers import sampling_dit
+from PIL import Image
+
+from ditkit.cli.main import main
+from ditkit.errors import UserError
+from ditkit.sampling.pipeline import DiTPipeline
+from ditkit.serve import jobs
+
+NAMES = ["tee", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+SCALE = 32  # 8-pixel images are shown 32 times larger (DISPLAY_MIN_SIDE 256)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return DiTPipeline(sampling_dit(), class_names=NAMES, device="cpu")
+
+
+def test_generate_shows_the_pipeline_images_enlarged_and_writes_the_downloads(pipe, tmp_path):
+    result = jobs.generate(pipe, tmp_path, ["coat", "7"], 2, 4.0, "ddim", 3, seed=10)
+    assert result.seed == 10 and len(result.gallery) == 4
+    expected = pipe([4, 4, 7, 7], 4.0, 3, "ddim", seeds=[10, 11, 12, 13], progress=False)
+    for (shown, caption), image, (name, seed) in zip(
+        result.gallery,
+        expected,
+        [("coat (4)", 10), ("coat (4)", 11), ("sneaker (7)", 12), ("sneaker (7)", 13)],
+        strict=True,
+    ):
+        assert shown.size == (8 * SCALE, 8 * SCALE)
+        big = np.asarray(shown)
+        assert np.array_equal(big[::SCALE, ::SCALE], image[..., 0])  # nearest neighbour: exact pixels
+        assert np.array_equal(big[SCALE - 1 :: SCALE, SCALE - 1 :: SCALE], image[..., 0])
+        assert caption == f"{name} · seed {seed} · ddim, 3 steps, guidance 4"
+    grid, archive = result.files
+    assert grid.name == "grid.png" and Image.open(grid).size == (2 * 10 + 2, 2 * 10 + 2)
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        record = json.loads(z.read("samples.json"))
+    assert {"grid.png", "images/00002_seed12_class7.png"} <= names
+    assert record["settings"]["sampler"] == "ddim" and record["images"][2]["class_name"] == "sneaker"
+    assert "seeds 10..13" in result.summary
+
+
+def test_generate_default_steps_are_named(pipe, tmp_path):
+    result = jobs.generate(pipe, tmp_path, ["bag"], 1, 1.0, "dpm++2m", None, seed=0)
+    assert (
+        result.gallery[0][1]
+        == f"bag (8) · seed 0 · dpm++2m, {pipe.default_steps('dpm++2m')} steps, guidance 1"
+    )
+
+
+@pytest.mark.parametrize(
+    "classes, per_class, steps, message",
+    [
+        (["zebra"], 1, 3, "unknown class 'zebra'"),
+        (["sneakr"], 1, 3, r"did you mean: sneaker \(7\)"),
+        ([], 1, 3, "choose at least one class"),
+        (["coat"], 1, 0, "steps must be a whole number of at least 1, got 0"),
+        (["coat"], 1, 2.5, "got 2.5"),
+        (["coat"], 0, 3, "1..16 images per class"),
+        ([str(i % 10) for i in range(8)], 9, 3, "at most 64 in all"),
+        ([str(i % 10) for i in range(17)], 1, 3, "at most 16 classes"),
+    ],
+)
+def test_generate_bad_requests_are_one_line_errors_before_sampling(
+    pipe, tmp_path, classes, per_class, steps, message
+):
+    with pytest.raises(UserError, match=message) as err:
+        jobs.generate(pipe, tmp_path, classes, per_class, 4.0, "ddim", steps, seed=0)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_seeds():
+    assert jobs.pick_seed(7, random=False) == 7 and jobs.pick_seed(7.0, random=False) == 7
+    drawn = {jobs.pick_seed(0, random=True) for _ in range(8)}
+    assert len(drawn) > 1 and all(0 <= s <= jobs.MAX_SEED for s in drawn)
+    for bad in (-1, 1.5, None, 2**31):
+        with pytest.raises(UserError, match="seed"):
+            jobs.pick_seed(bad, random=False)
+    assert jobs.parse_seeds("0, 1 2,3") == [0, 1, 2, 3]
+    for bad in ("", "0, x", "-1"):
+        with pytest.raises(UserError, match="seed"):
+            jobs.parse_seeds(bad)
+
+
+def test_noise_walk_gif_and_strip(pipe, tmp_path):
+    result = jobs.walk(
+        pipe,
+        tmp_path,
+        "noise",
+        ["bag"],
+        "0, 1, 2",
+        3,
+        loop=False,
+        guidance_scale=2.0,
+        sampler="ddim",
+        steps=3,
+        duration_ms=50,
+    )
+    gif = Image.open(result.gif)
+    assert gif.format == "GIF" and gif.n_frames == 5 and gif.size == (8 * SCALE, 8 * SCALE)
+    full_gif, full_strip = result.files
+    assert Image.open(full_gif).size == (8, 8) and Image.open(full_gif).n_frames == 5
+    assert Image.open(full_strip).size == (5 * 10 + 2, 12)  # 5 frames, 2-pixel padding
+    strip_scale = jobs.display_scale(8, 8, jobs.STRIP_MIN_SIDE)
+    assert Image.open(result.strip).size == ((5 * 10 + 2) * strip_scale, 12 * strip_scale)
+    assert result.summary.startswith("bag: seeds 0 -> 1 -> 2 (5 frames, ddim, 3 steps")
+
+
+def test_class_walk_and_walk_errors(pipe, tmp_path):
+    options = dict(loop=True, guidance_scale=4.0, sampler="ddim", steps=2, duration_ms=80)
+    result = jobs.walk(pipe, tmp_path / "a", "class", ["coat", "bag"], "5", 3, **options)
+    assert Image.open(result.gif).size == (8 * SCALE, 8 * SCALE)
+    assert result.summary.startswith("seed 5: coat -> bag -> coat (4 frames")
+    bad = [
+        ("class", ["coat"], "5", 2, "2..8 classes"),
+        ("class", ["coat", "bag"], "5, 6", 2, "give one seed"),
+        ("noise", ["coat", "bag"], "0, 1", 2, "one class"),
+        ("noise", ["coat"], "0", 2, "2..8 seeds"),
+        ("noise", ["coat"], "0, 1", 1, "frames per segment"),
+        ("noise", ["zebra"], "0, 1", 2, "unknown class"),
+    ]
+    for mode, classes, seeds, frames, message in bad:
+        with pytest.raises(UserError, match=message):
+            jobs.walk(pipe, tmp_path / "b", mode, classes, seeds, frames, **options)
+    with pytest.raises(UserError, match="deterministic sampler"):  # the walk function's own check
+        jobs.walk(pipe, tmp_path / "c", "noise", ["coat"], "0, 1", 2, **{**options, "sampler": "ddpm"})
+
+
+def test_class_choices_search_every_synonym():
+    named = DiTPipeline(sampling_dit(), class_names=["tee, t-shirt", *NAMES[1:]], device="cpu")
+    assert jobs.class_choices(named)[:2] == [("tee, t-shirt (0)", "0"), ("trouser (1)", "1")]
+    unnamed = DiTPipeline(sampling_dit(num_classes=3), device="cpu")
+    assert jobs.class_choices(unnamed) == [("class 0", "0"), ("class 1", "1"), ("class 2", "2")]
+    assert jobs.class_choices(DiTPipeline(sampling_dit(num_classes=1000), device="cpu"))[207] == (
+        "golden retriever (207)",
+        "207",
+    )
+
+
+def test_the_sampler_menu_is_the_pipelines_list(pipe):
+    from ditkit.samplers.api import DEFAULT_STEPS, SAMPLERS
+
+    assert pipe.samplers == tuple(SAMPLERS)
+    assert all(pipe.default_steps(s) == DEFAULT_STEPS[s] for s in pipe.samplers)
+
+
+def test_unconditional_model(tmp_path):
+    pipe = DiTPipeline(sampling_dit(num_classes=0), device="cpu")
+    result = jobs.generate(pipe, tmp_path, None, 3, 4.0, "ddim", 2, seed=5)
+    assert [c for _, c in result.gallery] == [f"seed {s} · ddim, 2 steps, guidance 4" for s in (5, 6, 7)]
+
+
+def test_cli_serve_checks_before_loading(tmp_path, capsys, monkeypatch):
+    assert main(["serve", str(tmp_path / "absent"), "--port", "0"]) == 2
+    assert "--port must lie in 1..65535" in capsys.readouterr().err
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a)
+    )
+    assert main(["serve", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'ditkit[serve]'" in err
+
+
+def test_cli_serve_missing_checkpoint_is_one_line(tmp_path, capsys):
+    pytest.importorskip("gradio")
+    assert main(["serve", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and "absent" in err
+
+
+def test_page_errors_are_one_escaped_line():
+    pytest.importorskip("gradio")
+    from ditkit.serve.page import error_line, status_html
+
+    assert status_html("unknown class '<b>'", error=True) == (
+        '<p class="ditkit-error">error: unknown class &#x27;&lt;b&gt;&#x27;</p>'
+    )
+    line = error_line(RuntimeError("CUDA error: device-side assert\nline two\nline three"))
+    assert "\n" not in line and "RuntimeError: CUDA error" in line and "server's log" in line
+    assert error_line(UserError("steps must be at least 1")) == "steps must be at least 1"
+
+
+def test_page_is_built_with_analytics_off(tmp_path):
+    pytest.importorskip("gradio")
+    from ditkit.serve.page import Workspace, build_page
+
+    page = build_page(DiTPipeline(sampling_dit(), device="cpu"), "c", Workspace(tmp_path / "w", keep=2), 4)
+    assert page.analytics_enabled is False
+    workspace = Workspace(tmp_path / "w", keep=2)
+    folders = [workspace.new("generate") for _ in range(4)]
+    assert [f.exists() for f in folders] == [False, False, True, True]
