@@ -45,7 +45,10 @@ def test_generate_shows_the_pipeline_images_enlarged_and_writes_the_downloads(pi
     with zipfile.ZipFile(archive) as z:
         names = set(z.namelist())
         record = json.loads(z.read("samples.json"))
-    assert {"grid.png", "images/00002_seed12_class7.png"} <= names
+    assert names == {
+        "samples.json",
+        *(f"images/{i:05d}_seed{10 + i}_class{4 if i < 2 else 7}.png" for i in range(4)),
+    }
     assert record["settings"]["sampler"] == "ddim" and record["images"][2]["class_name"] == "sneaker"
     assert "seeds 10..13" in result.summary
 
@@ -112,7 +115,7 @@ def test_noise_walk_gif_and_strip(pipe, tmp_path):
     full_gif, full_strip = result.files
     assert Image.open(full_gif).size == (8, 8) and Image.open(full_gif).n_frames == 5
     assert Image.open(full_strip).size == (5 * 10 + 2, 12)  # 5 frames, 2-pixel padding
-    strip_scale = jobs.display_scale(8, 8, jobs.STRIP_MIN_SIDE)
+    strip_scale = jobs.STRIP_MAX_WIDTH // (5 * 10 + 2)  # 14: the widest that fits
     assert Image.open(result.strip).size == ((5 * 10 + 2) * strip_scale, 12 * strip_scale)
     assert result.summary.startswith("bag: seeds 0 -> 1 -> 2 (5 frames, ddim, 3 steps")
 

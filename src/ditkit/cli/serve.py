@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.formatting import HelpFormatter
 from ditkit.cli.sample import add_pipeline_arguments, open_pipeline
 
 EPILOG = """examples:
@@ -27,22 +28,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Serve a web page (Gradio) over one checkpoint: generate class-conditional images with "
         "any sampler and seed, and draw noise and class-embedding walks. Binds to 127.0.0.1 by default.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("checkpoint", help="checkpoint file or folder")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port")
     p.add_argument(
         "--max-queue",
         type=int,
         default=DEFAULT_MAX_QUEUE,
-        help=f"requests that may wait while one runs; more are refused (default {DEFAULT_MAX_QUEUE})",
+        help="requests that may wait while one runs; more are refused",
     )
     p.add_argument(
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
-        help=f"images per forward pass, bounding memory (default {DEFAULT_BATCH_SIZE})",
+        help="images per forward pass, bounding memory",
     )
     add_pipeline_arguments(p)
     p.add_argument("--device", help="device (default: cuda when present, else cpu)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
-import shutil
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ditkit.atomic import atomic_path
 from ditkit.errors import UserError
 from ditkit.sampling.images import save_gif
 from ditkit.sampling.pipeline import DiTPipeline
-from ditkit.sampling.save import GRID_FILE, sample_to_folder
+from ditkit.sampling.save import sample_to_folder
 from ditkit.sampling.walks import DEFAULT_WALK_STEPS, Walk, class_walk, noise_walk, save_walks
-from ditkit.visual import grid_image
+from ditkit.visual import DEFAULT_PADDING, grid_image, save_grid
 
 # Limits of one request, so that one user cannot take the server's memory or time (the queue runs one
 # request at a time): at most MAX_CLASSES classes x MAX_PER_CLASS images, MAX_IMAGES in all.
@@ -38,10 +39,11 @@ MAX_SEED = 2**31 - 1
 # Images are enlarged (nearest neighbour, integer factor) until their longer side reaches this many
 # pixels on screen: a 28-pixel Fashion-MNIST image is shown at 280 pixels, a 256-pixel one as it is.
 DISPLAY_MIN_SIDE = 256
-# The frames of a walk's strip are shown smaller (a strip has up to a few dozen frames side by side).
-STRIP_MIN_SIDE = 96
+# A walk's strip is enlarged by the largest integer factor that keeps it within this width (the page's
+# result column): a wider picture would be shrunk by the browser, and shrinking pixel art aliases.
+STRIP_MAX_WIDTH = 768
 WALK_STEM = "walk"
-SAMPLES_ZIP = "samples"  # the download of the single PNGs and samples.json: samples.zip
+SAMPLES_ZIP = "samples.zip"  # the download of the single PNGs and samples.json
 
 
 @dataclass
@@ -176,21 +178,39 @@ def generate(
     how = _how(pipe, sampler, num_steps, guidance_scale)
     gallery = []
     for path, entry in zip(saved.images, _record_entries(saved.record), strict=True):
-        image = np.asarray(Image.open(path))
-        image = image[..., None] if image.ndim == 2 else image
+        with Image.open(path) as png:
+            image = np.asarray(png)
+        image = image[..., None] if image.ndim == 2 else image  # (H, W, C)
         name = "" if entry["class"] is None else f"{entry['class_name']} ({entry['class']}) · "
-        gallery.append(
-            (enlarge(image, display_scale(*image.shape[:2])), f"{name}seed {entry['seed']} · {how}")
-        )
-    archive = shutil.make_archive(
-        str(out_dir / SAMPLES_ZIP), "zip", root_dir=out_dir, base_dir=None, verbose=False
-    )
+        shown = enlarge(image, display_scale(*image.shape[:2]))
+        gallery.append((shown, f"{name}seed {entry['seed']} · {how}"))
+    archive = _zip(out_dir, [saved.record, *saved.images], out_dir / SAMPLES_ZIP)
     summary = f"{count} image{'s' if count != 1 else ''}, seeds {seed}..{seed + count - 1} ({how})"
-    return GenerateResult(gallery, [out_dir / GRID_FILE, Path(archive)], seed, summary)
+    return GenerateResult(gallery, [saved.grid, archive], seed, summary)
+
+
+def _zip(root: Path, files: Sequence[Path], target: Path) -> Path:
+    """A zip of `files` under their paths relative to `root`, written atomically."""
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in files:
+            archive.write(file, file.relative_to(root).as_posix())
+    return target
+
+
+def _display_copies(frames: np.ndarray, folder: Path, duration_ms: int) -> tuple[Path, Path]:
+    """An enlarged GIF and strip of a walk's uint8 frames (F, H, W, C), for the page (nearest neighbour)."""
+    count, height, width = frames.shape[:3]
+    scale = display_scale(height, width)
+    gif = save_gif(folder / f"{WALK_STEM}.gif", [np.asarray(enlarge(f, scale)) for f in frames], duration_ms)
+    strip_width = count * (width + DEFAULT_PADDING) + DEFAULT_PADDING
+    strip = save_grid(
+        frames, folder / f"{WALK_STEM}.png", count, scale=max(1, STRIP_MAX_WIDTH // strip_width)
+    )
+    return gif, strip
 
 
 def _how(pipe: DiTPipeline, sampler: str, steps: int | None, guidance_scale: float) -> str:
-    """ "ddim, 50 steps, guidance 4": the settings every image of a request shares."""
+    """The settings every image of a request shares, e.g. "ddim, 50 steps, guidance 4"."""
     return f"{sampler}, {steps or pipe.default_steps(sampler)} steps, guidance {guidance_scale:g}"
 
 
@@ -248,13 +268,7 @@ def walk(
     else:
         raise UserError(f"walk mode must be noise or class, got {mode!r}")
     _, strip, gif = save_walks([result], out_dir, WALK_STEM, int(duration_ms))
-    side = result.images.shape[1:3]
-    big_frames = [np.asarray(enlarge(frame, display_scale(*side))) for frame in result.images]
-    shown_gif = save_gif(out_dir / "display" / gif.name, big_frames, int(duration_ms))
-    shown_strip = out_dir / "display" / strip.name
-    grid_image(result.images, len(result.images), scale=display_scale(*side, STRIP_MIN_SIDE)).save(
-        shown_strip
-    )
+    shown_gif, shown_strip = _display_copies(result.images, out_dir / "display", int(duration_ms))
     how = _how(pipe, sampler, num_steps or DEFAULT_WALK_STEPS, guidance_scale)
     return WalkResult(
         shown_gif, shown_strip, [gif, strip], f"{result.title} ({len(result.images)} frames, {how})"

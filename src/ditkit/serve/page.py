@@ -167,7 +167,7 @@ def build_page(pipe: DiTPipeline, checkpoint: str, workspace: Workspace, batch_s
                         elem_classes=["ditkit-pixels"],
                     )
                     files = gr.File(label="download: grid and single PNGs (zip)", file_count="multiple")
-        sampler.change(lambda s: pipe.default_steps(s), sampler, steps)
+        sampler.change(lambda s: pipe.default_steps(s), sampler, steps, queue=False)
 
         def on_generate(
             classes: list[str],
