@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -148,7 +149,7 @@ def generate(
     seed: int,
     *,
     batch_size: int | None = None,
-    settings: dict[str, object] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> GenerateResult:
     """Draw `per_class` images of each class with `sample_to_folder` into `out_dir` (image i: seed + i).
 
@@ -243,13 +244,13 @@ def walk(
     num_steps = check_steps(steps)
     if not 2 <= int(frames) <= MAX_FRAMES:
         raise UserError(f"frames per segment must lie in 2..{MAX_FRAMES}, got {frames}")
-    options = dict(
+    options: dict[str, Any] = dict(
         loop=bool(loop),
         guidance_scale=float(guidance_scale),
+        num_steps=num_steps or DEFAULT_WALK_STEPS,
         sampler=sampler,
         batch_size=batch_size,
         progress=True,
-        **({} if num_steps is None else {"num_steps": num_steps}),
     )
     result: Walk
     if mode == "noise":
