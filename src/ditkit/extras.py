@@ -5,11 +5,13 @@ torch, numpy, scipy, safetensors, pillow, tqdm and matplotlib. The rest comes wi
 
     pip install 'ditkit[diffusers]'     the SD VAE (first stage) and diffusers import/export
     pip install 'ditkit[tensorboard]'   `ditkit train --logger tensorboard`
+    pip install 'ditkit[serve]'         `ditkit serve` (Gradio)
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterator
 
 from ditkit.errors import UserError
@@ -18,7 +20,7 @@ from ditkit.errors import UserError
 EXTRA_MODULES = {
     "diffusers": ("diffusers", "huggingface_hub", "transformers", "accelerate"),
     "tensorboard": ("tensorboard",),
-    "gradio": ("gradio",),
+    "serve": ("gradio",),
 }
 
 
@@ -35,6 +37,18 @@ def optional_dependency(extra: str, purpose: str) -> Iterator[None]:
     except ModuleNotFoundError as err:
         if (err.name or "").split(".")[0] not in EXTRA_MODULES[extra]:
             raise
-        raise UserError(
-            f"{purpose} needs {err.name}, which is not installed: pip install 'ditkit[{extra}]'"
-        ) from None
+        raise UserError(_missing(purpose, err.name or "", extra)) from None
+
+
+def require_extra(extra: str, purpose: str) -> None:
+    """The same one-line UserError as `optional_dependency`, found without importing anything (cheap).
+
+    For a check before slow work, e.g. before loading a checkpoint that only the extra can serve.
+    """
+    for module in EXTRA_MODULES[extra]:
+        if importlib.util.find_spec(module) is None:
+            raise UserError(_missing(purpose, module, extra))
+
+
+def _missing(purpose: str, module: str, extra: str) -> str:
+    return f"{purpose} needs {module}, which is not installed: pip install 'ditkit[{extra}]'"

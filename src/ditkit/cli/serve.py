@@ -52,13 +52,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ditkit.errors import UserError
-    from ditkit.serve.server import check_gradio, serve
+    from ditkit.extras import require_extra
+    from ditkit.serve.server import serve
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must lie in 1..65535, got {args.port}")
     if args.max_queue < 1 or args.batch_size < 1:
         raise UserError("--max-queue and --batch-size must be at least 1")
-    check_gradio()  # before the checkpoint is loaded
+    require_extra("serve", "ditkit serve")  # before the checkpoint is loaded
     pipe = open_pipeline(args, args.device)
     serve(
         pipe,

@@ -8,7 +8,6 @@ by this server. It binds to 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ditkit.errors import UserError
+from ditkit.extras import require_extra
 
 if TYPE_CHECKING:
     from ditkit.sampling.pipeline import DiTPipeline
@@ -28,15 +28,8 @@ DEFAULT_PORT = 7860
 DEFAULT_MAX_QUEUE = 16
 # Images per forward pass: bounds the memory one request takes whatever its size.
 DEFAULT_BATCH_SIZE = 16
-INSTALL_HINT = "pip install 'ditkit[serve]' (or make serve)"
 # Set before Gradio is imported: its telemetry and the PyPI version check read them at import and launch.
 OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
-
-
-def check_gradio() -> None:
-    """Fail in one line, before any loading, when the serve extra is not installed."""
-    if importlib.util.find_spec("gradio") is None:
-        raise UserError(f"ditkit serve needs Gradio, which is not installed: {INSTALL_HINT}")
 
 
 def serve(
@@ -53,7 +46,7 @@ def serve(
     Raises:
         UserError: Gradio missing, or the port cannot be bound.
     """
-    check_gradio()
+    require_extra("serve", "ditkit serve")
     os.environ.update(OFFLINE_ENVIRONMENT)
     from ditkit.serve.page import CSS, Workspace, build_page
 
