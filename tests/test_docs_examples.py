@@ -53,6 +53,10 @@ SKIPS: list[tuple[str, str]] = [
         "tens of minutes: a full CPU study preset (tests/test_study.py runs a tiny study; a --steps smoke runs)",
     ),
     (
+        r"^ditkit serve ",
+        "a server that runs until stopped (tests/test_serve_browser.py drives it in Chromium)",
+    ),
+    (
         r"ditkit bench (memory|check|cpu-compare|peak)|ditkit bench train --model DiT-XS/2",
         "a benchmark: minutes of timing on a CPU (tests/test_bench.py runs each one small)",
     ),

@@ -258,16 +258,17 @@ class DiTPipeline:
 
     @property
     def samplers(self) -> tuple[str, ...]:
-        """The names `sampler=` accepts for this pipeline, in the order menus show them."""
-        from ditkit.samplers.api import SAMPLERS
+        """The names `sampler=` accepts for this pipeline's objective, in the order menus show them."""
+        from ditkit.choices import DIFFUSION_SAMPLERS, FLOW_SAMPLERS
 
-        return tuple(SAMPLERS)
+        return DIFFUSION_SAMPLERS if self.flow is None else FLOW_SAMPLERS
 
-    def default_steps(self, sampler: str) -> int:
-        """The step count `sampler` takes when `num_steps` is None."""
+    def default_steps(self, sampler: str) -> int | None:
+        """The step count `sampler` takes when `num_steps` is None (None: it picks its own, dopri5)."""
         from ditkit.samplers.api import DEFAULT_STEPS
+        from ditkit.transport.settings import DEFAULT_FLOW_STEPS
 
-        return DEFAULT_STEPS[sampler]
+        return {**DEFAULT_STEPS, **DEFAULT_FLOW_STEPS}.get(sampler)
 
     def initial_noise(self, seeds: Sequence[int]) -> Tensor:
         """x_T for each seed, (B, C, h, w) float32 on the device: what sampling with these seeds starts from."""

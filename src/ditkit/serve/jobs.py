@@ -9,7 +9,6 @@ and the files to download. No sampling happens here: it all goes through `DiTPip
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import zipfile
 from collections.abc import Sequence
@@ -22,11 +21,11 @@ from PIL import Image
 
 from ditkit.atomic import atomic_path
 from ditkit.errors import UserError
-from ditkit.sampling.images import save_gif
+from ditkit.sampling.images import save_gif, to_pil
 from ditkit.sampling.pipeline import DiTPipeline
 from ditkit.sampling.save import sample_to_folder
-from ditkit.sampling.walks import DEFAULT_WALK_STEPS, Walk, class_walk, noise_walk, save_walks
-from ditkit.visual import DEFAULT_PADDING, grid_image, save_grid
+from ditkit.sampling.walks import Walk, class_walk, noise_walk, save_walks
+from ditkit.visual import DEFAULT_PADDING, display_scale, save_grid, upscale_nearest
 
 # Limits of one request, so that one user cannot take the server's memory or time (the queue runs one
 # request at a time): at most MAX_CLASSES classes x MAX_PER_CLASS images, MAX_IMAGES in all.
@@ -74,14 +73,14 @@ class WalkResult:
     summary: str
 
 
-def display_scale(height: int, width: int, min_side: int = DISPLAY_MIN_SIDE) -> int:
-    """The integer factor that brings the longer side of an image to at least `min_side` pixels (>= 1)."""
-    return max(1, math.ceil(min_side / max(height, width, 1)))
-
-
 def enlarge(image: np.ndarray, scale: int) -> Image.Image:
     """A uint8 (H, W, C) image as a PIL image `scale` times larger (nearest neighbour)."""
-    return grid_image(image[None], nrow=1, padding=0, scale=scale)
+    return to_pil(upscale_nearest(image, scale))
+
+
+def shown_scale(height: int, width: int) -> int:
+    """The whole factor that brings an image's longer side to at least DISPLAY_MIN_SIDE pixels."""
+    return display_scale(max(height, width), max(height, width), DISPLAY_MIN_SIDE)
 
 
 def class_choices(pipe: DiTPipeline) -> list[tuple[str, str]]:
@@ -183,7 +182,7 @@ def generate(
             image = np.asarray(png)
         image = image[..., None] if image.ndim == 2 else image  # (H, W, C)
         name = "" if entry["class"] is None else f"{entry['class_name']} ({entry['class']}) · "
-        shown = enlarge(image, display_scale(*image.shape[:2]))
+        shown = enlarge(image, shown_scale(*image.shape[:2]))
         gallery.append((shown, f"{name}seed {entry['seed']} · {how}"))
     archive = _zip(out_dir, [saved.record, *saved.images], out_dir / SAMPLES_ZIP)
     summary = f"{count} image{'s' if count != 1 else ''}, seeds {seed}..{seed + count - 1} ({how})"
@@ -201,7 +200,7 @@ def _zip(root: Path, files: Sequence[Path], target: Path) -> Path:
 def _display_copies(frames: np.ndarray, folder: Path, duration_ms: int) -> tuple[Path, Path]:
     """An enlarged GIF and strip of a walk's uint8 frames (F, H, W, C), for the page (nearest neighbour)."""
     count, height, width = frames.shape[:3]
-    scale = display_scale(height, width)
+    scale = shown_scale(height, width)
     gif = save_gif(folder / f"{WALK_STEM}.gif", [np.asarray(enlarge(f, scale)) for f in frames], duration_ms)
     strip_width = count * (width + DEFAULT_PADDING) + DEFAULT_PADDING
     strip = save_grid(
@@ -212,7 +211,8 @@ def _display_copies(frames: np.ndarray, folder: Path, duration_ms: int) -> tuple
 
 def _how(pipe: DiTPipeline, sampler: str, steps: int | None, guidance_scale: float) -> str:
     """The settings every image of a request shares, e.g. "ddim, 50 steps, guidance 4"."""
-    return f"{sampler}, {steps or pipe.default_steps(sampler)} steps, guidance {guidance_scale:g}"
+    count = steps or pipe.default_steps(sampler)
+    return f"{sampler}, {count or 'adaptive'} steps, guidance {guidance_scale:g}"
 
 
 def _record_entries(record: Path) -> list[dict[str, object]]:
@@ -247,7 +247,7 @@ def walk(
     options: dict[str, Any] = dict(
         loop=bool(loop),
         guidance_scale=float(guidance_scale),
-        num_steps=num_steps or DEFAULT_WALK_STEPS,
+        num_steps=num_steps,
         sampler=sampler,
         batch_size=batch_size,
         progress=True,
@@ -270,7 +270,7 @@ def walk(
         raise UserError(f"walk mode must be noise or class, got {mode!r}")
     _, strip, gif = save_walks([result], out_dir, WALK_STEM, int(duration_ms))
     shown_gif, shown_strip = _display_copies(result.images, out_dir / "display", int(duration_ms))
-    how = _how(pipe, sampler, num_steps or DEFAULT_WALK_STEPS, guidance_scale)
+    how = _how(pipe, sampler, num_steps, guidance_scale)
     return WalkResult(
         shown_gif, shown_strip, [gif, strip], f"{result.title} ({len(result.images)} frames, {how})"
     )

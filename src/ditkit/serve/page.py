@@ -23,7 +23,7 @@ import torch
 from ditkit.errors import UserError
 from ditkit.sampling.images import DEFAULT_GIF_DURATION_MS
 from ditkit.sampling.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
-from ditkit.sampling.walks import DEFAULT_FRAMES, DEFAULT_WALK_STEPS, DETERMINISTIC_SAMPLERS
+from ditkit.sampling.walks import DEFAULT_FRAMES, DETERMINISTIC_SAMPLERS
 from ditkit.serve import jobs
 
 # Result folders kept on disk (older ones are deleted): enough for every request a few users make.
@@ -114,7 +114,8 @@ def _class_box(pipe: DiTPipeline, label: str, value: list[str], elem_id: str) ->
     )
 
 
-def _sampling_controls(pipe: DiTPipeline, sampler: str, steps: int, prefix: str) -> tuple[Any, Any, Any]:
+def _sampling_controls(pipe: DiTPipeline, sampler: str, prefix: str) -> tuple[Any, Any, Any]:
+    """Guidance, sampler (the pipeline's list) and steps (the sampler's default, updated on change)."""
     guidance = gr.Slider(
         1.0, MAX_GUIDANCE, DEFAULT_GUIDANCE_SCALE, step=GUIDANCE_STEP, label="guidance scale (1: none)"
     )
@@ -122,7 +123,13 @@ def _sampling_controls(pipe: DiTPipeline, sampler: str, steps: int, prefix: str)
         sampler_box = gr.Dropdown(
             list(pipe.samplers), value=sampler, label="sampler", elem_id=f"{prefix}-sampler"
         )
-        steps_box = gr.Number(steps, precision=0, label="steps", elem_id=f"{prefix}-steps")
+        steps_box = gr.Number(
+            pipe.default_steps(sampler),
+            precision=0,
+            label="steps (empty: the sampler's own)",
+            elem_id=f"{prefix}-steps",
+        )
+    sampler_box.change(pipe.default_steps, sampler_box, steps_box, queue=False)
     return guidance, sampler_box, steps_box
 
 
@@ -145,10 +152,7 @@ def build_page(pipe: DiTPipeline, checkpoint: str, workspace: Workspace, batch_s
                         label="images per class" if pipe.num_classes else "images",
                         elem_id="generate-per-class",
                     )
-                    default = pipe.samplers[0]
-                    guidance, sampler, steps = _sampling_controls(
-                        pipe, default, pipe.default_steps(default), "generate"
-                    )
+                    guidance, sampler, steps = _sampling_controls(pipe, pipe.default_sampler, "generate")
                     with gr.Row():
                         seed = gr.Number(
                             0, precision=0, label="seed (image i: seed + i)", elem_id="generate-seed"
@@ -167,7 +171,6 @@ def build_page(pipe: DiTPipeline, checkpoint: str, workspace: Workspace, batch_s
                         elem_classes=["ditkit-pixels"],
                     )
                     files = gr.File(label="download: grid and single PNGs (zip)", file_count="multiple")
-        sampler.change(lambda s: pipe.default_steps(s), sampler, steps, queue=False)
 
         def on_generate(
             classes: list[str],
@@ -243,7 +246,7 @@ def _walk_tab(pipe: DiTPipeline, workspace: Workspace, batch_size: int | None, f
                     loop = gr.Checkbox(False, label="loop back to the first point")
                     duration = gr.Number(DEFAULT_GIF_DURATION_MS, precision=0, label="GIF frame time (ms)")
                 default = next((s for s in DETERMINISTIC_SAMPLERS if s in pipe.samplers), pipe.samplers[0])
-                guidance, sampler, steps = _sampling_controls(pipe, default, DEFAULT_WALK_STEPS, "walk")
+                guidance, sampler, steps = _sampling_controls(pipe, default, "walk")
                 go = gr.Button("Walk", variant="primary", elem_id="walk-button")
                 status = gr.HTML(elem_id="walk-status")
             with gr.Column(scale=2):
@@ -263,7 +266,9 @@ def _walk_tab(pipe: DiTPipeline, workspace: Workspace, batch_size: int | None, f
                     elem_id="walk-strip",
                     elem_classes=["ditkit-pixels"],
                 )
-                files = gr.File(label="download: GIF and strip at full resolution", file_count="multiple")
+                files = gr.File(
+                    label="download: GIF and strip (as ditkit walk writes them)", file_count="multiple"
+                )
 
     def on_walk(
         mode: str,
