@@ -13,7 +13,7 @@ from PIL import Image
 
 from ditkit.cli.main import main
 from ditkit.errors import UserError
-from ditkit.sampling.pipeline import DiTPipeline
+from ditkit.generation.pipeline import DiTPipeline
 from ditkit.serve import jobs
 
 NAMES = ["tee", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]

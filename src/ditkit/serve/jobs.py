@@ -21,10 +21,10 @@ from PIL import Image
 
 from ditkit.atomic import atomic_path
 from ditkit.errors import UserError
-from ditkit.sampling.images import save_gif, to_pil
-from ditkit.sampling.pipeline import DiTPipeline
-from ditkit.sampling.save import sample_to_folder
-from ditkit.sampling.walks import Walk, class_walk, noise_walk, save_walks
+from ditkit.generation.images import save_gif, to_pil
+from ditkit.generation.pipeline import DiTPipeline
+from ditkit.generation.save import sample_to_folder
+from ditkit.generation.walks import Walk, class_walk, noise_walk, save_walks
 from ditkit.visual import DEFAULT_PADDING, display_scale, save_grid, upscale_nearest
 
 # Limits of one request, so that one user cannot take the server's memory or time (the queue runs one

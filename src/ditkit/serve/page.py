@@ -21,9 +21,9 @@ import gradio as gr
 import torch
 
 from ditkit.errors import UserError
-from ditkit.sampling.images import DEFAULT_GIF_DURATION_MS
-from ditkit.sampling.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
-from ditkit.sampling.walks import DEFAULT_FRAMES, DETERMINISTIC_SAMPLERS
+from ditkit.generation.images import DEFAULT_GIF_DURATION_MS
+from ditkit.generation.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
+from ditkit.generation.walks import DEFAULT_FRAMES, DETERMINISTIC_SAMPLERS
 from ditkit.serve import jobs
 
 # Result folders kept on disk (older ones are deleted): enough for every request a few users make.

@@ -19,7 +19,7 @@ from ditkit.errors import UserError
 from ditkit.extras import require_extra
 
 if TYPE_CHECKING:
-    from ditkit.sampling.pipeline import DiTPipeline
+    from ditkit.generation.pipeline import DiTPipeline
 
 DEFAULT_HOST = "127.0.0.1"
 # Gradio's customary port.
