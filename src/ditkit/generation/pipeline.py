@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ditkit.choices import DEFAULT_DIFFUSION_STEPS
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import SeededNoise
 from ditkit.errors import UserError
@@ -52,7 +53,7 @@ class DiffusionSettings:
     """
 
     noise_schedule: str = "linear"
-    diffusion_steps: int = 1000
+    diffusion_steps: int = DEFAULT_DIFFUSION_STEPS
     fixed_variance: str = "large"
 
     @classmethod
