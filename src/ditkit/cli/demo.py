@@ -34,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=positive_int, help="override the recipe's training steps")
     p.add_argument("--per-class", type=positive_int, default=100, help="samples per class")
+    p.add_argument("--seed", type=int, help="training seed (default: the recipe's)")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
     p.add_argument(
         "--started-at",
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_demo(
         args.data_dir,
         args.out,
-        recipe=dataclasses.replace(DEMO_RECIPE, seed=args.seed),
+        recipe=DEMO_RECIPE if args.seed is None else dataclasses.replace(DEMO_RECIPE, seed=args.seed),
         steps=args.steps,
         per_class=args.per_class,
         device=args.device,
