@@ -73,7 +73,6 @@ def test_train_checks_resume_options_before_building(tmp_path, capsys, no_loadin
         ("missing", [], "'{tmp}/missing' not found"),
         ("mnist", [], "did you mean 'fashion-mnist'?"),
         ("images", ["--image-size", "30"], "not a multiple of 8"),
-        ("images", ["--batch-size", "0"], "--batch-size and --shard-size must be positive"),
     ],
 )
 def test_prepare_checks_before_loading_the_vae(tmp_path, capsys, no_loading, source, extra, message):
@@ -81,6 +80,15 @@ def test_prepare_checks_before_loading_the_vae(tmp_path, capsys, no_loading, sou
     spec = source if source == "mnist" else str(tmp_path / source)
     argv = ["prepare", spec, "--out", str(tmp_path / "cache"), *extra]
     _fails_in_one_line(argv, capsys, message.format(tmp=tmp_path))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_prepare_api_checks_options_before_loading(tmp_path, no_loading):
+    from ditkit.data.cache_writer import prepare_dataset
+
+    folder = make_image_folder(tmp_path / "images", per_class=1)
+    with pytest.raises(UserError, match="--batch-size and --shard-size must be positive"):
+        prepare_dataset(str(folder), tmp_path / "cache", batch_size=0)  # the CLI refuses 0 when parsing
     assert not (tmp_path / "cache").exists()
 
 
