@@ -101,23 +101,24 @@ def test_killed_study_resumes_without_redoing_work(tmp_path, fmnist, finished, m
 
     out = tmp_path / "tiny"
     spec = spec_from_dict(tiny_spec_dict(fmnist), "test")
-    original_step = trainer_module.Trainer._optimizer_step
+    original_steps = trainer_module.Trainer._steps
     draws: list[int] = []
 
-    def failing_step(self):
-        if self.config.out.endswith(RUNS[1]) and self.step == 3:  # after the checkpoint at step 2
-            raise RuntimeError("injected failure")
-        return original_step(self)
+    def failing_steps(self):
+        for step, micro_batches in original_steps(self):
+            if self.config.out.endswith(RUNS[1]) and step == 3:  # after the checkpoint at step 2
+                raise RuntimeError("injected failure")
+            yield step, micro_batches
 
     original_draw = study_evaluate.Evaluator._draw
     monkeypatch.setattr(study_evaluate.Evaluator, "_draw", lambda *a: draws.append(1) or original_draw(*a))
-    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", failing_step)
+    monkeypatch.setattr(trainer_module.Trainer, "_steps", failing_steps)
     with pytest.raises(RuntimeError, match="injected"):
         run_study(spec, StudyOptions(str(out), progress=False))
     assert len(draws) == 2  # the first run's two evaluations
     assert [r["run"] for r in json.loads((out / "results.json").read_text())["rows"]] == [RUNS[0]] * 2
 
-    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", original_step)
+    monkeypatch.setattr(trainer_module.Trainer, "_steps", original_steps)
     starts: list[int] = []
     original_run = trainer_module.Trainer.run
 
