@@ -44,11 +44,13 @@ def test_image_depends_only_on_its_seed_and_class(pipe):
     alone = pipe.sample_latents([2], seeds=[6], num_steps=3, sampler="ddim", progress=False)
     assert torch.equal(batch[1], alone[0])
     together = pipe.sample_latents([1, 2, 3], seeds=[5, 6, 7], num_steps=3, sampler="ddim", progress=False)
-    torch.testing.assert_close(together, batch, rtol=1e-5, atol=1e-5)  # only float rounding differs
+    # Only float rounding differs: batched matmuls round differently from single ones (observed up to
+    # 3e-5 on an AMD EPYC CPU after a few steps); a wrong seed or label differs by order 1.
+    torch.testing.assert_close(together, batch, rtol=1e-4, atol=1e-4)
     # ddpm draws fresh noise every step from the sample's own stream
     a = pipe.sample_latents([4, 4], seeds=[3, 9], num_steps=4, progress=False)
     b = pipe.sample_latents([4], seeds=[9], num_steps=4, progress=False)
-    torch.testing.assert_close(a[1], b[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a[1], b[0], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(a[0], a[1])
 
 

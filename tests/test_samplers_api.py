@@ -97,7 +97,7 @@ def test_bad_arguments_raise_user_errors(model: TinyDenoiser) -> None:
     for kwargs in bad:
         with pytest.raises(UserError):
             sample(model, progress=False, **kwargs)  # type: ignore[arg-type]
-    with pytest.raises(UserError, match="null label"):
+    with pytest.raises(UserError, match="null class.*null_label="):
         sample(lambda x, t, y: x, (1, 2, 6, 6), labels=[0], cfg_scale=2.0, progress=False)
     with pytest.raises(UserError, match="channels"):
         sample(lambda x, t, y: torch.cat([x, x, x], 1), (1, 2, 6, 6), steps=3, progress=False)
@@ -112,6 +112,7 @@ def test_bad_arguments_raise_user_errors(model: TinyDenoiser) -> None:
 def test_dit_smoke() -> None:
     from ditkit.model.presets import create_model
 
+    torch.manual_seed(0)  # create_model initialises from the global RNG: fix it, as every test here
     dit = create_model("DiT-T/2", input_size=8, num_classes=10, in_channels=4, learn_sigma=True).eval()
     with torch.no_grad():  # adaLN-Zero starts at zero output: give it some weights
         for i, p in enumerate(dit.parameters()):
@@ -124,4 +125,5 @@ def test_dit_smoke() -> None:
         alone = sample(
             dit, (1, 4, 8, 8), labels=[7], seeds=[1], sampler=sampler, steps=5, cfg_scale=4.0, progress=False
         )
-        torch.testing.assert_close(alone[0], pair[1], rtol=1e-5, atol=1e-5)
+        # batch 2 vs batch 1: matmul rounding only (guidance x4 amplifies it); a wrong stream differs by O(1)
+        torch.testing.assert_close(alone[0], pair[1], rtol=1e-4, atol=1e-4)

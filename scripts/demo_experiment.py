@@ -1,0 +1,126 @@
+"""The demo's ablation runs (README, "The demo"): train a variant of the demo recipe for a fixed number
+of steps, then score its samples at several guidance scales.
+
+Two classifiers score every sample set: the shipped Fashion-MNIST classifier (agreement, per class, and
+the Frechet distance of its features against the test set) and, as an independent check, a 5-nearest-
+neighbour vote on raw pixels against the 60,000 training images (86.2% on 1,000 real test images).
+Training CPU time per step is reported too: on a loaded machine it stays close to the quiet value where
+wall time does not.
+
+    OMP_NUM_THREADS=1 python scripts/demo_experiment.py --name flow --steps 2500 --seed 1 \\
+        --guidance 2,3,4 --per-class 100
+    python scripts/demo_experiment.py --name diff --steps 3000 --set objective='"diffusion"' \\
+        --set time_sampling='"uniform"' --set min_snr_gamma=5 --sampler dpm++2m --sample-steps 20
+
+`--set FIELD=JSON` changes a TrainConfig field of the demo recipe, `--model-set FIELD=JSON` a model field.
+Results go to runs/experiments/NAME/ (checkpoint, samples_g*.npz) and runs/experiments/NAME.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ditkit.checkpoints import load_model
+from ditkit.data.fashion_mnist import load_fashion_mnist
+from ditkit.demo.recipe import DEMO_RECIPE
+from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier, score_fmnist_samples
+from ditkit.first_stage.load import load_first_stage
+from ditkit.generation.pipeline import DiTPipeline
+from ditkit.training import train
+from ditkit.training.setup import objective_extra
+from ditkit.training.state import latest_checkpoint
+
+# The independent check: a k-nearest-neighbour vote on raw pixels.
+KNN_K = 5
+
+
+def knn_predict(images: np.ndarray, train_x: torch.Tensor, train_y: np.ndarray) -> np.ndarray:
+    """Labels (N,) by a KNN_K vote of the nearest training images in pixel space; images uint8 (N, 28, 28)."""
+    q = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255)
+    dist = (q**2).sum(1, keepdim=True) - 2 * q @ train_x.T + (train_x**2).sum(1)
+    votes = train_y[dist.topk(KNN_K, largest=False).indices.numpy()]  # (N, k)
+    return np.array([np.bincount(v, minlength=10).argmax() for v in votes])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], help="TrainConfig FIELD=JSON")
+    p.add_argument("--model-set", action="append", default=[], help="model FIELD=JSON")
+    p.add_argument("--guidance", default="4", help="comma-separated guidance scales")
+    p.add_argument("--per-class", type=int, default=100)
+    p.add_argument("--sampler", default=DEMO_RECIPE.sampler)
+    p.add_argument("--sample-steps", type=int, default=DEMO_RECIPE.sample_steps)
+    p.add_argument("--only-sample", action="store_true", help="reuse the run's checkpoint")
+    p.add_argument("--out", default="runs/experiments")
+    a = p.parse_args()
+
+    out = Path(a.out) / a.name
+    config = DEMO_RECIPE.train_config(None, str(out), "cpu", a.steps)
+    fields = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
+    model_fields = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.model_set)}
+    config = dataclasses.replace(
+        config,
+        seed=a.seed,
+        time_budget_minutes=None,
+        model_overrides={**config.model_overrides, **model_fields},
+        **fields,
+    )
+    result: dict = {"name": a.name, "steps": a.steps, "seed": a.seed, "set": fields, "model": model_fields}
+    if not a.only_sample:
+        cpu0, wall0 = time.process_time(), time.time()
+        checkpoint = train(config, progress=False, echo=lambda _: None).checkpoint
+        result.update(train_cpu_s=time.process_time() - cpu0, train_wall_s=time.time() - wall0)
+        result["cpu_s_per_step"] = result["train_cpu_s"] / a.steps
+    else:
+        checkpoint = latest_checkpoint(out)
+    model = load_model(checkpoint, which="ema", device="cpu")
+    objective = objective_extra(config)
+    pipe = DiTPipeline(
+        model,
+        load_first_stage("identity", channels=1),
+        objective.get("diffusion"),
+        flow=objective.get("flow"),
+    )
+    labels = np.repeat(np.arange(10), a.per_class)
+    classifier = load_fmnist_classifier()
+    train_images, train_labels = load_fashion_mnist(None, split="train")
+    train_x = torch.from_numpy(train_images.reshape(len(train_images), -1).astype(np.float32) / 255)
+    for g in (float(x) for x in a.guidance.split(",")):
+        cpu0 = time.process_time()
+        images = pipe(
+            labels.tolist(),
+            guidance_scale=g,
+            num_steps=a.sample_steps,
+            sampler=a.sampler,
+            seeds=range(len(labels)),
+            batch_size=500,
+            progress=False,
+        )[..., 0]
+        sample_cpu = time.process_time() - cpu0
+        scores = score_fmnist_samples(images, labels, classifier=classifier)
+        knn = knn_predict(images, train_x, np.asarray(train_labels))
+        result[f"g{g}"] = {
+            "agreement": scores["agreement"],
+            "frechet_distance": scores["frechet_distance"],
+            "per_class": scores["per_class_agreement"],
+            "knn_agreement": float((knn == labels).mean()),
+            "knn_per_class": [float((knn[labels == c] == c).mean()) for c in range(10)],
+            "sample_cpu_s": sample_cpu,
+        }
+        np.savez(out / f"samples_g{g}.npz", images=images, labels=labels)
+        print(a.name, f"guidance {g}:", {k: v for k, v in result[f"g{g}"].items() if "per_class" not in k})
+    (Path(a.out) / f"{a.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
