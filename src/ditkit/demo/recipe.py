@@ -37,6 +37,9 @@ class DemoRecipe:
     budget starts the decay on a slow machine), and flow matching with logit-normal times instead of
     diffusion (95.2% vs 87.6% agreement, Frechet distance 7.7 vs 11.0, same model, steps and seed).
     Flow samples come from the deterministic Heun ODE, 10 steps (19 model evaluations per image).
+    Guidance 3: over three training seeds (2,500 steps, 1,000 samples each) the Frechet distance is
+    flat from 2 to 3 (mean 8.90, 8.94) and worse at 4 (9.43) on every seed, so guidance stops at 3
+    (agreement 91.0%, 92.9%, 88.6%; at 4 it would be 92.6%, 95.0%, 90.3%).
 
     Attributes:
         model: preset; `overrides` change its size.
@@ -69,7 +72,7 @@ class DemoRecipe:
     min_snr_gamma: float | None = None
     sampler: str = "heun"
     sample_steps: int = 10
-    cfg_scale: float = 4.0
+    cfg_scale: float = 3.0
     seed: int = 0
 
     def train_config(
