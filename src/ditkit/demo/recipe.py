@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ditkit.training.config import TrainConfig
+from ditkit.training.config import MIN_SNR_GAMMA, TrainConfig
 
 # Fashion-MNIST's native size; patch 4 gives 7 x 7 = 49 tokens.
 DEMO_IMAGE_SIZE = 28
@@ -115,7 +115,7 @@ DIFFUSION_DEMO_RECIPE = dataclasses.replace(
     DEMO_RECIPE,
     objective="diffusion",
     time_sampling="uniform",
-    min_snr_gamma=5.0,
+    min_snr_gamma=MIN_SNR_GAMMA,
     sampler="dpm++2m",
     sample_steps=20,
 )

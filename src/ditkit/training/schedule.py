@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ditkit.training.config import LR_SCHEDULES, TrainConfig
+from ditkit.training.config import TrainConfig
 
-__all__ = ["LR_SCHEDULES", "LRSchedule", "schedule_for"]
+__all__ = ["LRSchedule", "schedule_for"]
 
 # A decay timed by the clock is planned 5% shorter than the steady step rate predicts, so that it
 # reaches 0 before the budget cuts the run even when the machine slows down a little.
