@@ -8,8 +8,10 @@
 Resumable: a finished training or evaluation is never redone, and a half-trained run resumes from its
 last checkpoint with the trainer's exact resume. Checkpoints are written at every evaluation step
 (`ckpt_every` = the gcd of those steps) and the run always trains to its full length, so a learning-
-rate schedule over the whole run is the same as without a study. With several GPUs, `jobs` worker
-processes (one per GPU) take the runs in turn; on a CPU the runs go one after another.
+rate schedule over the whole run is the same as without a study. `jobs` worker processes run side by
+side: one per GPU, or on a CPU one per core, each with its share of the cores. The runs are dealt out
+by their training compute (largest first, each to the least loaded worker), so the workers finish
+close together.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class StudyOptions:
     Attributes:
         out: the study folder.
         device: "auto", "cpu" or "cuda" (workers each get one GPU).
-        jobs: worker processes running side by side (None: one per GPU, 1 on the CPU).
+        jobs: worker processes running side by side (None: one per GPU; on a CPU one per core, at
+            most one per run).
         reference: ADM reference batch for FID/sFID/IS/precision/recall (None: not computed).
         inception: local Inception weights for those metrics (None: the cached or downloaded ones).
         fashion_mnist: score with the Fashion-MNIST classifier (None: when the data is Fashion-MNIST).
@@ -148,7 +151,7 @@ def run_study(
     model_configs(plans)  # a run that cannot be built fails now, not after the others trained
     Path(options.out).mkdir(parents=True, exist_ok=True)
     claim_folder(spec, options)
-    jobs = options.jobs if options.jobs is not None else _gpu_count()
+    jobs = options.jobs if options.jobs is not None else default_jobs(options.device, len(plans))
     echo(
         f"study {spec.name}: {len(plans)} runs -> {options.out}" + (f" ({jobs} workers)" if jobs > 1 else "")
     )
@@ -164,20 +167,62 @@ def run_study(
     return rows
 
 
-def _gpu_count() -> int:
+def _gpu_count(device: str) -> int:
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+    return torch.cuda.device_count() if device != "cpu" and torch.cuda.is_available() else 0
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_jobs(device: str, runs: int) -> int:
+    """Workers when --jobs is not given: one per GPU; on a CPU one per core, at most one per run."""
+    return _gpu_count(device) or max(1, min(cpu_cores(), runs))
+
+
+def deal_runs(costs: list[float], jobs: int) -> list[int]:
+    """The worker of each run: largest cost first, each to the worker with the least work so far."""
+    load = [0.0] * jobs
+    worker = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        k = min(range(jobs), key=lambda k: (load[k], k))
+        worker[i] = k
+        load[k] += costs[i]
+    return worker
+
+
+def run_costs(plans: list[RunPlan]) -> list[float]:
+    """Each run's training compute (forward Gflops x batch x steps), the measure the runs are dealt by."""
+    import torch
+
+    from ditkit.model.dit import DiT
+    from ditkit.model.flops import count_gflops
+
+    costs = []
+    for plan, config in zip(plans, model_configs(plans)):
+        with torch.device("meta"):
+            gflops = count_gflops(DiT(config))
+        costs.append(gflops * int(plan.config.global_batch) * int(plan.config.steps or 0))
+    return costs
 
 
 def _run_workers(options: StudyOptions, jobs: int, echo: Callable[[str], None]) -> None:
-    """Start `jobs` worker processes (worker k on GPU k when there are GPUs) and wait for all of them."""
-    gpus = _gpu_count() if options.device != "cpu" else 0
+    """Start `jobs` worker processes (worker k on GPU k when there are GPUs; on a CPU each with an
+    equal share of the cores) and wait for all of them."""
+    gpus = _gpu_count(options.device)
+    threads = max(1, cpu_cores() // jobs)
     procs = []
     for k in range(jobs):
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
+        else:
+            env["OMP_NUM_THREADS"] = str(threads)  # torch reads it at start-up
         cmd = [sys.executable, "-m", "ditkit.study.worker", options.out, str(k), str(jobs)]
         procs.append(subprocess.Popen(cmd, env=env))
     failed = [k for k, p in enumerate(procs) if p.wait() != 0]
@@ -195,13 +240,14 @@ def _prefixed(name: str) -> Callable[[str], None]:
 
 
 def run_worker(out: str, index: int, jobs: int) -> None:
-    """Worker `index` of `jobs`: the runs i with i % jobs == index of the study in `out`."""
+    """Worker `index` of `jobs`: its share of the runs of the study in `out` (`deal_runs`)."""
     record = json.loads((Path(out) / STUDY_FILE).read_text(encoding="utf-8"))
     spec = spec_from_dict(record["spec"], str(Path(out) / STUDY_FILE))
     options = StudyOptions(**{**record["options"], "jobs": 1, "progress": False})
+    plans = plan_runs(spec, options)
     evaluators: dict[str, Evaluator] = {}
-    for i, plan in enumerate(plan_runs(spec, options)):
-        if i % jobs == index:
+    for plan, worker in zip(plans, deal_runs(run_costs(plans), jobs)):
+        if worker == index:
             run_one(plan, spec, options, echo=_prefixed(plan.name), evaluators=evaluators)
 
 
