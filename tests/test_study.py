@@ -281,7 +281,7 @@ def test_runs_are_dealt_to_workers_by_cost():
 
     costs = [0.13, 0.28, 0.27, 0.64, 0.36, 1.0]
     workers = deal_runs(costs, 2)
-    loads = [sum(c for c, w in zip(costs, workers) if w == k) for k in range(2)]
+    loads = [sum(c for c, w in zip(costs, workers, strict=True) if w == k) for k in range(2)]
     assert sorted(round(x, 2) for x in loads) == [1.28, 1.4]
     assert deal_runs([1.0, 1.0, 1.0], 3) == [0, 1, 2]
     assert deal_runs([5.0], 4) == [0]

@@ -64,7 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
     p.add_argument(
-        "--jobs", type=int, help="runs side by side (default: one per GPU; on a CPU one per core, at most one per run)"
+        "--jobs",
+        type=int,
+        help="runs side by side (default: one per GPU; on a CPU one per core, at most one per run)",
     )
     p.add_argument(
         "--reference", metavar="REF.npz", help="ADM reference batch: adds FID, sFID, IS, precision, recall"

@@ -204,7 +204,7 @@ def run_costs(plans: list[RunPlan]) -> list[float]:
     from ditkit.model.flops import count_gflops
 
     costs = []
-    for plan, config in zip(plans, model_configs(plans)):
+    for plan, config in zip(plans, model_configs(plans), strict=True):
         with torch.device("meta"):
             gflops = count_gflops(DiT(config))
         costs.append(gflops * int(plan.config.global_batch) * int(plan.config.steps or 0))
@@ -246,7 +246,7 @@ def run_worker(out: str, index: int, jobs: int) -> None:
     options = StudyOptions(**{**record["options"], "jobs": 1, "progress": False})
     plans = plan_runs(spec, options)
     evaluators: dict[str, Evaluator] = {}
-    for plan, worker in zip(plans, deal_runs(run_costs(plans), jobs)):
+    for plan, worker in zip(plans, deal_runs(run_costs(plans), jobs), strict=True):
         if worker == index:
             run_one(plan, spec, options, echo=_prefixed(plan.name), evaluators=evaluators)
 
