@@ -9,9 +9,8 @@ Resumable: a finished training or evaluation is never redone, and a half-trained
 last checkpoint with the trainer's exact resume. Checkpoints are written at every evaluation step
 (`ckpt_every` = the gcd of those steps) and the run always trains to its full length, so a learning-
 rate schedule over the whole run is the same as without a study. `jobs` worker processes run side by
-side: one per GPU, or on a CPU one per core, each with its share of the cores. The runs are dealt out
-by their training compute (largest first, each to the least loaded worker), so the workers finish
-close together.
+side: one per GPU, or on a CPU one per core, each with its share of the cores. The costliest runs
+(by training compute) go first, each to the first free worker, so the workers finish close together.
 """
 
 from __future__ import annotations
@@ -25,6 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the runs are dealt out up front
+    fcntl = None  # type: ignore[assignment]
 
 from ditkit.atomic import atomic_write_text
 from ditkit.errors import UserError
@@ -240,14 +244,29 @@ def _prefixed(name: str) -> Callable[[str], None]:
 
 
 def run_worker(out: str, index: int, jobs: int) -> None:
-    """Worker `index` of `jobs`: its share of the runs of the study in `out` (`deal_runs`)."""
+    """Worker `index` of `jobs`: runs of the study in `out`, costliest first, each taken by the first
+    free worker (a lock per run, released when its process ends, so a killed study resumes). Without
+    file locks (not POSIX) the runs are dealt out up front (`deal_runs`)."""
     record = json.loads((Path(out) / STUDY_FILE).read_text(encoding="utf-8"))
     spec = spec_from_dict(record["spec"], str(Path(out) / STUDY_FILE))
     options = StudyOptions(**{**record["options"], "jobs": 1, "progress": False})
     plans = plan_runs(spec, options)
+    costs = run_costs(plans)
     evaluators: dict[str, Evaluator] = {}
-    for plan, worker in zip(plans, deal_runs(run_costs(plans), jobs), strict=True):
-        if worker == index:
+    if fcntl is None:
+        mine = [plan for plan, worker in zip(plans, deal_runs(costs, jobs), strict=True) if worker == index]
+        for plan in mine:
+            run_one(plan, spec, options, echo=_prefixed(plan.name), evaluators=evaluators)
+        return
+    for i in sorted(range(len(plans)), key=lambda i: (-costs[i], i)):
+        plan = plans[i]
+        lock = Path(out) / RUNS_DIR / f".{plan.name}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another worker has this run
             run_one(plan, spec, options, echo=_prefixed(plan.name), evaluators=evaluators)
 
 
