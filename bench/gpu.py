@@ -75,7 +75,7 @@ DEFAULT_BUDGET_S = 540.0
 SKIPPED = "skipped: out of time"
 TRAIN_COLUMNS = [
     ("recipe", "recipe"), ("precision", "precision"), ("compile", "compile"), ("note", "note"),
-    ("checkpointing", "ckpt blocks"), ("checkpoint_policy", "ckpt policy"), ("batch", "batch"),
+    ("recompute_blocks", "ckpt blocks"), ("recompute_policy", "ckpt policy"), ("batch", "batch"),
     ("step_ms", "step ms"), ("images_per_s", "images/s"), ("x_official", "x official fp32/TF32"),
     ("x_official_bf16", "x official bf16"), ("mfu_bf16_peak", "MFU vs bf16 peak"),
     ("peak_mem_gb", "peak GB"), ("fits", f"fits {TARGET_GPU_GB:.0f} GB"), ("graphs", "graphs compiled"),
@@ -128,11 +128,11 @@ def graphs_compiled() -> int:
 
 def label(row: dict[str, Any]) -> str:
     """A row's short name: what it runs, its precision, compilation, batch and checkpointing."""
-    train = "checkpointing" in row
+    train = "recompute_blocks" in row
     name = f"{'train ' + row['recipe'] if train else 'sample'} {row['precision']} compile={row['compile']}"
     name += f" batch={row['batch']}" + (f" ({row['note']})" if row.get("note") else "")
-    if train and row["checkpointing"]:
-        name += f" checkpointing={row['checkpointing']} ({row['checkpoint_policy']})"
+    if train and row["recompute_blocks"]:
+        name += f" recompute_blocks={row['recompute_blocks']} ({row['recompute_policy']})"
     return name
 
 
@@ -173,8 +173,8 @@ class Runner:
         before = graphs_compiled()
         result, status = attempt(lambda: bench_train(cfg) if is_train else bench_sample(cfg))  # type: ignore[arg-type]
         row = {**base, **(result or {}), "status": status, "graphs": graphs_compiled() - before}
-        if is_train and not row["checkpointing"]:
-            row["checkpoint_policy"] = "-"  # no block is checkpointed
+        if is_train and not row["recompute_blocks"]:
+            row["recompute_policy"] = "-"  # no block is checkpointed
         if result is not None:
             if is_train:
                 row["fits"] = "yes" if result["peak_mem_gb"] <= TARGET_GPU_GB else "no"
@@ -230,7 +230,7 @@ def run_all(guard: Guard, setup: argparse.Namespace, bf16_peak: float | None) ->
     train = TrainBenchConfig(**common, batch=b, precision=fp, steps=10, warmup=3)  # type: ignore[arg-type]
     official = replace(train, recipe="official")
     compiled = replace(train, precision="bf16", compile="blocks")
-    large = replace(compiled, batch=256, steps=5, warmup=2, checkpointing=-1, checkpoint_policy="selective")
+    large = replace(compiled, batch=256, steps=5, warmup=2, recompute_blocks=-1, recompute_policy="selective")
     sample = SampleBenchConfig(**common, batch=b, precision="bf16", compile="blocks", timed_steps=timed)  # type: ignore[arg-type]
     run = Runner(guard, setup, bf16_peak)
     log("headline:")
@@ -248,7 +248,7 @@ def run_all(guard: Guard, setup: argparse.Namespace, bf16_peak: float | None) ->
     log("more rows:")
     run.row(replace(train, precision="bf16"), 30)
     run.row(train, 30)
-    run.row(replace(large, checkpointing=0), 120)
+    run.row(replace(large, recompute_blocks=0), 120)
     run.row(replace(sample, compile="none", cuda_graph=False, precision=fp), 40, "eager, no CUDA graph")
     run.row(replace(sample, compile="none"), 30)
     log("experiments:")

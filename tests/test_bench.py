@@ -41,10 +41,12 @@ def positive(value):
 
 
 def test_bench_train_reports_positive_numbers():
-    r = bench_train(TrainBenchConfig(**TINY, batch=4, precision="fp32", steps=2, warmup=1, checkpointing=-1))
+    r = bench_train(
+        TrainBenchConfig(**TINY, batch=4, precision="fp32", steps=2, warmup=1, recompute_blocks=-1)
+    )
     for key in ("step_ms", "step_ms_min", "images_per_s", "tflops", "peak_tflops", "mfu", "peak_mem_gb"):
         assert positive(r[key]), key
-    assert r["checkpointing"] == 2  # -1 means every block of DiT-T (depth 2)
+    assert r["recompute_blocks"] == 2  # -1 means every block of DiT-T (depth 2)
     assert math.isclose(r["images_per_s"], 4 / (r["step_ms"] / 1e3))
     assert math.isclose(r["mfu"], r["tflops"] / r["peak_tflops"])
     assert 0.5 < r["loss"] < 5  # the hybrid loss of a fresh model on unit-variance data, about 1
@@ -173,8 +175,8 @@ def test_cli_text_reports_and_errors(capsys):
     argv = ["bench", "train", *TINY_FLAGS]
     assert main([*argv, "--steps", "1", "--warmup", "0", "--no-peak"]) == 0
     assert "images/s" in capsys.readouterr().out
-    assert main([*argv, "--checkpointing", "some"]) == 2
-    assert "--checkpointing" in capsys.readouterr().err
+    assert main([*argv, "--recompute-blocks", "some"]) == 2
+    assert "--recompute-blocks" in capsys.readouterr().err
     assert main([*argv, "--precision", "tf32"]) == 2
 
 

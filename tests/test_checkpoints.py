@@ -220,7 +220,7 @@ def test_missing_tensor_and_wrong_config_are_named(tmp_path):
 
 
 def test_folder_round_trip_keeps_both_weight_sets_and_extra(tmp_path):
-    model, ema = random_tiny_dit(seed=0, checkpointing=1), random_tiny_dit(seed=1, checkpointing=1)
+    model, ema = random_tiny_dit(seed=0, recompute_blocks=1), random_tiny_dit(seed=1, recompute_blocks=1)
     extra = {"first_stage": {"kind": "identity", "channels": 4}, "class_names": [str(i) for i in range(10)]}
     path = save_model(model, tmp_path / "ckpt", ema=ema, extra=extra)
     assert sorted(os.listdir(path)) == ["config.json", "ema.safetensors", "model.safetensors"]
@@ -231,7 +231,7 @@ def test_folder_round_trip_keeps_both_weight_sets_and_extra(tmp_path):
 
     loaded = load_checkpoint(path)
     assert (loaded.kind, loaded.weights, loaded.extra) == ("ditkit", "ema", extra)
-    assert loaded.config == model.config and loaded.config.checkpointing == 1
+    assert loaded.config == model.config and loaded.config.recompute_blocks == 1
     assert_same_weights(loaded.model, ema)
     assert_same_weights(load_model(path, which="model"), model)
     # Each weights file carries the config too and loads on its own.

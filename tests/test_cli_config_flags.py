@@ -58,7 +58,7 @@ def test_help_shows_each_config_default_and_choice():
         assert action.choices == spec_choices, f.name
     assert actions["precision"].choices == choices.PRECISION_MODES
     assert actions["noise_schedule"].choices == choices.NOISE_SCHEDULES
-    assert actions["recompute_policy"].choices == choices.CHECKPOINT_POLICIES
+    assert actions["recompute_policy"].choices == choices.RECOMPUTE_POLICIES
     steps = next(f for f in dataclasses.fields(TrainConfig) if f.name == "diffusion_steps")
     assert field_default(steps) == choices.DEFAULT_DIFFUSION_STEPS
 

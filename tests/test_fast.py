@@ -105,7 +105,7 @@ def test_the_attention_kernel_that_ran_is_reported():
 def test_compiled_blocks_match_eager_forward_and_gradients():
     # aot_eager traces each block with fullgraph=True (no graph breaks) without generating C++.
     torch._dynamo.reset()
-    model = tiny(checkpointing=1)
+    model = tiny(recompute_blocks=1)
     compiled = compile_blocks(copy.deepcopy(model), backend="aot_eager")
     assert list(compiled.state_dict()) == list(model.state_dict())  # keys unchanged
     x, t, y = inputs()

@@ -153,7 +153,7 @@ def test_unpatchify_inverts_patch_layout():
 def test_checkpointing_gives_same_gradients():
     torch.manual_seed(0)
     a = randomise_weights(tiny())
-    b = randomise_weights(tiny(checkpointing=2))
+    b = randomise_weights(tiny(recompute_blocks=2))
     x, t, y = inputs()
     for m in (a, b):
         m.train()

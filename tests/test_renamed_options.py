@@ -6,8 +6,9 @@ import json
 
 from test_cli_config_flags import _train_parser
 
+from ditkit.choices import RENAMED_FIELDS
 from ditkit.cli.train import config_from_args
-from ditkit.training.config import RENAMED, TrainConfig, resumed_config
+from ditkit.training.config import TrainConfig, resumed_config
 
 
 def test_old_flags_set_the_renamed_fields(tmp_path):
@@ -37,4 +38,4 @@ def test_old_keys_of_a_saved_config_are_read(tmp_path):
     assert (resumed.recompute_blocks, resumed.recompute_policy, resumed.steps) == (4, "selective", 9)
 
 
-RENAMED_BACK = {new: old for old, new in RENAMED.items()}
+RENAMED_BACK = {new: old for old, new in RENAMED_FIELDS.items()}

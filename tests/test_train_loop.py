@@ -196,7 +196,7 @@ def test_activation_checkpointing_trains_the_same_weights(tmp_path, policy):
     plain = train(tiny_config(tmp_path, out=str(tmp_path / "plain")), progress=False)
     cfg = tiny_config(tmp_path, out=str(tmp_path / policy), recompute_blocks=2, recompute_policy=policy)
     recomputed = train(cfg, progress=False)
-    assert load_model(recomputed.checkpoint).config.checkpoint_policy == policy
+    assert load_model(recomputed.checkpoint).config.recompute_policy == policy
     a = load_file(str(plain.checkpoint / "model.safetensors"))
     b = load_file(str(recomputed.checkpoint / "model.safetensors"))
     for k in a:

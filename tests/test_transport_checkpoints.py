@@ -12,7 +12,7 @@ from test_checkpoints import training_dict
 
 from ditkit.errors import UserError
 from ditkit.generation.pipeline import DiTPipeline
-from ditkit.transport.samplers import Sampler
+from ditkit.transport.sit_sampler import Sampler
 from ditkit.transport.transport import create_transport
 
 

@@ -26,9 +26,9 @@ from test_samplers_toy import (
 )
 
 from ditkit.transport.paths import PATHS
-from ditkit.transport.samplers import Sampler
-from ditkit.transport.sampling import sample_flow
 from ditkit.transport.settings import FlowSettings
+from ditkit.transport.sit_sampler import Sampler
+from ditkit.transport.solvers import sample_flow
 from ditkit.transport.transport import create_transport
 
 

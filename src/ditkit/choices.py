@@ -17,8 +17,8 @@ COMPILE_MODES = ("auto", *COMPILE_CHOICES)
 # Attention kernels scaled_dot_product_attention may be pinned to ("auto": PyTorch's choice;
 # `ditkit.model.attention_kernel`).
 SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
-# What activation-checkpointed blocks recompute (`ditkit.model.checkpointing`).
-CHECKPOINT_POLICIES = ("full", "selective")
+# What activation-checkpointed blocks recompute (`ditkit.model.recompute`).
+RECOMPUTE_POLICIES = ("full", "selective")
 # Named beta schedules: DiT's linear one (Ho et al. 2020) and the cosine one (Nichol & Dhariwal 2021).
 NOISE_SCHEDULES = ("linear", "cosine")
 # Number of diffusion steps DiT trains with (Peebles & Xie 2023, sec. 3.1; Ho et al. 2020).
@@ -45,7 +45,7 @@ PREDICTIONS = ("velocity", "score", "noise")
 LOSS_WEIGHTS = ("velocity", "likelihood")
 # How flow training draws t: uniform (SiT) or logit-normal (Esser et al. 2024, SD3, Sec. 3.1).
 TIME_SAMPLINGS = ("uniform", "logit-normal")
-# The named flow samplers (`ditkit.transport.sampling`): the probability-flow ODE with torchdiffeq's
+# The named flow samplers (`ditkit.transport.solvers`): the probability-flow ODE with torchdiffeq's
 # adaptive dopri5 (SiT's default) or fixed-step Euler / Heun, and SiT's SDE with an Euler-Maruyama
 # or Heun step.
 FLOW_SAMPLERS = ("dopri5", "euler", "heun", "sde-euler", "sde-heun")
@@ -68,3 +68,16 @@ COMPARE_VARIANTS: dict[str, tuple[str, str, str]] = {
     "ditkit-bf16-compiled": ("ditkit", "bf16", "blocks"),
 }
 DEFAULT_COMPARE_VARIANTS = ("official", "official-bf16", "ditkit", "ditkit-bf16")
+
+# Config fields renamed since, old name -> new: older configs (DiTConfig, TrainConfig) and their files
+# still load. "checkpoint" now means only the files a run writes; recomputing activations is "recompute".
+RENAMED_FIELDS = {"checkpointing": "recompute_blocks", "checkpoint_policy": "recompute_policy"}
+
+
+def new_field_names(record: dict) -> dict:
+    """`record` with renamed fields under their new names (a record holding both keeps the new one's)."""
+    out = {k: v for k, v in record.items() if k not in RENAMED_FIELDS}
+    for old, new in RENAMED_FIELDS.items():
+        if old in record:
+            out.setdefault(new, record[old])
+    return out

@@ -121,7 +121,7 @@ class SavedBytes:
 def saved_activation_bytes(model: DiT, batch: int, precision: str = "fp32", seed: int = 0) -> SavedBytes:
     """Bytes of activations `model` keeps for backward after a training forward of `batch` images.
 
-    The model's own checkpointing settings (`config.checkpointing`, `config.checkpoint_policy`)
+    The model's own checkpointing settings (`config.recompute_blocks`, `config.recompute_policy`)
     apply; the forward runs in training mode with no labels dropped, on the model's device.
 
     Args:
@@ -195,7 +195,7 @@ def measure_row(
     per_block = [(p1 - p0) / (b1 - b0) for p0, p1 in zip(s0.per_block, s1.per_block, strict=True)]
     fixed = s0.total - per_image * b0
     c = model.config
-    policy = "none" if c.checkpointing == 0 else c.checkpoint_policy
+    policy = "none" if c.recompute_blocks == 0 else c.recompute_policy
     return ActivationRow(
         policy=policy, precision=precision, per_image=per_image,
         per_block_image=sum(per_block) / len(per_block), fixed=fixed,
@@ -236,7 +236,7 @@ def activation_memory(
         for policy in policies:
             ckpt = 0 if policy == "none" else net.config.depth
             kept = "full" if policy == "none" else policy
-            net.config = dataclasses.replace(net.config, checkpointing=ckpt, checkpoint_policy=kept)
+            net.config = dataclasses.replace(net.config, recompute_blocks=ckpt, recompute_policy=kept)
             rows.append(dataclasses.asdict(measure_row(net, precision, batches, project, seed)))
     return {
         "model": net.config.name or model, "input_size": input_size, "device": str(dev),

@@ -44,10 +44,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
 
 
 def _ckpt(result: dict[str, Any]) -> str:
-    n = result["checkpointing"]
+    n = result["recompute_blocks"]
     if n == 0:
         return "none"
-    return f"{'all' if n < 0 else n} blocks, {result.get('checkpoint_policy', 'full')}"
+    return f"{'all' if n < 0 else n} blocks, {result.get('recompute_policy', 'full')}"
 
 
 def _throughput_lines(r: dict[str, Any], unit: str) -> list[str]:

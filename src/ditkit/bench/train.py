@@ -27,11 +27,11 @@ from ditkit.bench.timing import (
 )
 from ditkit.choices import RECIPES
 from ditkit.errors import UserError
-from ditkit.model.checkpointing import check_policy
 from ditkit.model.compilation import apply_compile
 from ditkit.model.dit import DiT
 from ditkit.model.flops import count_gflops
 from ditkit.model.presets import get_config
+from ditkit.model.recompute import check_policy
 
 # A training image costs one forward and a backward of about twice the forward (the usual count).
 TRAIN_FLOP_MULTIPLIER = 3
@@ -60,13 +60,13 @@ class ModelBenchConfig:
 
 @dataclass
 class TrainBenchConfig(ModelBenchConfig):
-    """What to time. Checkpointing is a block count (0 none, -1 all), as `DiTConfig.checkpointing`;
-    `checkpoint_policy` ("full" or "selective") says how those blocks are checkpointed; `attention`
+    """What to time. Checkpointing is a block count (0 none, -1 all), as `DiTConfig.recompute_blocks`;
+    `recompute_policy` ("full" or "selective") says how those blocks are checkpointed; `attention`
     pins the SDPA kernel ("auto": PyTorch's choice); `recipe` is "ditkit" (the trainer's step) or
     "official" (`ditkit.bench.official.OfficialStep`, eager)."""
 
-    checkpointing: int = 0
-    checkpoint_policy: str = "full"
+    recompute_blocks: int = 0
+    recompute_policy: str = "full"
     steps: int = 10
     warmup: int = 3
     device: str = "auto"
@@ -110,10 +110,10 @@ def synthetic_batch(
     return x, y
 
 
-def _checkpoint_blocks(checkpointing: int, depth: int) -> int:
-    if checkpointing < -1:
-        raise UserError(f"checkpointing must be a block count >= 0, or -1 for all; got {checkpointing}")
-    return depth if checkpointing == -1 else checkpointing
+def _recompute_blocks(count: int, depth: int) -> int:
+    if count < -1:
+        raise UserError(f"recompute_blocks must be a block count >= 0, or -1 for all; got {count}")
+    return depth if count == -1 else count
 
 
 def _check_policy(policy: str) -> None:
@@ -153,11 +153,11 @@ def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[s
         raise UserError("steps and batch must be at least 1 and warmup at least 0")
     if model is None:
         depth = get_config(cfg.model).depth
-        ckpt = _checkpoint_blocks(cfg.checkpointing, depth)
-        _check_policy(cfg.checkpoint_policy)
+        ckpt = _recompute_blocks(cfg.recompute_blocks, depth)
+        _check_policy(cfg.recompute_policy)
         model = build_model(
             cfg.model, cfg.input_size, cfg.num_classes, device,
-            checkpointing=ckpt, checkpoint_policy=cfg.checkpoint_policy,
+            recompute_blocks=ckpt, recompute_policy=cfg.recompute_policy,
         )  # fmt: skip
     if not isinstance(model, DiT):
         raise UserError(f"bench_train times a DiT, got {type(model).__name__}")
@@ -185,8 +185,8 @@ def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[s
         **asdict(cfg),
         "device": str(device),
         "device_name": device_name(device),
-        "checkpointing": model.config.checkpointing,
-        "checkpoint_policy": model.config.checkpoint_policy,
+        "recompute_blocks": model.config.recompute_blocks,
+        "recompute_policy": model.config.recompute_policy,
         "step_ms": step_s * 1e3,
         "step_ms_min": min(times) * 1e3,
         **throughput_metrics(cfg.batch / step_s, gflop_per_image, peak),

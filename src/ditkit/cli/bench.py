@@ -10,14 +10,15 @@ from ditkit.choices import (
     DEFAULT_COMPARE_VARIANTS,
     PRECISIONS,
     RECIPES,
+    RECOMPUTE_POLICIES,
     SDPA_BACKENDS,
 )
 from ditkit.cli.formatting import HelpFormatter
 
 EPILOG = """examples:
   ditkit bench train --model DiT-XL/2 --batch 64 --precision bf16 --compile blocks
-  ditkit bench train --model DiT-XL/2 --batch 256 --checkpointing all      # memory at batch 256
-  ditkit bench train --model DiT-XL/2 --batch 256 --checkpointing all --checkpoint-policy selective
+  ditkit bench train --model DiT-XL/2 --batch 256 --recompute-blocks all      # memory at batch 256
+  ditkit bench train --model DiT-XL/2 --batch 256 --recompute-blocks all --recompute-policy selective
   ditkit bench memory --threads 1              # activations saved per image, none/full/selective
   ditkit bench sample --model DiT-XL/2 --batch 64 --timed-steps 25         # 250-step DDPM, CFG 4
   ditkit bench train --model DiT-XS/2 --num-classes 10 --batch 8 --device cpu
@@ -83,12 +84,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="time training steps", epilog=EPILOG, formatter_class=fmt)
     _common(t, batch=64)
     t.add_argument(
-        "--checkpointing", default="0",
-        help="activation checkpointing: number of blocks to recompute, or 'all' (default 0)",
+        "--recompute-blocks", default="0", metavar="N",
+        help="blocks whose activations are recomputed in backward (activation checkpointing), "
+        "a count or 'all' (default 0)",
     )  # fmt: skip
     t.add_argument(
-        "--checkpoint-policy", choices=["full", "selective"], default="full",
+        "--recompute-policy", choices=RECOMPUTE_POLICIES, default="full",
         help="full: recompute whole blocks; selective: keep matmul and attention outputs (default full)",
+    )  # fmt: skip
+    # the names these flags had before "checkpoint" came to mean only checkpoint files
+    t.add_argument(
+        "--checkpointing", dest="recompute_blocks", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    t.add_argument(
+        "--checkpoint-policy", dest="recompute_policy", choices=RECOMPUTE_POLICIES,
+        default=argparse.SUPPRESS, help=argparse.SUPPRESS,
     )  # fmt: skip
     t.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     t.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
@@ -116,7 +126,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run)
 
     m = sub.add_parser(
-        "memory", help="count the activations saved for backward under each checkpoint policy",
+        "memory", help="count the activations saved for backward under each recompute policy",
         description="Count the bytes of activations a training forward keeps for backward (unique "
         "storages, on any device), per image, with no checkpointing and with every block checkpointed "
         "under the full and selective policies, and project them to a batch. Activations only: not a "
@@ -188,13 +198,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     k.set_defaults(func=run)
 
 
-def _checkpointing(value: str) -> int:
+def _recompute_blocks(value: str) -> int:
     from ditkit.errors import UserError
 
     if value == "all":
         return -1
     if not value.isdigit():
-        raise UserError(f"--checkpointing takes a block count or 'all', got {value!r}")
+        raise UserError(f"--recompute-blocks takes a block count or 'all', got {value!r}")
     return int(value)
 
 
@@ -267,8 +277,8 @@ def run(args: argparse.Namespace) -> int:
 
             result = bench_train(
                 TrainBenchConfig(
-                    **common, checkpointing=_checkpointing(args.checkpointing),
-                    checkpoint_policy=args.checkpoint_policy, steps=args.steps,
+                    **common, recompute_blocks=_recompute_blocks(args.recompute_blocks),
+                    recompute_policy=args.recompute_policy, steps=args.steps,
                     attention=args.attention, recipe=args.recipe,
                 )
             )  # fmt: skip

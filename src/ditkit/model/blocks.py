@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ditkit.choices import BLOCK_DESIGNS
-from ditkit.model.checkpointing import checkpoint_block
+from ditkit.model.recompute import recompute_block
 
 # LayerNorm epsilon of the official implementation.
 NORM_EPS = 1e-6
@@ -101,17 +101,17 @@ class DiTBlock(nn.Module):
             self.cross_attn = CrossAttention(hidden_size, num_heads)
 
     def forward(
-        self, x: torch.Tensor, c: torch.Tensor, context: torch.Tensor, checkpoint_policy: str | None = None
+        self, x: torch.Tensor, c: torch.Tensor, context: torch.Tensor, recompute_policy: str | None = None
     ) -> torch.Tensor:
         """(B, N, D) tokens, (B, D) conditioning, (B, 1 or 2, D) condition tokens -> (B, N, D).
 
-        With `checkpoint_policy` ("full" or "selective", see `ditkit.model.checkpointing`) the block
+        With `recompute_policy` ("full" or "selective", see `ditkit.model.recompute`) the block
         recomputes activations in backward. The checkpoint sits inside this method so that a block
         compiled in place (`ditkit.model.compilation.compile_blocks`) has it inside its graph, where the
         compiler applies the policy to the ops it sees.
         """
-        if checkpoint_policy is not None and torch.is_grad_enabled():
-            return checkpoint_block(self._forward, x, c, context, policy=checkpoint_policy)
+        if recompute_policy is not None and torch.is_grad_enabled():
+            return recompute_block(self._forward, x, c, context, policy=recompute_policy)
         return self._forward(x, c, context)
 
     def _forward(self, x: torch.Tensor, c: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ditkit.choices import new_field_names
 from ditkit.model.blocks import BLOCK_DESIGNS, DiTBlock, FinalLayer
-from ditkit.model.checkpointing import check_policy
 from ditkit.model.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d
+from ditkit.model.recompute import check_policy
 
 # Probability of replacing a label by the null class during training (DiT, Sec. 3.1 / App. A).
 DEFAULT_CLASS_DROPOUT = 0.1
@@ -40,9 +41,9 @@ class DiTConfig:
         block: conditioning design, one of "adaln-zero", "adaln", "cross-attention", "in-context".
         checkpointing: recompute the activations of the first `checkpointing` blocks in backward
             (0: none; depth or more: all) to save memory.
-        checkpoint_policy: how those blocks are checkpointed: "full" (keep only each block's input,
+        recompute_policy: how those blocks are checkpointed: "full" (keep only each block's input,
             recompute the whole block) or "selective" (also keep the matmul and attention outputs,
-            recompute only the elementwise ops); see `ditkit.model.checkpointing`.
+            recompute only the elementwise ops); see `ditkit.model.recompute`.
     """
 
     input_size: int | tuple[int, int] = 32
@@ -57,8 +58,8 @@ class DiTConfig:
     null_class_row: bool = True
     learn_sigma: bool = True
     block: str = "adaln-zero"
-    checkpointing: int = 0
-    checkpoint_policy: str = "full"
+    recompute_blocks: int = 0
+    recompute_policy: str = "full"
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +67,7 @@ class DiTConfig:
             self.input_size = tuple(self.input_size)  # type: ignore[assignment]
         if self.block not in BLOCK_DESIGNS:
             raise ValueError(f"unknown block design {self.block!r}; choose one of {', '.join(BLOCK_DESIGNS)}")
-        check_policy(self.checkpoint_policy)
+        check_policy(self.recompute_policy)
         h, w = self.size_hw
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"input size {h}x{w} is not a multiple of the patch size {self.patch_size}")
@@ -94,6 +95,8 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
+        """The config of a `to_dict` record; older records' field names are read too (`RENAMED_FIELDS`)."""
+        d = new_field_names(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -219,9 +222,9 @@ class DiT(nn.Module):
         n_image = tokens.shape[1]
         if self.config.block == "in-context":
             tokens = torch.cat([tokens, cond_tokens.to(tokens.dtype)], dim=1)  # (B, N + 2, D)
-        n_ckpt = self.config.checkpointing if self.training else 0
+        n_ckpt = self.config.recompute_blocks if self.training else 0
         for i, block in enumerate(self.blocks):
-            policy = self.config.checkpoint_policy if i < n_ckpt else None
-            tokens = block(tokens, c, cond_tokens, checkpoint_policy=policy)
+            policy = self.config.recompute_policy if i < n_ckpt else None
+            tokens = block(tokens, c, cond_tokens, recompute_policy=policy)
         tokens = tokens[:, :n_image]
         return self.unpatchify(self.final_layer(tokens, c))  # (B, out_channels, H, W)

@@ -1,7 +1,7 @@
 """One entry point for sampling: `sample(model, shape, labels, sampler=..., steps=..., cfg_scale=...)`.
 
 Diffusion models use the samplers here; flow-matching models (`flow=FlowSettings(...)`) use the named
-flow samplers of `ditkit.transport.sampling`, behind the same noise, label and guidance handling.
+flow samplers of `ditkit.transport.solvers`, behind the same noise, label and guidance handling.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def sample(
         noise: (B, C, H, W) starting noise x_T; default: the first draw of each sample's seeded stream.
         labels: (B,) class labels, or None for an unconditional model.
         sampler: "ddpm" (ancestral, the default), "ddim" or "dpm++2m"; for flow models "dopri5" (the
-            default), "euler", "heun", "sde-euler" or "sde-heun" (see `ditkit.transport.sampling`).
+            default), "euler", "heun", "sde-euler" or "sde-heun" (see `ditkit.transport.solvers`).
         steps: number of steps (default 250 / 50 / 20 by sampler; spread as `INT_STEPS_SPACING`
             says), a respacing string such as "ddim50", "uniform20", "quad20", "logsnr20" or "10,20,30"
             (see `ditkit.diffusion.schedule.space_timesteps`), or an explicit list of timesteps.
@@ -189,7 +189,7 @@ def sample(
         model = ClassifierFreeGuidance(model, cfg_scale, null, guided_channels, guidance_interval)
 
     if flow is not None:
-        from ditkit.transport.sampling import sample_flow
+        from ditkit.transport.solvers import sample_flow
 
         assert steps is None or isinstance(steps, int)  # checked above
         return sample_flow(

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from ditkit.choices import (
-    CHECKPOINT_POLICIES,
     COMPILE_MODES,
     DEFAULT_DIFFUSION_STEPS,
     FLIP_MODES,
@@ -23,7 +22,9 @@ from ditkit.choices import (
     PATH_TYPES,
     PRECISION_MODES,
     PREDICTIONS,
+    RECOMPUTE_POLICIES,
     TIME_SAMPLINGS,
+    new_field_names,
 )
 from ditkit.errors import UserError
 from ditkit.options import check_choices, option
@@ -41,9 +42,6 @@ ADAM_BETAS = (0.9, 0.999)
 # Strategy"): the paper's recommended gamma.
 MIN_SNR_GAMMA = 5.0
 CONFIG_FILE = "train_config.json"
-# Options renamed since, old name -> new, so that older train_config.json files and states still load:
-# "checkpoint" now means only the files a run writes; recomputing activations is "recompute".
-RENAMED = {"checkpointing": "recompute_blocks", "checkpoint_policy": "recompute_policy"}
 
 # `--help` sections of the flags (see `ditkit.options`).
 MODEL_DATA = "model and data"
@@ -160,7 +158,7 @@ class TrainConfig:
     compile: str = option("auto", choices=COMPILE_MODES, group=RUN)
     recompute_blocks: int = option(0, group=RUN, hidden=("--checkpointing",))
     recompute_policy: str = option(
-        "full", choices=CHECKPOINT_POLICIES, group=RUN, hidden=("--checkpoint-policy",)
+        "full", choices=RECOMPUTE_POLICIES, group=RUN, hidden=("--checkpoint-policy",)
     )
     parallel: str = option("ddp", choices=PARALLEL_MODES, group=RUN)
     learn_sigma: bool = option(True, group=DIFFUSION)
@@ -266,12 +264,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """The config of a `to_dict` record; older records' option names are read too (`RENAMED`)."""
-        d = dict(d)
-        for old, new in RENAMED.items():
-            if old in d:
-                value = d.pop(old)
-                d.setdefault(new, value)  # a record holding both keeps the new name's value
+        """The config of a `to_dict` record; older records' option names are read too (`RENAMED_FIELDS`)."""
+        d = new_field_names(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -97,8 +97,8 @@ def dit_config(config: TrainConfig, sample_shape: tuple[int, int, int], num_clas
         num_classes=num_classes,
         learn_sigma=config.learn_sigma,
         class_dropout_prob=config.class_dropout,
-        checkpointing=config.recompute_blocks,
-        checkpoint_policy=config.recompute_policy,
+        recompute_blocks=config.recompute_blocks,
+        recompute_policy=config.recompute_policy,
     )
     fields.update(config.model_overrides)
     try:

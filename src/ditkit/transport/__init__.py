@@ -3,6 +3,6 @@
 - `settings`: the choices and the stored description of a flow model (no torch);
 - `paths`: the interpolants (Linear, GVP, VP) and their closed forms;
 - `transport`: `create_transport` and the flow-matching loss;
-- `samplers`: SiT's `Sampler` (ODE through torchdiffeq, SDE);
-- `sampling`: the named samplers of `ditkit sample` and `DiTPipeline` for flow models.
+- `sit_sampler`: SiT's `Sampler` (ODE through torchdiffeq, SDE);
+- `solvers`: the named flow solvers (dopri5, euler, heun, sde-euler, sde-heun) of `ditkit sample` and `DiTPipeline`.
 """

@@ -15,9 +15,9 @@ from ditkit.bench.train import TrainBenchConfig, bench_train
 from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.model.attention_kernel import sdpa_backend
-from ditkit.model.checkpointing import checkpoint_block, selective_policy
 from ditkit.model.compilation import compile_blocks
 from ditkit.model.dit import DiT, DiTConfig
+from ditkit.model.recompute import recompute_block, selective_policy
 
 # DiT-T/2-like: 8x8 latents in 2x2 patches -> N = 16 tokens of width D = 32, 2 heads, 2 blocks.
 N, D, HEADS, DEPTH = 16, 32, 2, 2
@@ -26,10 +26,10 @@ FP32 = 4
 
 def tiny(policy=None, **kw):
     """A randomised tiny DiT; policy None means no checkpointing, else every block with `policy`."""
-    checkpointing = dict(checkpointing=DEPTH, checkpoint_policy=policy) if policy else {}
+    recompute = dict(recompute_blocks=DEPTH, recompute_policy=policy) if policy else {}
     config = DiTConfig(
         input_size=8, patch_size=2, hidden_size=D, depth=DEPTH, num_heads=HEADS, num_classes=10,
-        **checkpointing, **kw,
+        **recompute, **kw,
     )  # fmt: skip
     torch.manual_seed(0)
     model = DiT(config)
@@ -126,22 +126,30 @@ def test_fixed_bytes_are_the_bf16_weight_copies():
 
 
 def test_unknown_policy_is_an_error():
-    with pytest.raises(ValueError, match="unknown checkpoint policy 'some'"):
-        DiTConfig(checkpoint_policy="some")
-    with pytest.raises(ValueError, match="checkpoint policy"):
-        checkpoint_block(nn.Identity(), torch.zeros(1), policy="every-other")
-    with pytest.raises(UserError, match="checkpoint policy"):
-        bench_train(TrainBenchConfig(model="DiT-T/2", input_size=8, device="cpu", checkpoint_policy="x"))
+    with pytest.raises(ValueError, match="unknown recompute policy 'some'"):
+        DiTConfig(recompute_policy="some")
+    with pytest.raises(ValueError, match="recompute policy"):
+        recompute_block(nn.Identity(), torch.zeros(1), policy="every-other")
+    with pytest.raises(UserError, match="recompute policy"):
+        bench_train(TrainBenchConfig(model="DiT-T/2", input_size=8, device="cpu", recompute_policy="x"))
     with pytest.raises(UserError, match="policy"):
         activation_memory(model="DiT-T/2", input_size=8, policies=["none", "half"])
 
 
 def test_config_dicts_without_the_policy_still_load():
-    config = DiTConfig(depth=2, hidden_size=32, num_heads=2, checkpointing=1, checkpoint_policy="selective")
+    config = DiTConfig(depth=2, hidden_size=32, num_heads=2, recompute_blocks=1, recompute_policy="selective")
     assert DiTConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     old = config.to_dict()
-    del old["checkpoint_policy"]  # a config.json written before the field existed
-    assert DiTConfig.from_dict(old).checkpoint_policy == "full"
+    del old["recompute_policy"]  # a config.json written before the field existed
+    assert DiTConfig.from_dict(old).recompute_policy == "full"
+
+
+def test_config_dicts_with_the_old_field_names_still_load():
+    """A config.json written when the fields were `checkpointing` and `checkpoint_policy`."""
+    config = DiTConfig(depth=2, hidden_size=32, num_heads=2, recompute_blocks=1, recompute_policy="selective")
+    old = config.to_dict()
+    old["checkpointing"], old["checkpoint_policy"] = old.pop("recompute_blocks"), old.pop("recompute_policy")
+    assert DiTConfig.from_dict(old) == config
 
 
 def test_policy_warns_when_a_compiled_matmul_cannot_be_kept():
@@ -184,10 +192,10 @@ def test_counting_refuses_a_compiled_model():
 def test_bench_train_reports_the_policy():
     cfg = TrainBenchConfig(
         model="DiT-T/2", input_size=8, num_classes=10, device="cpu", batch=2, precision="fp32",
-        checkpointing=-1, checkpoint_policy="selective", steps=1, warmup=0, measure_peak=False,
+        recompute_blocks=-1, recompute_policy="selective", steps=1, warmup=0, measure_peak=False,
     )  # fmt: skip
     r = bench_train(cfg)
-    assert r["checkpoint_policy"] == "selective" and r["checkpointing"] == DEPTH
+    assert r["recompute_policy"] == "selective" and r["recompute_blocks"] == DEPTH
 
 
 def test_bench_memory_cli(capsys, tmp_path):
@@ -205,13 +213,33 @@ def test_bench_memory_cli(capsys, tmp_path):
     assert "two batch sizes" in capsys.readouterr().err
 
 
-def test_bench_train_cli_rejects_an_unknown_policy(capsys):
+@pytest.mark.parametrize("flag", ["--recompute-policy", "--checkpoint-policy"])  # the new name and the old
+def test_bench_train_cli_rejects_an_unknown_policy(capsys, flag):
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "train", "--checkpoint-policy", "half"])
+        main(["bench", "train", flag, "half"])
     assert exit_info.value.code == 2
-    assert "--checkpoint-policy" in capsys.readouterr().err
+    assert flag in capsys.readouterr().err
+
+
+def test_bench_train_cli_reads_the_old_flag_names():
+    from ditkit.cli.main import build_parser
+
+    new = build_parser().parse_args(
+        ["bench", "train", "--recompute-blocks", "all", "--recompute-policy", "selective"]
+    )
+    old = build_parser().parse_args(
+        ["bench", "train", "--checkpointing", "all", "--checkpoint-policy", "selective"]
+    )
+    assert (
+        (old.recompute_blocks, old.recompute_policy)
+        == (new.recompute_blocks, new.recompute_policy)
+        == (
+            "all",
+            "selective",
+        )
+    )
 
 
 def test_config_replace_keeps_validation():
-    with pytest.raises(ValueError, match="checkpoint policy"):
-        dataclasses.replace(DiTConfig(), checkpoint_policy="partial")
+    with pytest.raises(ValueError, match="recompute policy"):
+        dataclasses.replace(DiTConfig(), recompute_policy="partial")

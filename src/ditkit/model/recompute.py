@@ -1,4 +1,4 @@
-"""Activation checkpointing of DiT blocks: whole-block recompute, or op-level selective recompute.
+"""Recomputing DiT blocks in backward (activation checkpointing): whole blocks, or op-level selective.
 
 A checkpointed block keeps only its inputs for backward and recomputes the rest when the gradient
 reaches it. Two policies decide how much of the rest it keeps:
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from ditkit.choices import CHECKPOINT_POLICIES
+from ditkit.choices import RECOMPUTE_POLICIES
 
 # ATen ops whose outputs selective checkpointing keeps. `aten.linear` and `aten.matmul` decompose
 # before dispatch (into t/view + addmm, mm or bmm), so the matmul kernels themselves are listed; the
@@ -85,14 +85,14 @@ _selective_contexts = functools.partial(create_selective_checkpoint_contexts, se
 
 
 def check_policy(policy: str) -> None:
-    """Raise ValueError unless `policy` is one of `CHECKPOINT_POLICIES`."""
-    if policy not in CHECKPOINT_POLICIES:
+    """Raise ValueError unless `policy` is one of `RECOMPUTE_POLICIES`."""
+    if policy not in RECOMPUTE_POLICIES:
         raise ValueError(
-            f"unknown checkpoint policy {policy!r}; choose one of {', '.join(CHECKPOINT_POLICIES)}"
+            f"unknown recompute policy {policy!r}; choose one of {', '.join(RECOMPUTE_POLICIES)}"
         )
 
 
-def checkpoint_block(block: Callable[..., Any], *args: Any, policy: str = "full") -> Any:
+def recompute_block(block: Callable[..., Any], *args: Any, policy: str = "full") -> Any:
     """Call `block(*args)` under activation checkpointing with `policy` ("full" or "selective").
 
     Non-reentrant checkpointing (`use_reentrant=False`): gradients flow to every input and to the

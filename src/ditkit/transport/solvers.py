@@ -1,4 +1,4 @@
-"""The named flow samplers behind `ditkit.sample(..., flow=...)`, `DiTPipeline` and `ditkit sample`.
+"""The named flow solvers behind `ditkit.sample(..., flow=...)`, `DiTPipeline` and `ditkit sample`.
 
 - "dopri5": the probability-flow ODE with torchdiffeq's adaptive Dormand-Prince solver at SiT's
   tolerances (atol 1e-6, rtol 1e-3); steps are not given.
@@ -17,8 +17,8 @@ from ditkit.choices import FLOW_SAMPLERS
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import NoiseSource
 from ditkit.errors import UserError
-from ditkit.transport.samplers import Sampler
 from ditkit.transport.settings import DEFAULT_FLOW_STEPS, FlowSettings
+from ditkit.transport.sit_sampler import Sampler
 from ditkit.transport.transport import Transport
 
 # SiT's sample.py defaults for the SDE (its parse_sde_args): w_t = sigma_t at norm 1, a final mean step.
