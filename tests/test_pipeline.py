@@ -10,9 +10,10 @@ from PIL import Image
 
 from ditkit.checkpoints import save_model
 from ditkit.cli.main import main
+from ditkit.diffusion.settings import DiffusionSettings
 from ditkit.errors import UserError
 from ditkit.first_stage.base import IdentityFirstStage
-from ditkit.generation.pipeline import DiffusionSettings, DiTPipeline
+from ditkit.generation.pipeline import DiTPipeline
 from ditkit.visual import grid_layout, upscale_nearest
 
 FAST = dict(num_steps=3, sampler="ddim", progress=False)

@@ -21,7 +21,7 @@ _LAZY: dict[str, str] = {
     "count_gflops": "ditkit.model.flops",
     "UserError": "ditkit.errors",
     "TrainConfig": "ditkit.training.config",
-    "TrainResult": "ditkit.training.trainer",
+    "TrainResult": "ditkit.training.result",
     "train": "ditkit.training.trainer",
     "run_demo": "ditkit.demo.run",
     "make_grid": "ditkit.visual",

@@ -199,3 +199,16 @@ def resolve_class(query: ClassQuery, class_names: ClassNames | Sequence[str] | N
         return class_names.resolve(query)
     names = ClassNames.imagenet() if class_names is None else ClassNames.from_names(class_names)
     return names.resolve(query)
+
+
+def model_class_names(
+    names: ClassNames | Sequence[str] | Mapping[str, int] | None, num_classes: int
+) -> ClassNames | None:
+    """The class names of a model with `num_classes` classes: the given ones (checked against the count), or
+    ImageNet's for a 1000-class model, else None."""
+    if names is None:
+        return ClassNames.imagenet() if num_classes == IMAGENET_NUM_CLASSES else None
+    resolved = names if isinstance(names, ClassNames) else ClassNames.from_names(names)
+    if len(resolved) != num_classes:
+        raise UserError(f"got {len(resolved)} class names for a model with {num_classes} classes")
+    return resolved

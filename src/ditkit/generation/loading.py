@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ditkit.choices import OBJECTIVES
+from ditkit.diffusion.settings import DiffusionSettings
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage
 from ditkit.generation.class_names import ClassNames
-from ditkit.generation.pipeline import DiffusionSettings
 from ditkit.model.dit import DiT
 from ditkit.transport.settings import FlowSettings
 

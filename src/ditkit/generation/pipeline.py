@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ditkit.choices import DEFAULT_DIFFUSION_STEPS
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import SeededNoise
+from ditkit.diffusion.settings import DiffusionSettings
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage, IdentityFirstStage
-from ditkit.generation.class_names import IMAGENET_NUM_CLASSES, ClassNames, ClassQuery
+from ditkit.generation.class_names import ClassNames, ClassQuery, model_class_names
 from ditkit.generation.denoiser import AUTOCAST_DTYPES, eager_denoiser, resolve_precision
 from ditkit.model.compilation import apply_compile
 from ditkit.model.cuda_graphs import fast_denoiser
@@ -40,33 +39,6 @@ from ditkit.visual import images_to_uint8, to_pil
 # Guidance scale of the DiT paper's sample figures (sample.py's default --cfg-scale).
 DEFAULT_GUIDANCE_SCALE = 4.0
 OutputType = Literal["uint8", "tensor", "pil"]
-
-
-@dataclass(frozen=True)
-class DiffusionSettings:
-    """The training process a model was trained with (what sampling must match).
-
-    Attributes:
-        noise_schedule: "linear" (DiT) or "cosine".
-        diffusion_steps: length of the training chain (1000 for DiT).
-        fixed_variance: "large" (beta_t, DiT) or "small", for models that do not learn sigma.
-    """
-
-    noise_schedule: str = "linear"
-    diffusion_steps: int = DEFAULT_DIFFUSION_STEPS
-    fixed_variance: str = "large"
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> DiffusionSettings:
-        """Read the settings from a checkpoint's record; keys it does not know are ignored."""
-        data = dict(data or {})
-        if "fixed_variance" not in data and "sigma_small" in data:
-            data["fixed_variance"] = "small" if data["sigma_small"] else "large"
-        known = {k: data[k] for k in ("noise_schedule", "diffusion_steps", "fixed_variance") if k in data}
-        return cls(**known)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _default_device(device: torch.device | str | None) -> torch.device:
@@ -134,7 +106,7 @@ class DiTPipeline:
         else:
             self.diffusion = DiffusionSettings.from_dict(diffusion)
         self.flow = FlowSettings.from_dict(flow) if isinstance(flow, Mapping) else flow
-        self.class_names = _class_names(class_names, int(getattr(model, "num_classes", 0) or 0))
+        self.class_names = model_class_names(class_names, int(getattr(model, "num_classes", 0) or 0))
         self.compile = compile
         apply_compile(self.model, compile)
         # What loading had to assume (e.g. the first stage of an official .pt file), one line each.
@@ -453,14 +425,3 @@ class DiTPipeline:
         self.model.to(self.device)
         self.first_stage.to(self.device)
         return self
-
-
-def _class_names(
-    names: ClassNames | Sequence[str] | Mapping[str, int] | None, num_classes: int
-) -> ClassNames | None:
-    if names is None:
-        return ClassNames.imagenet() if num_classes == IMAGENET_NUM_CLASSES else None
-    resolved = names if isinstance(names, ClassNames) else ClassNames.from_names(names)
-    if len(resolved) != num_classes:
-        raise UserError(f"got {len(resolved)} class names for a model with {num_classes} classes")
-    return resolved

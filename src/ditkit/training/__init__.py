@@ -15,7 +15,7 @@ from typing import Any
 # Public name -> module that defines it.
 _LAZY = {
     "TrainConfig": "ditkit.training.config",
-    "TrainResult": "ditkit.training.trainer",
+    "TrainResult": "ditkit.training.result",
     "train": "ditkit.training.trainer",
     "latest_checkpoint": "ditkit.training.state",
     "load_training_checkpoint": "ditkit.training.state",

@@ -14,7 +14,6 @@ import operator
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from ditkit.training.config import TrainConfig, check_resumable
 from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
 from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
 from ditkit.training.preflight import preflight
+from ditkit.training.result import SUMMARY_FILE, TrainResult
 from ditkit.training.schedule import schedule_for
 from ditkit.training.setup import (
     build_data,
@@ -53,46 +53,10 @@ from ditkit.training.state import (
 )
 from ditkit.training.step import LogWindow, MicroBatch, PendingSteps
 
-SUMMARY_FILE = "train_summary.json"
 # The host reads the loss, the stop request and the non-finite flag at most this many steps apart
 # (and at every log, preview and checkpoint step); in between, steps run without synchronising.
 HOST_READ_EVERY = 25
 SAMPLES_DIR = "samples"
-
-
-@dataclass
-class TrainResult:
-    """How a run ended.
-
-    Attributes:
-        out: the run folder.
-        step: steps done (the step of the last checkpoint).
-        total_steps: steps the run was asked for.
-        checkpoint: the last checkpoint written.
-        stopped: "finished", "time budget" or the signal's name ("SIGTERM", "SIGINT").
-        loss: the last logged loss: the mean over the global batch and the steps `loss_steps` (the last
-            line of metrics.jsonl); the progress bar shows the loss of the most recent steps instead.
-        steps_per_second: optimizer steps per second of this session.
-        elapsed_seconds: wall time of this session's loop.
-        start_step: the step this session started from (0, or the checkpoint resumed).
-        loss_steps: first and last step averaged in `loss`.
-    """
-
-    out: Path
-    step: int
-    total_steps: int
-    checkpoint: Path | None
-    stopped: str
-    loss: float | None
-    steps_per_second: float
-    elapsed_seconds: float
-    start_step: int = 0
-    loss_steps: tuple[int, int] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["out"], d["checkpoint"] = str(self.out), str(self.checkpoint) if self.checkpoint else None
-        return d
 
 
 def _stderr(message: str) -> None:
