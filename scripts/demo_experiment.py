@@ -61,6 +61,8 @@ def main() -> None:
     p.add_argument("--sampler", default=DEMO_RECIPE.sampler)
     p.add_argument("--sample-steps", type=int, default=DEMO_RECIPE.sample_steps)
     p.add_argument("--only-sample", action="store_true", help="reuse the run's checkpoint")
+    p.add_argument("--checkpoint", help="sample this checkpoint of the demo recipe instead of training")
+    p.add_argument("--interval", help="guide only for flow times LO,HI (data at 1)")
     p.add_argument("--out", default="runs/experiments")
     a = p.parse_args()
 
@@ -76,7 +78,10 @@ def main() -> None:
         **fields,
     )
     result: dict = {"name": a.name, "steps": a.steps, "seed": a.seed, "set": fields, "model": model_fields}
-    if not a.only_sample:
+    if a.checkpoint:
+        checkpoint = Path(a.checkpoint)
+        out.mkdir(parents=True, exist_ok=True)
+    elif not a.only_sample:
         cpu0, wall0 = time.process_time(), time.time()
         checkpoint = train(config, progress=False, echo=lambda _: None).checkpoint
         result.update(train_cpu_s=time.process_time() - cpu0, train_wall_s=time.time() - wall0)
@@ -91,6 +96,8 @@ def main() -> None:
         objective.get("diffusion"),
         flow=objective.get("flow"),
     )
+    interval = tuple(float(x) for x in a.interval.split(",")) if a.interval else None
+    result.update(sampler=a.sampler, sample_steps=a.sample_steps, interval=interval)
     labels = np.repeat(np.arange(10), a.per_class)
     classifier = load_fmnist_classifier()
     train_images, train_labels = load_fashion_mnist(None, split="train")
@@ -102,6 +109,7 @@ def main() -> None:
             guidance_scale=g,
             num_steps=a.sample_steps,
             sampler=a.sampler,
+            guidance_interval=interval,
             seeds=range(len(labels)),
             batch_size=500,
             progress=False,
