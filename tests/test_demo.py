@@ -14,7 +14,7 @@ from PIL import Image
 
 from ditkit.checkpoints import load_model
 from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from ditkit.demo.recipe import DEMO_RECIPE, DIFFUSION_DEMO_RECIPE, DemoRecipe
+from ditkit.demo.recipe import DEMO_RECIPE, DIFFUSION_DEMO_RECIPE, GUIDANCE_INTERVAL, DemoRecipe
 from ditkit.demo.report import training_outcome, verdict
 from ditkit.demo.run import run_demo
 from ditkit.demo.scores import FLOOR_SEED, score_demo
@@ -39,7 +39,17 @@ def untrained_classifier(monkeypatch):
     return model
 
 
-def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier):
+def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier, monkeypatch):
+    from ditkit.generation.pipeline import DiTPipeline
+
+    calls = []
+    original = DiTPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiTPipeline, "__call__", spy)
     flow = dataclasses.replace(TINY, objective="flow", time_sampling="logit-normal", sampler="heun")
     report = run_demo(
         write_fake_fmnist(tmp_path / "fmnist"),
@@ -50,6 +60,10 @@ def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier):
         progress=False,
     )
     assert report["recipe"]["objective"] == "flow" and report["recipe"]["sampler"] == "heun"
+    # guided only inside the recipe's interval of flow times, and the report says so
+    assert [c["guidance_interval"] for c in calls] == [GUIDANCE_INTERVAL] == [DEMO_RECIPE.guidance_interval]
+    assert "guidance scale 2.0 for times 0.16 to 0.78 only" in (tmp_path / "demo" / "report.md").read_text()
+    assert DIFFUSION_DEMO_RECIPE.guidance_interval is None  # diffusion timesteps are not flow times
     saved = json.loads((tmp_path / "demo" / "train_config.json").read_text())
     assert saved["objective"] == "flow" and saved["time_sampling"] == "logit-normal"
     assert DEMO_RECIPE.train_config(None, "x", "cpu").objective == "flow"

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ditkit.atomic import atomic_write_text
-from ditkit.demo.recipe import AGREEMENT_BAR, CLASS_AGREEMENT_BAR, FRECHET_BAR, TIME_BAR_MINUTES
+from ditkit.demo.recipe import AGREEMENT_BAR, CLASS_AGREEMENT_BAR, FRECHET_BAR, TIME_BAR_MINUTES, DemoRecipe
 
 
 def describe_machine(device: torch.device) -> dict[str, Any]:
@@ -172,8 +172,8 @@ def markdown(report: dict[str, Any], pictures: list[str] | None = None) -> str:
         f"batch {r['global_batch']}, lr {r['lr']} with {r['warmup_steps']} warmup steps, EMA {r['ema_decay']} "
         f"(with warmup), learn_sigma={r['learn_sigma']}, seed {report['seed']}.",
         f"Training: {train['steps']} steps reached; {training_outcome(train)}.",
-        f"Samples: {s['num_samples']} ({report['samples_per_class']} per class), {r['sampler']} with "
-        f"{r['sample_steps']} steps and guidance scale {r['cfg_scale']}.",
+        f"Samples: {s['num_samples']} ({report['samples_per_class']} per class), "
+        f"{DemoRecipe(**r).sampling_text()}.",
         "",
         *figures[:1],
         "",

@@ -130,9 +130,7 @@ def run_demo(
     dev = pick_device(device)
     model = load_model(result.checkpoint, which="ema", device=dev)
     labels = np.repeat(np.arange(len(FASHION_MNIST_CLASSES)), per_class)
-    echo(
-        f"sampling {len(labels)} images ({recipe.sampler}, {recipe.sample_steps} steps, guidance {recipe.cfg_scale})"
-    )
+    echo(f"sampling {len(labels)} images ({recipe.sampling_text()})")
     objective = objective_extra(config)  # {"objective", "diffusion" or "flow"}, as checkpoints record it
     pipe = DiTPipeline(
         model,
@@ -146,6 +144,7 @@ def run_demo(
         pipe(
             labels.tolist(),
             guidance_scale=recipe.cfg_scale,
+            guidance_interval=recipe.guidance_interval,
             num_steps=recipe.sample_steps,
             sampler=recipe.sampler,
             seeds=range(len(labels)),
