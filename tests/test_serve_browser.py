@@ -63,7 +63,8 @@ def server(tmp_path_factory):
     )
     port = _free_port()
     log = open(folder / "server.log", "w+")  # noqa: SIM115 (read back below)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # PYTHONFAULTHANDLER: a SIGABRT makes the server print every thread's stack (see the teardown).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     command = [
         sys.executable,
         "-m",
@@ -89,8 +90,13 @@ def server(tmp_path_factory):
     try:
         code = process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail(f"ditkit serve did not stop within {STOP_TIMEOUT_S} s of Ctrl+C")
+        process.send_signal(signal.SIGABRT)  # the faulthandler writes where each thread is to the log
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        stacks = (folder / "server.log").read_text()[-6000:]
+        pytest.fail(f"ditkit serve did not stop within {STOP_TIMEOUT_S} s of Ctrl+C; its threads:\n{stacks}")
     assert code == 0, (folder / "server.log").read_text()[-2000:]
     output = (folder / "server.log").read_text()
     assert "stopping" in output and "Traceback" not in output
