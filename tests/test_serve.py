@@ -4,6 +4,7 @@ The page itself is driven in headless Chromium in test_serve_browser.py.
 """
 
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -211,3 +212,37 @@ def test_page_is_built_with_analytics_off(tmp_path):
     workspace = Workspace(tmp_path / "w", keep=2)
     folders = [workspace.new("generate") for _ in range(4)]
     assert [f.exists() for f in folders] == [False, False, True, True]
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path):
+    """kill / docker stop / systemd send SIGTERM: the server stops as after Ctrl+C, exit status 0."""
+    pytest.importorskip("gradio")
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from ditkit.checkpoints import save_model
+
+    save_model(sampling_dit(), tmp_path / "ckpt", extra={"first_stage": {"kind": "identity", "channels": 1}})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        command = [sys.executable, "-m", "ditkit", "serve", str(tmp_path / "ckpt"), "--port", str(port)]
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
+        deadline = time.monotonic() + 180
+        while "Ctrl+C stops" not in log_path.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f"ditkit serve did not stop within 120 s of SIGTERM: {log_path.read_text()[-2000:]}")
+    assert code == 0 and "stopping" in log_path.read_text()

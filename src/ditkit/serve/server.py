@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +43,7 @@ def serve(
     max_queue: int = DEFAULT_MAX_QUEUE,
     batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> None:
-    """Serve the page for `pipe` at http://host:port/ until interrupted (Ctrl+C); results live in a temp folder.
+    """Serve the page for `pipe` at http://host:port/ until Ctrl+C or SIGTERM; results live in a temp folder.
 
     Raises:
         UserError: Gradio missing, or the port cannot be bound.
@@ -82,6 +84,7 @@ def serve(
                 f"note: listening on {host}: anyone who can reach this machine can use the page", flush=True
             )
         try:
+            _stop_on_sigterm()
             while True:
                 time.sleep(1.0)
         except KeyboardInterrupt:
@@ -90,3 +93,13 @@ def serve(
             page.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (kill, docker stop, systemd) stops the server as cleanly as Ctrl+C (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
