@@ -165,18 +165,13 @@ def markdown(
 
 def plan_table(spec: StudySpec) -> str:
     """The runs of a study with their parameters, Gflops and training compute (reads the data's shape)."""
-    import torch
-
-    from ditkit.model.dit import DiT
     from ditkit.model.flops import count_gflops, count_params
-    from ditkit.study.runner import model_configs
+    from ditkit.study.runner import meta_models
 
     rows = []
     plans = spec.runs()
-    for plan, dit_config in zip(plans, model_configs(plans), strict=True):
+    for plan, model in zip(plans, meta_models(plans), strict=True):
         cfg = plan.config
-        with torch.device("meta"):
-            model = DiT(dit_config)
         gflops, steps = count_gflops(model), int(cfg.steps or 0)
         rows.append(
             {

@@ -105,6 +105,16 @@ def model_configs(plans: list[RunPlan]) -> list[Any]:
     return configs
 
 
+def meta_models(plans: list[RunPlan]) -> list[Any]:
+    """The DiT of every run on the meta device (no memory): what its parameters and Gflops are counted on."""
+    import torch
+
+    from ditkit.model.dit import DiT
+
+    with torch.device("meta"):
+        return [DiT(config) for config in model_configs(plans)]
+
+
 def _record(spec: StudySpec, options: StudyOptions) -> dict[str, Any]:
     return {"spec": spec.to_dict(), "options": dataclasses.asdict(options)}
 
@@ -201,18 +211,14 @@ def deal_runs(costs: list[float], jobs: int) -> list[int]:
 
 
 def run_costs(plans: list[RunPlan]) -> list[float]:
-    """Each run's training compute (forward Gflops x batch x steps), the measure the runs are dealt by."""
-    import torch
-
-    from ditkit.model.dit import DiT
+    """Each run's training compute in FLOPs, the measure the runs are dealt out by."""
     from ditkit.model.flops import count_gflops
+    from ditkit.study.results import train_compute
 
-    costs = []
-    for plan, config in zip(plans, model_configs(plans), strict=True):
-        with torch.device("meta"):
-            gflops = count_gflops(DiT(config))
-        costs.append(gflops * int(plan.config.global_batch) * int(plan.config.steps or 0))
-    return costs
+    return [
+        train_compute(count_gflops(model), plan.config.global_batch, int(plan.config.steps or 0))
+        for plan, model in zip(plans, meta_models(plans), strict=True)
+    ]
 
 
 def _run_workers(options: StudyOptions, jobs: int, echo: Callable[[str], None]) -> None:
