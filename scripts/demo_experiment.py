@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ditkit.checkpoints import load_model
+from ditkit.checkpoints.loader import WEIGHT_CHOICES
 from ditkit.data.fashion_mnist import load_fashion_mnist
 from ditkit.demo.recipe import DEMO_RECIPE
 from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier, score_fmnist_samples
@@ -63,6 +64,7 @@ def main() -> None:
     p.add_argument("--only-sample", action="store_true", help="reuse the run's checkpoint")
     p.add_argument("--checkpoint", help="sample this checkpoint of the demo recipe instead of training")
     p.add_argument("--interval", help="guide only for flow times LO,HI (data at 1)")
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default="ema", help="the EMA or the raw weights")
     p.add_argument("--out", default="runs/experiments")
     a = p.parse_args()
 
@@ -88,7 +90,7 @@ def main() -> None:
         result["cpu_s_per_step"] = result["train_cpu_s"] / a.steps
     else:
         checkpoint = latest_checkpoint(out)
-    model = load_model(checkpoint, which="ema", device="cpu")
+    model = load_model(checkpoint, which=a.weights, device="cpu")
     objective = objective_extra(config)
     pipe = DiTPipeline(
         model,
@@ -97,7 +99,7 @@ def main() -> None:
         flow=objective.get("flow"),
     )
     interval = tuple(float(x) for x in a.interval.split(",")) if a.interval else None
-    result.update(sampler=a.sampler, sample_steps=a.sample_steps, interval=interval)
+    result.update(sampler=a.sampler, sample_steps=a.sample_steps, interval=interval, weights=a.weights)
     labels = np.repeat(np.arange(10), a.per_class)
     classifier = load_fmnist_classifier()
     train_images, train_labels = load_fashion_mnist(None, split="train")
