@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ditkit.training.config import MIN_SNR_GAMMA, TrainConfig
+from ditkit.training.config import ADAM_BETAS, MIN_SNR_GAMMA, TrainConfig
 
 # Fashion-MNIST's native size; patch 4 gives 7 x 7 = 49 tokens.
 DEMO_IMAGE_SIZE = 28
@@ -71,7 +71,8 @@ class DemoRecipe:
         default_factory=lambda: {"depth": 4, "hidden_size": 128, "num_heads": 2}
     )
     global_batch: int = 32
-    lr: float = 3e-3
+    lr: float = 4e-3
+    betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 100
     lr_schedule: str = "wsd"
     decay_fraction: float = 0.5
@@ -109,6 +110,7 @@ class DemoRecipe:
             first_stage="identity",
             global_batch=self.global_batch,
             lr=self.lr,
+            betas=self.betas,
             warmup_steps=self.warmup_steps,
             lr_schedule=self.lr_schedule,
             decay_fraction=self.decay_fraction,
@@ -136,6 +138,7 @@ DEMO_RECIPE = DemoRecipe()
 DIFFUSION_DEMO_RECIPE = dataclasses.replace(
     DEMO_RECIPE,
     lr=2e-3,
+    betas=ADAM_BETAS,
     objective="diffusion",
     time_sampling="uniform",
     min_snr_gamma=MIN_SNR_GAMMA,
