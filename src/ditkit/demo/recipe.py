@@ -39,24 +39,24 @@ class DemoRecipe:
     Chosen by measurement on a 2-core AMD EPYC CPU (the README's demo section has the ablation). On
     one core a run affords about 2,500 steps of batch 32, so the model is small and cheap: DiT-XS/4
     at width 128 with 4 blocks (1.3M parameters; width 192 trained 2.2x slower per step and reached
-    41% agreement where width 128 reached 67% at the same CPU time). lr 3e-3 (2e-3 beat 1e-3, 87.6% vs
-    66.8%; over three seeds 3e-3 lowered the Frechet distance from 5.90 / 6.68 / 7.44 to 5.71 / 6.52 /
-    6.65 and raised the weakest class from 83 / 74 / 62% to 84 / 77 / 81%; 4e-3 lowered the distance
-    further, to 5.51 / 6.26 / 6.55, but left pullover at 72% on seed 2; 6e-3 was worse on seed 0),
+    41% agreement where width 128 reached 67% at the same CPU time). lr 4e-3 with AdamW beta2 0.95
+    (2e-3 beat 1e-3, 87.6% vs 66.8%; over three seeds at guidance 5 the Frechet distance went from
+    5.90 / 6.68 / 7.44 at 2e-3 to 5.71 / 6.52 / 6.65 at 3e-3 and 5.51 / 6.26 / 6.55 at 4e-3, where
+    pullover fell to 72% on seed 2; beta2 0.95 instead of 0.999 then gave 5.42 / 5.66 / 6.12 with every
+    class at 76% or more; 6e-3 was worse on seed 0),
     held and then decayed linearly to 0 over the second half of the run ("wsd"; the time budget starts
     the decay on a slow machine), and flow matching with logit-normal times instead of diffusion
     (95.2% vs 87.6% agreement, Frechet distance 7.7 vs 11.0, same model, steps and seed). Flow samples
     come from the deterministic Heun ODE in 15 steps, guided at scale 5 only for flow times 0.16 to
     0.78 (`GUIDANCE_INTERVAL`): against Heun 10 guided everywhere at 3 this costs the same sampling
-    time and lowered the distance on every seed. At lr 3e-3 the scale 5 has the lowest worst-seed
-    distance (6.78 at 4, 6.65 at 5, 6.79 at 6; the mean is flat, 6.27 / 6.29 / 6.47) and is the
-    lowest scale with every class at 75% or more on all three seeds.
+    time and lowered the distance on every seed. The scale 5 is measured over the three seeds in the
+    README's demo section.
 
     Attributes:
         model: preset; `overrides` change its size.
         steps: optimizer steps on a fast machine; `time_budget_minutes` ends training sooner on a slow
             one (with "wsd" the rate still decays to 0 by the end; the report says what happened).
-        lr_schedule, decay_fraction: see `TrainConfig`.
+        betas, lr_schedule, decay_fraction: see `TrainConfig` (betas are AdamW's).
         objective, time_sampling: "flow" (SiT's Linear path, velocity prediction) with logit-normal
             times, or "diffusion" (see `DIFFUSION_DEMO_RECIPE`).
         min_snr_gamma: min-SNR loss weighting (diffusion only).
