@@ -21,6 +21,7 @@ from ditkit.demo.scores import FLOOR_SEED, score_demo
 from ditkit.errors import UserError
 from ditkit.evaluation import fmnist_classifier
 from ditkit.evaluation.fmnist_classifier import balanced_subset, score_fmnist_samples
+from ditkit.training.config import ADAM_BETAS
 from ditkit.visual import MIN_TILE_SIDE, PANEL_GAP, grid_layout, upscale_nearest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -66,9 +67,12 @@ def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier, 
     assert DIFFUSION_DEMO_RECIPE.guidance_interval is None  # diffusion timesteps are not flow times
     saved = json.loads((tmp_path / "demo" / "train_config.json").read_text())
     assert saved["objective"] == "flow" and saved["time_sampling"] == "logit-normal"
+    assert tuple(saved["betas"]) == flow.betas == DEMO_RECIPE.betas  # the recipe's AdamW betas reach training
     assert DEMO_RECIPE.train_config(None, "x", "cpu").objective == "flow"
     diffusion = DIFFUSION_DEMO_RECIPE.train_config(None, "x", "cpu")
     assert diffusion.objective == "diffusion" and diffusion.min_snr_gamma == 5.0
+    # the diffusion recipe (and the study presets built on it) keeps the optimizer it was measured with
+    assert (diffusion.lr, diffusion.betas) == (2e-3, ADAM_BETAS) != (DEMO_RECIPE.lr, DEMO_RECIPE.betas)
 
 
 def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifier, capsys):

@@ -43,14 +43,13 @@ class DemoRecipe:
     (2e-3 beat 1e-3, 87.6% vs 66.8%; over three seeds at guidance 5 the Frechet distance went from
     5.90 / 6.68 / 7.44 at 2e-3 to 5.71 / 6.52 / 6.65 at 3e-3 and 5.51 / 6.26 / 6.55 at 4e-3, where
     pullover fell to 72% on seed 2; beta2 0.95 instead of 0.999 then gave 5.42 / 5.66 / 6.12 with every
-    class at 76% or more; 6e-3 was worse on seed 0),
-    held and then decayed linearly to 0 over the second half of the run ("wsd"; the time budget starts
-    the decay on a slow machine), and flow matching with logit-normal times instead of diffusion
-    (95.2% vs 87.6% agreement, Frechet distance 7.7 vs 11.0, same model, steps and seed). Flow samples
-    come from the deterministic Heun ODE in 15 steps, guided at scale 5 only for flow times 0.16 to
-    0.78 (`GUIDANCE_INTERVAL`): against Heun 10 guided everywhere at 3 this costs the same sampling
-    time and lowered the distance on every seed. The scale 5 is measured over the three seeds in the
-    README's demo section.
+    class at 76% or more; 6e-3 was worse on seed 0), held and then decayed linearly to 0 over the
+    second half of the run ("wsd"; the time budget starts the decay on a slow machine), and flow
+    matching with logit-normal times instead of diffusion (95.2% vs 87.6% agreement, Frechet distance
+    7.7 vs 11.0, same model, steps and seed). Flow samples come from the deterministic Heun ODE in 15
+    steps, guided at scale 5 only for flow times 0.16 to 0.78 (`GUIDANCE_INTERVAL`): against Heun 10
+    guided everywhere at 3 this costs the same sampling time and lowered the distance on every seed.
+    The scale 5 is measured over the three seeds in the README's demo section.
 
     Attributes:
         model: preset; `overrides` change its size.
