@@ -29,6 +29,7 @@ import torch
 
 from ditkit.checkpoints import load_model
 from ditkit.checkpoints.loader import WEIGHT_CHOICES
+from ditkit.cpu_memory import configure_cpu_malloc
 from ditkit.data.fashion_mnist import load_fashion_mnist
 from ditkit.demo.recipe import DEMO_RECIPE
 from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier, score_fmnist_samples
@@ -67,6 +68,7 @@ def main() -> None:
     p.add_argument("--weights", choices=WEIGHT_CHOICES, default="ema", help="the EMA or the raw weights")
     p.add_argument("--out", default="runs/experiments")
     a = p.parse_args()
+    configure_cpu_malloc()  # as `ditkit demo` does
 
     out = Path(a.out) / a.name
     config = DEMO_RECIPE.train_config(None, str(out), "cpu", a.steps)

@@ -69,6 +69,10 @@ COMPARE_VARIANTS: dict[str, tuple[str, str, str]] = {
 }
 DEFAULT_COMPARE_VARIANTS = ("official", "official-bf16", "ditkit", "ditkit-bf16")
 
+# How glibc's malloc treats freed CPU memory (`ditkit.cpu_memory`): kept for reuse (the default) or
+# returned to the kernel as glibc does by default.
+CPU_MALLOC_MODES = ("keep", "system")
+
 # Config fields renamed since, old name -> new: older configs (DiTConfig, TrainConfig) and their files
 # still load. "checkpoint" now means only the files a run writes; recomputing activations is "recompute".
 RENAMED_FIELDS = {"checkpointing": "recompute_blocks", "checkpoint_policy": "recompute_policy"}

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ditkit.cli.formatting import HelpFormatter, SubcommandParser, add_progress_flags
+from ditkit.cpu_memory import configure_cpu_malloc
 from ditkit.errors import UserError
 
 # Subcommand name -> module under ditkit.cli. Order is the order shown in --help.
@@ -72,6 +73,7 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        configure_cpu_malloc()
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -11,11 +11,13 @@ from typing import Any
 import torch
 
 from ditkit.atomic import atomic_write_text
+from ditkit.cpu_memory import cpu_malloc_mode
 from ditkit.demo.recipe import AGREEMENT_BAR, CLASS_AGREEMENT_BAR, FRECHET_BAR, TIME_BAR_MINUTES, DemoRecipe
 
 
 def describe_machine(device: torch.device) -> dict[str, Any]:
-    """CPU model, logical CPUs (of the machine, and those this process may run on), torch threads, GPU."""
+    """CPU model, logical CPUs (of the machine, and those this process may run on), torch threads, how
+    freed CPU memory is treated (`ditkit.cpu_memory`), GPU."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -31,6 +33,7 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_malloc": cpu_malloc_mode(),
         "torch": torch.__version__,
         "device": str(device),
     }
@@ -138,9 +141,11 @@ def _timing(report: dict[str, Any]) -> list[str]:
 
 def _machine(m: dict[str, Any]) -> str:
     gpu = f" ({m['gpu']})" if "gpu" in m else ""
+    malloc = f", freed CPU memory: {m['cpu_malloc']}" if "cpu_malloc" in m else ""
     return (
         f"Machine: {m['cpu']}; {m['cpu_count']} logical CPUs, {m.get('cpus_available', m['cpu_count'])} "
-        f"available to the run, torch threads: {m['torch_threads']}; device {m['device']}{gpu}; torch {m['torch']}."
+        f"available to the run, torch threads: {m['torch_threads']}{malloc}; device {m['device']}{gpu}; "
+        f"torch {m['torch']}."
     )
 
 
