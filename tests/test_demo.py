@@ -68,11 +68,15 @@ def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier, 
     saved = json.loads((tmp_path / "demo" / "train_config.json").read_text())
     assert saved["objective"] == "flow" and saved["time_sampling"] == "logit-normal"
     assert tuple(saved["betas"]) == flow.betas == DEMO_RECIPE.betas  # the recipe's AdamW betas reach training
+    # Fashion-MNIST faces one way: the recipe trains without flips, and report.md says so
+    assert saved["flip"] == flow.flip == DEMO_RECIPE.flip == "none"
+    assert "horizontal flips: none" in (tmp_path / "demo" / "report.md").read_text()
     assert DEMO_RECIPE.train_config(None, "x", "cpu").objective == "flow"
     diffusion = DIFFUSION_DEMO_RECIPE.train_config(None, "x", "cpu")
     assert diffusion.objective == "diffusion" and diffusion.min_snr_gamma == 5.0
     # the diffusion recipe (and the study presets built on it) keeps the optimizer it was measured with
-    assert (diffusion.lr, diffusion.betas) == (2e-3, ADAM_BETAS) != (DEMO_RECIPE.lr, DEMO_RECIPE.betas)
+    assert (diffusion.lr, diffusion.betas, diffusion.flip) == (2e-3, ADAM_BETAS, "random")
+    assert (diffusion.lr, diffusion.betas) != (DEMO_RECIPE.lr, DEMO_RECIPE.betas)
 
 
 def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifier, capsys):

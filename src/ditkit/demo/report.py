@@ -174,8 +174,9 @@ def markdown(report: dict[str, Any], pictures: list[str] | None = None) -> str:
         "# ditkit demo: class-conditional DiT on Fashion-MNIST",
         "",
         f"Model {r['model']} {r['overrides']} ({report['params'] / 1e6:.2f}M parameters) on 28x28 pixels, "
-        f"batch {r['global_batch']}, lr {r['lr']} with {r['warmup_steps']} warmup steps, EMA {r['ema_decay']} "
-        f"(with warmup), learn_sigma={r['learn_sigma']}, seed {report['seed']}.",
+        f"batch {r['global_batch']}, lr {r['lr']} (AdamW betas {tuple(r['betas'])}) with {r['warmup_steps']} "
+        f"warmup steps, EMA {r['ema_decay']} (with warmup), horizontal flips: {r['flip']}, "
+        f"learn_sigma={r['learn_sigma']}, seed {report['seed']}.",
         f"Training: {train['steps']} steps reached; {training_outcome(train)}.",
         f"Samples: {s['num_samples']} ({report['samples_per_class']} per class), "
         f"{DemoRecipe(**r).sampling_text()}.",
