@@ -5,8 +5,9 @@ unmaps it when freed. An activation of a training step or a sampling batch is su
 eager PyTorch on the CPU nearly every op maps new memory, the kernel zero-fills it one 4 KiB page
 fault at a time, and the op unmaps it again. Turning glibc's mmap path off (`M_MMAP_MAX` 0) and
 raising the trim threshold keeps freed blocks on the heap, where the next op reuses them. On the
-2-core AMD EPYC of the README, one thread, the demo's model: 5.0 -> 5.9 training steps/s and
-1.49 -> 1.03 s per sampling batch of 500, with 18x fewer page faults (README, "CPU memory").
+2-core AMD EPYC of the README, one thread, the demo's recipe: sampling its 1,000 images took 127-140
+CPU s with glibc's defaults and 90-93 s kept, a training step 0.205-0.214 and 0.192-0.198 s, and a
+one-core `make demo` went from 23.4 to 0.55 million page faults (bench/RESULTS.md).
 PyTorch's CPU tuning guide reaches the same end by preloading jemalloc or tcmalloc; this needs no
 extra library. The price: the process keeps its peak heap (up to `TRIM_THRESHOLD`) until it ends.
 
