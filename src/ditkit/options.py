@@ -41,7 +41,7 @@ class OptionSpec:
     flags: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
     group: str = DEFAULT_GROUP
-    metavar: str | None = None
+    metavar: str | tuple[str, ...] | None = None
     required: bool = False
     cli: bool = True
 
@@ -55,7 +55,7 @@ def option(
     flags: tuple[str, ...] = (),
     hidden: tuple[str, ...] = (),
     group: str = DEFAULT_GROUP,
-    metavar: str | None = None,
+    metavar: str | tuple[str, ...] | None = None,
     required: bool = False,
     cli: bool = True,
 ) -> Any:

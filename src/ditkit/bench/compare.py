@@ -122,7 +122,7 @@ def compare_steps(cfg: CompareConfig) -> dict[str, Any]:
     rows = []
     for name in variants:
         whose, precision, how = resolve_variant(name, device)
-        row = {"variant": name, "whose": whose, "precision": precision, "compile": how}
+        row: dict[str, Any] = {"variant": name, "whose": whose, "precision": precision, "compile": how}
         row.update(
             step_ms=times[name], step_ms_repeats=repeats[name], images_per_s=cfg.batch / times[name] * 1e3
         )

@@ -34,6 +34,7 @@ class SubcommandParser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         namespace, extras = super().parse_known_args(args, namespace)
+        assert namespace is not None  # argparse makes one when none is given
         if extras:
             self.error(unrecognized_message(extras, visible_flags(self)))
         return namespace, extras
