@@ -71,11 +71,22 @@ def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier, 
     # Fashion-MNIST faces one way: the recipe trains without flips, and report.md says so
     assert saved["flip"] == flow.flip == DEMO_RECIPE.flip == "none"
     assert "horizontal flips: none" in (tmp_path / "demo" / "report.md").read_text()
+    # Muon on the blocks' matrices, AdamW on the rest: it reaches training, and report.md says so
+    assert saved["optimizer"] == flow.optimizer == DEMO_RECIPE.optimizer == "muon"
+    assert (
+        "Muon on the blocks' weight matrices and AdamW (betas (0.9, 0.95))"
+        in (tmp_path / "demo" / "report.md").read_text()
+    )
     assert DEMO_RECIPE.train_config(None, "x", "cpu").objective == "flow"
     diffusion = DIFFUSION_DEMO_RECIPE.train_config(None, "x", "cpu")
     assert diffusion.objective == "diffusion" and diffusion.min_snr_gamma == 5.0
     # the diffusion recipe (and the study presets built on it) keeps the optimizer it was measured with
-    assert (diffusion.lr, diffusion.betas, diffusion.flip) == (2e-3, ADAM_BETAS, "random")
+    assert (diffusion.optimizer, diffusion.lr, diffusion.betas, diffusion.flip) == (
+        "adamw",
+        2e-3,
+        ADAM_BETAS,
+        "random",
+    )
     assert (diffusion.lr, diffusion.betas) != (DEMO_RECIPE.lr, DEMO_RECIPE.betas)
 
 

@@ -43,15 +43,16 @@ def _losses(folder):
     return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-OBJECTIVES = {
+VARIANTS = {
     "diffusion": {},
     "flow": {"objective": "flow", "path": "GVP", "time_sampling": "logit-normal"},
+    "muon": {"optimizer": "muon", "weight_decay": 0.01},  # Muon's momentum buffers carry over too
 }
 
 
-@pytest.mark.parametrize("objective", list(OBJECTIVES))
-def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, objective):
-    options = OBJECTIVES[objective]
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, variant):
+    options = VARIANTS[variant]
     straight = train(_options(tmp_path, "straight", 6, **options), progress=False)
     first = train(_options(tmp_path, "resumed", 3, **options), progress=False)
     assert first.step == 3

@@ -27,6 +27,9 @@ DEFAULT_DIFFUSION_STEPS = 1000
 PARALLEL_MODES = ("ddp", "fsdp")
 # Training-time horizontal flips: random (DiT) or none.
 FLIP_MODES = ("random", "none")
+# Optimizers: AdamW (DiT) or Muon on the blocks' weight matrices with AdamW on the rest
+# (`ditkit.training.muon`).
+OPTIMIZERS = ("adamw", "muon")
 # Learning-rate schedules: constant (DiT) or warmup-stable-decay (`ditkit.training.schedule`).
 LR_SCHEDULES = ("constant", "wsd")
 # Conditioning designs of a DiT block compared in the paper (Sec. 3.2, Fig. 5; `ditkit.model.blocks`).

@@ -15,6 +15,14 @@ from ditkit.cpu_memory import cpu_malloc_mode
 from ditkit.demo.recipe import AGREEMENT_BAR, CLASS_AGREEMENT_BAR, FRECHET_BAR, TIME_BAR_MINUTES, DemoRecipe
 
 
+def _optimizer_text(recipe: dict[str, Any]) -> str:
+    """The recipe's optimizer in words (a report from before the option was AdamW's)."""
+    adamw = f"AdamW (betas {tuple(recipe['betas'])})"
+    if recipe.get("optimizer", "adamw") == "muon":
+        return f"Muon on the blocks' weight matrices and {adamw} on the other parameters"
+    return adamw
+
+
 def describe_machine(device: torch.device) -> dict[str, Any]:
     """CPU model, logical CPUs (of the machine, and those this process may run on), torch threads, how
     freed CPU memory is treated (`ditkit.cpu_memory`), GPU."""
@@ -174,7 +182,7 @@ def markdown(report: dict[str, Any], pictures: list[str] | None = None) -> str:
         "# ditkit demo: class-conditional DiT on Fashion-MNIST",
         "",
         f"Model {r['model']} {r['overrides']} ({report['params'] / 1e6:.2f}M parameters) on 28x28 pixels, "
-        f"batch {r['global_batch']}, lr {r['lr']} (AdamW betas {tuple(r['betas'])}) with {r['warmup_steps']} "
+        f"batch {r['global_batch']}, {_optimizer_text(r)} at lr {r['lr']} with {r['warmup_steps']} "
         f"warmup steps, EMA {r['ema_decay']} (with warmup), horizontal flips: {r['flip']}, "
         f"learn_sigma={r['learn_sigma']}, seed {report['seed']}.",
         f"Training: {train['steps']} steps reached; {training_outcome(train)}.",

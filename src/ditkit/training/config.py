@@ -18,6 +18,7 @@ from ditkit.choices import (
     LR_SCHEDULES,
     NOISE_SCHEDULES,
     OBJECTIVES,
+    OPTIMIZERS,
     PARALLEL_MODES,
     PATH_TYPES,
     PRECISION_MODES,
@@ -74,8 +75,11 @@ class TrainConfig:
         global_batch: samples per optimizer step over all processes.
         micro_batch: samples per forward pass on each process (default: global batch / processes);
             smaller values accumulate gradients over several passes.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        optimizer: "adamw" (DiT) or "muon": Muon on the blocks' weight matrices (orthogonalised
+            momentum, its update scaled to AdamW's size so that lr and weight decay carry over) and
+            AdamW on the other parameters (`ditkit.training.muon`; not with --parallel fsdp).
+        lr: learning rate.
+        weight_decay: decoupled weight decay.
         betas: AdamW betas.
         warmup_steps: linear learning-rate warmup from 0 over this many steps (0: none, as DiT).
         lr_schedule: "constant" (DiT) or "wsd": warmup, hold, then a linear decay to 0 over the last
@@ -140,6 +144,7 @@ class TrainConfig:
     flip: str = option("random", choices=FLIP_MODES, group=MODEL_DATA)
     global_batch: int = option(OFFICIAL_GLOBAL_BATCH, group=OPTIMISATION)
     micro_batch: int | None = option(None, group=OPTIMISATION)
+    optimizer: str = option("adamw", choices=OPTIMIZERS, group=OPTIMISATION)
     lr: float = option(OFFICIAL_LR, group=OPTIMISATION)
     weight_decay: float = option(0.0, group=OPTIMISATION)
     betas: tuple[float, float] = option(ADAM_BETAS, group=OPTIMISATION, metavar=("BETA1", "BETA2"))
@@ -204,6 +209,11 @@ class TrainConfig:
             raise UserError(
                 "--parallel fsdp shards each block, so compile the blocks (--compile blocks): a "
                 "whole-model compile would have to trace FSDP's all-gathers"
+            )
+        if self.parallel == "fsdp" and self.optimizer == "muon":
+            raise UserError(
+                "--optimizer muon orthogonalises whole weight matrices, which --parallel fsdp shards: "
+                "use --parallel ddp or --optimizer adamw"
             )
         if (self.steps is None) == (self.epochs is None):
             raise UserError("give exactly one of --steps and --epochs")
@@ -303,6 +313,7 @@ RESUME_INVARIANT = (
     "first_stage",
     "flip",
     "global_batch",
+    "optimizer",
     "lr",
     "weight_decay",
     "betas",

@@ -125,9 +125,20 @@ def fused_supported(device: torch.device, params: Iterable[nn.Parameter]) -> boo
     return device.type in ("cuda", "cpu") and not any(isinstance(p, DTensor) for p in params)
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over all parameters, as DiT (frozen ones, the positional table, never get a gradient)."""
+def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over all parameters, as DiT (frozen ones, the positional table, never get a gradient), or
+    Muon on the blocks' weight matrices and AdamW on the rest (`--optimizer muon`)."""
     params = list(model.parameters())
+    if config.optimizer == "muon":
+        from ditkit.training.muon import MuonAdamW, muon_parameters
+
+        return MuonAdamW(
+            *muon_parameters(model),
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+            fused=fused_supported(device, params),
+        )
     return torch.optim.AdamW(
         params,
         lr=config.lr,
