@@ -37,7 +37,7 @@ class DemoRecipe:
     """Training and sampling settings of the demo.
 
     Chosen by measurement on a 2-core AMD EPYC CPU (the README's demo section has the tables). On
-    one core a run affords about 2,300 steps of batch 32 in its 9-minute budget, so the model is small
+    one core a run affords 2,400-2,700 steps of batch 32 in its 9-minute budget, so the model is small
     and cheap: DiT-XS/4 at width 128 with 4 blocks (1.3M parameters; width 192 trained 2.2x slower per
     step and reached 41% agreement where width 128 reached 67% at the same CPU time).
     - Flow matching with logit-normal times, not diffusion: 95.2% vs 87.6% agreement, Frechet
