@@ -88,14 +88,14 @@ def _orthogonalise_all(updates: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 def muon_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Split a DiT's trainable parameters: (Muon's: the blocks' weight matrices, AdamW's: the rest)."""
-    muon: list[nn.Parameter] = []
-    adamw: list[nn.Parameter] = []
+    matrices: list[nn.Parameter] = []
+    others: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        hidden_matrix = param.ndim == 2 and ".blocks." in f".{name}"
-        (muon if hidden_matrix else adamw).append(param)
-    return muon, adamw
+        hidden_matrix = param.ndim == 2 and ".blocks." in f".{name}"  # also under DDP's "module."
+        (matrices if hidden_matrix else others).append(param)
+    return matrices, others
 
 
 def _grads(params: list[torch.Tensor]) -> list[torch.Tensor]:
