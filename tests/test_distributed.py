@@ -89,6 +89,19 @@ def test_two_processes_match_one_with_flow_matching(tmp_path):
     assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-5)
 
 
+def test_two_processes_match_one_with_muon(tmp_path):
+    # Every rank orthogonalises the same all-reduced gradients, so DDP computes one process's update.
+    muon = {"optimizer": "muon"}
+    single = train(tiny_config(tmp_path, out=str(tmp_path / "one"), steps=2, **muon), progress=False)
+    two = tiny_config(tmp_path, out=str(tmp_path / "two"), steps=2, **muon)
+    _torchrun(two, "ddp", "--optimizer", "muon")
+    a = load_training_checkpoint(single.checkpoint)
+    b = load_training_checkpoint(checkpoint_path(two.out, 2))
+    assert_state_equal(a.model, b.model, exact=False)
+    assert_state_equal(_optimizer(a.state["optimizer"]), _optimizer(b.state["optimizer"]), exact=False)
+    assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-5)
+
+
 # `ditkit` with the blocks compiled by aot_eager: dynamo traces them with fullgraph=True as for
 # inductor (where FSDP2's hooks inside a compiled block broke the graph), without minutes of C++.
 TRACED_DITKIT = """
