@@ -44,7 +44,7 @@ def orthogonalise(update: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS) -> tor
 
     Args:
         update: (..., rows, columns) float tensor: one matrix or a stack of same-shaped ones.
-        steps: Newton-Schulz iterations.
+        steps: Newton-Schulz iterations (at least 1).
     Returns:
         tensor of `update`'s shape whose singular values lie near 1 (roughly 0.7-1.2 after five
         steps, which is what Muon needs; it is not an exact polar factor).
@@ -64,11 +64,10 @@ def orthogonalise(update: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS) -> tor
     else:
         gram0 = x @ x.mT  # (..., rows, rows)
         eye = torch.eye(rows, dtype=x.dtype, device=x.device)
-        q, gram = eye, gram0
-        for step in range(steps):
+        q = a * eye + b * gram0 + c * gram0 @ gram0  # Q_1 = p(G_0)
+        for _ in range(steps - 1):
+            gram = q @ gram0 @ q.mT  # G_k = Q_k G_0 Q_k^T
             q = (a * eye + b * gram + c * gram @ gram) @ q
-            if step < steps - 1:
-                gram = q @ gram0 @ q.mT
         x = q @ x
     return (x.mT if tall else x).to(update.dtype)
 
