@@ -21,6 +21,7 @@ from ditkit.demo.scores import FLOOR_SEED, score_demo
 from ditkit.errors import UserError
 from ditkit.evaluation import fmnist_classifier
 from ditkit.evaluation.fmnist_classifier import balanced_subset, score_fmnist_samples
+from ditkit.model.presets import get_config
 from ditkit.training.config import ADAM_BETAS
 from ditkit.visual import MIN_TILE_SIDE, PANEL_GAP, grid_layout, upscale_nearest
 
@@ -88,6 +89,15 @@ def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier, 
         "random",
     )
     assert (diffusion.lr, diffusion.betas) != (DEMO_RECIPE.lr, DEMO_RECIPE.betas)
+    # the demo's model has the exact GELU (a cheaper kernel on the CPU); the diffusion recipe keeps DiT's
+    demo_model = get_config(DEMO_RECIPE.model, **DEMO_RECIPE.train_config(None, "x", "cpu").model_overrides)
+    diffusion_model = get_config(DIFFUSION_DEMO_RECIPE.model, **diffusion.model_overrides)
+    assert (demo_model.activation, diffusion_model.activation) == ("gelu", "gelu-tanh")
+    assert (
+        (demo_model.hidden_size, demo_model.depth)
+        == (diffusion_model.hidden_size, diffusion_model.depth)
+        == (128, 4)
+    )
 
 
 def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifier, capsys):

@@ -49,8 +49,9 @@ def assert_agree(ours, theirs):
         dict(),  # learned sigma, 10 classes
         dict(learn_sigma=False, patch_size=4, num_heads=4, input_size=16),
         dict(num_classes=0),  # unconditional: exported as one class whose label rows are zero
+        dict(activation="gelu"),  # the exact GELU: diffusers' activation_fn "gelu"
     ],
-    ids=["sigma", "fixed-sigma-p4", "unconditional"],
+    ids=["sigma", "fixed-sigma-p4", "unconditional", "exact-gelu"],
 )
 def test_forward_agrees_with_diffusers_with_and_without_labels(fields):
     config = tiny_dit_config(**fields)
@@ -80,11 +81,15 @@ def test_stock_diffusers_timestep_features_differ_from_dit():
     assert gap > 1e-3
 
 
-def test_transformer_folder_round_trip(tmp_path):
-    model = random_tiny_dit()
+@pytest.mark.parametrize(
+    ("activation", "activation_fn"), [("gelu-tanh", "gelu-approximate"), ("gelu", "gelu")]
+)
+def test_transformer_folder_round_trip(tmp_path, activation, activation_fn):
+    model = random_tiny_dit(activation=activation)
     out = export_diffusers(model, tmp_path / "hf", pipeline=False)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["_class_name"] == "DiTTransformer2DModel" and cfg["norm_eps"] == 1e-6
+    assert cfg["activation_fn"] == activation_fn
     assert (cfg["sample_size"], cfg["patch_size"], cfg["out_channels"]) == (8, 2, 8)
     reloaded = with_dit_frequencies(DiTTransformer2DModel.from_pretrained(out).eval())
     x, t, y = batch(model.config)
@@ -205,6 +210,21 @@ def test_export_errors(tmp_path):
     with pytest.raises(UserError, match="not the fixed sin-cos table"):
         export_diffusers(moved, tmp_path / "o", pipeline=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "v"]  # nothing partial written
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("activation_fn", "geglu", "activation_fn='geglu'; a DiT needs 'gelu-approximate' or 'gelu'"),
+        ("norm_type", "layer_norm", "norm_type='layer_norm'; a DiT needs 'ada_norm_zero'"),
+    ],
+)
+def test_import_refuses_what_a_dit_cannot_hold(tmp_path, key, value, message):
+    out = export_diffusers(random_tiny_dit(), tmp_path / "hf", pipeline=False)
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**cfg, key: value}))
+    with pytest.raises(UserError, match=message):
+        load_model(out)
 
 
 def test_import_refuses_embedders_that_differ_between_blocks(tmp_path):

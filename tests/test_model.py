@@ -1,11 +1,13 @@
 """The DiT model: shapes, identity at init, conditioning, checkpointing, presets and the Gflops table."""
 
 import json
+import math
 
 import pytest
 import torch
 from helpers import random_tiny_dit, randomise_weights, tiny_dit_config
 
+from ditkit.checkpoints import load_checkpoint, save_model
 from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.model.blocks import BLOCK_DESIGNS
@@ -256,8 +258,30 @@ def test_config_round_trip_and_validation():
         DiTConfig(input_size=10, patch_size=4)
     with pytest.raises(ValueError, match="block design"):
         DiTConfig(block="film")
+    with pytest.raises(ValueError, match="unknown activation 'relu'"):
+        DiTConfig(activation="relu")
     with pytest.raises(ValueError, match="unknown DiT config keys"):
         DiTConfig.from_dict({"hidden": 3})
+
+
+def test_exact_gelu_is_the_erf_gelu_and_survives_a_round_trip(tmp_path):
+    """activation="gelu" puts the exact GELU in every block's MLP; the default stays DiT's tanh form."""
+    exact, tanh = random_tiny_dit(activation="gelu"), random_tiny_dit()
+    z = torch.linspace(-4, 4, 101, dtype=torch.float64)
+    erf_gelu = 0.5 * z * (1 + torch.erf(z / math.sqrt(2)))
+    tanh_gelu = 0.5 * z * (1 + torch.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
+    for block in exact.blocks:
+        torch.testing.assert_close(block.mlp.act(z), erf_gelu)
+    torch.testing.assert_close(tanh.blocks[0].mlp.act(z), tanh_gelu)
+    assert (erf_gelu - tanh_gelu).abs().max() > 1e-4  # the two forms are told apart
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([10.0, 500.0]), torch.tensor([1, 2])
+    with torch.no_grad():
+        assert (exact(x, t, y) - tanh(x, t, y)).abs().max() > 1e-5  # same weights, other function
+    path = save_model(exact, tmp_path / "ckpt")
+    loaded = load_checkpoint(path)
+    assert loaded.config.activation == "gelu"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x, t, y), exact(x, t, y), rtol=0, atol=0)
 
 
 def test_models_cli_json(capsys):

@@ -31,6 +31,8 @@ DIFFUSERS_CLASS = "DiTTransformer2DModel"
 LEGACY_CLASS = "Transformer2DModel"
 # The MLP width ratio diffusers' BasicTransformerBlock always uses (FeedForward mult=4).
 DIFFUSERS_MLP_RATIO = 4.0
+# ditkit's MLP activations (DiTConfig.activation) -> diffusers' FeedForward activation_fn.
+DIFFUSERS_ACTIVATIONS = {"gelu-tanh": "gelu-approximate", "gelu": "gelu"}
 # DiTTransformer2DModel.__init__ defaults, used for keys a stored config leaves out.
 DIFFUSERS_DEFAULTS: dict[str, Any] = {
     "num_attention_heads": 16,
@@ -101,7 +103,7 @@ def diffusers_config(config: DiTConfig) -> dict[str, Any]:
         # An unconditional DiT becomes a one-class model whose label rows are all zero (exact).
         "num_embeds_ada_norm": config.num_classes if config.conditional else 1,
         "norm_eps": NORM_EPS,
-        "activation_fn": "gelu-approximate",
+        "activation_fn": DIFFUSERS_ACTIVATIONS[config.activation],
         "attention_bias": True,
         "norm_type": "ada_norm_zero",
         "norm_elementwise_affine": False,
@@ -205,11 +207,15 @@ def config_from_diffusers(cfg: Mapping[str, Any], source: str) -> tuple[DiTConfi
     c = {**DIFFUSERS_DEFAULTS, **{k: v for k, v in cfg.items() if k in DIFFUSERS_DEFAULTS}}
     if cfg.get("_class_name") not in (DIFFUSERS_CLASS, LEGACY_CLASS):
         raise UserError(f"{source} is a {cfg.get('_class_name')!r}, not a diffusers {DIFFUSERS_CLASS}")
-    fixed = {"norm_type": "ada_norm_zero", "activation_fn": "gelu-approximate", "attention_bias": True}
+    fixed = {"norm_type": "ada_norm_zero", "attention_bias": True}
     fixed["norm_elementwise_affine"] = False
     for key, value in fixed.items():
         if c[key] != value:
             raise UserError(f"{source} has {key}={c[key]!r}; a DiT needs {value!r}")
+    activations = {fn: name for name, fn in DIFFUSERS_ACTIVATIONS.items()}
+    if c["activation_fn"] not in activations:
+        known = " or ".join(repr(fn) for fn in activations)
+        raise UserError(f"{source} has activation_fn={c['activation_fn']!r}; a DiT needs {known}")
     in_ch = int(c["in_channels"])
     out_ch = int(c["out_channels"] if c["out_channels"] is not None else in_ch)
     if out_ch not in (in_ch, 2 * in_ch):
@@ -230,6 +236,7 @@ def config_from_diffusers(cfg: Mapping[str, Any], source: str) -> tuple[DiTConfi
             num_heads=int(c["num_attention_heads"]),
             num_classes=classes if classes > 1 else 0,
             learn_sigma=out_ch == 2 * in_ch,
+            activation=activations[c["activation_fn"]],
         )
     except ValueError as err:
         raise UserError(f"{source}: {err}") from None

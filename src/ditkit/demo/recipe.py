@@ -23,6 +23,8 @@ AGREEMENT_BAR = 0.90
 CLASS_AGREEMENT_BAR = 0.75
 FRECHET_BAR = 5.0
 TIME_BAR_MINUTES = 15.0
+# The demo model's shape: DiT-XS/4 narrowed to width 128 with 4 blocks and 2 heads (1.3M parameters).
+DEMO_MODEL_SHAPE = {"depth": 4, "hidden_size": 128, "num_heads": 2}
 
 
 # Guide only at middle noise levels (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval
@@ -37,9 +39,11 @@ class DemoRecipe:
     """Training and sampling settings of the demo.
 
     Chosen by measurement on a 2-core AMD EPYC CPU (the README's demo section has the tables). On
-    one core a run affords 2,400-2,700 steps of batch 32 in its 9-minute budget, so the model is small
+    one core a run affords about 3,000 steps of batch 32 in its 10-minute budget, so the model is small
     and cheap: DiT-XS/4 at width 128 with 4 blocks (1.3M parameters; width 192 trained 2.2x slower per
     step and reached 41% agreement where width 128 reached 67% at the same CPU time).
+    - The exact GELU instead of DiT's tanh form (`activation="gelu"`): torch's tanh is slow on AVX2
+      CPUs, and the exact form made a training step 7% and sampling 19% faster on one core.
     - Flow matching with logit-normal times, not diffusion: 95.2% vs 87.6% agreement, Frechet
       distance 7.7 vs 11.0 (same model, steps and seed).
     - Muon on the blocks' weight matrices and AdamW (beta2 0.95) on the rest, at lr 4e-3, held and
@@ -76,9 +80,7 @@ class DemoRecipe:
     """
 
     model: str = "DiT-XS/4"
-    overrides: dict[str, Any] = field(
-        default_factory=lambda: {"depth": 4, "hidden_size": 128, "num_heads": 2}
-    )
+    overrides: dict[str, Any] = field(default_factory=lambda: {**DEMO_MODEL_SHAPE, "activation": "gelu"})
     global_batch: int = 32
     optimizer: str = "muon"
     lr: float = 4e-3
@@ -90,7 +92,7 @@ class DemoRecipe:
     ema_decay: float = 0.995
     learn_sigma: bool = False
     steps: int = 3000
-    time_budget_minutes: float = 9.0
+    time_budget_minutes: float = 10.0
     objective: str = "flow"
     time_sampling: str = "logit-normal"
     min_snr_gamma: float | None = None
@@ -150,6 +152,7 @@ DEMO_RECIPE = DemoRecipe()
 # compares the two (with AdamW at lr 2e-3 and random flips, the settings of that comparison).
 DIFFUSION_DEMO_RECIPE = dataclasses.replace(
     DEMO_RECIPE,
+    overrides=dict(DEMO_MODEL_SHAPE),  # DiT's tanh GELU
     optimizer="adamw",
     lr=2e-3,
     betas=ADAM_BETAS,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ditkit.choices import BLOCK_DESIGNS
+from ditkit.choices import ACTIVATIONS, BLOCK_DESIGNS
 from ditkit.model.recompute import recompute_block
 
 # LayerNorm epsilon of the official implementation.
@@ -69,12 +69,14 @@ class CrossAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Pointwise feed-forward: Linear, GELU (tanh approximation), Linear."""
+    """Pointwise feed-forward: Linear, GELU (DiT's tanh approximation, or exact), Linear."""
 
-    def __init__(self, hidden_size: int, mlp_hidden: int) -> None:
+    def __init__(self, hidden_size: int, mlp_hidden: int, activation: str = "gelu-tanh") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         self.fc1 = nn.Linear(hidden_size, mlp_hidden)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = nn.GELU(approximate="tanh" if activation == "gelu-tanh" else "none")
         self.fc2 = nn.Linear(mlp_hidden, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +86,9 @@ class Mlp(nn.Module):
 class DiTBlock(nn.Module):
     """A DiT block; `design` picks how the conditioning enters (see the module docstring)."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, design: str) -> None:
+    def __init__(
+        self, hidden_size: int, num_heads: int, mlp_ratio: float, design: str, activation: str = "gelu-tanh"
+    ) -> None:
         super().__init__()
         if design not in BLOCK_DESIGNS:
             raise ValueError(f"unknown block design {design!r}; choose one of {', '.join(BLOCK_DESIGNS)}")
@@ -92,7 +96,7 @@ class DiTBlock(nn.Module):
         self.norm1 = _norm(hidden_size)
         self.attn = Attention(hidden_size, num_heads)
         self.norm2 = _norm(hidden_size)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), activation)
         if design in ("adaln-zero", "adaln"):
             n_mod = 6 if design == "adaln-zero" else 4  # shift, scale (, gate) for attention and MLP
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, n_mod * hidden_size))
