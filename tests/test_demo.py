@@ -15,7 +15,7 @@ from PIL import Image
 from ditkit.checkpoints import load_model
 from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from ditkit.demo.recipe import DEMO_RECIPE, DIFFUSION_DEMO_RECIPE, GUIDANCE_INTERVAL, DemoRecipe
-from ditkit.demo.report import training_outcome, verdict
+from ditkit.demo.report import lowest_class, training_outcome, verdict
 from ditkit.demo.run import run_demo
 from ditkit.demo.scores import FLOOR_SEED, score_demo
 from ditkit.errors import UserError
@@ -124,6 +124,9 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
     _check_report_md((out / "report.md").read_text(), saved)
     printed = capsys.readouterr().out
     assert "classifier agreement:" in printed and "Frechet distance" in printed and "wall time" in printed
+    # the weakest class by name, with its standard error over the 3 samples per class
+    assert f"lowest class agreement: {lowest_class(saved)} (bar 75%" in printed
+    assert "points over 3 samples)" in lowest_class(saved)
     assert report["scores"]["num_samples"] == 30
     final = load_model(out / "checkpoint")  # the stable name of the final checkpoint
     assert final.num_classes == 10 and final.config.depth == 1
@@ -201,6 +204,7 @@ def _check_report_md(md: str, report: dict) -> None:
     assert f"{report['scores']['agreement']:.1%}" in md and f"{floors['train']['agreement']:.1%}" in md
     assert f"{report['scores']['frechet_distance']:.2f}" in md
     assert f"{floors['train']['frechet_distance']:.3f}" in md
+    assert f"| lowest class agreement | **{lowest_class(report)}** |" in md
 
 
 def test_report_says_when_the_time_budget_cut_training():
@@ -280,3 +284,11 @@ def test_verdict_checks_every_bar():
     low = {**good, "scores": {**good["scores"], "agreement": 0.89}}
     slow = {**good, "timing": {"total_seconds": 15.5 * 60}}
     assert not verdict(low)["agreement"] and not verdict(slow)["time"]
+
+
+def test_lowest_class_names_the_class_and_its_standard_error():
+    classes = {"Shirt": 0.77, "Bag": 1.0, "Pullover": 0.79}
+    report = {"scores": {"per_class_agreement": classes}, "samples_per_class": 100}
+    # sqrt(0.77 * 0.23 / 100) = 0.0421
+    assert lowest_class(report) == "77.0% (Shirt, ±4.2 points over 100 samples)"
+    assert lowest_class({**report, "samples_per_class": 300}) == "77.0% (Shirt, ±2.4 points over 300 samples)"
