@@ -125,8 +125,9 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
     printed = capsys.readouterr().out
     assert "classifier agreement:" in printed and "Frechet distance" in printed and "wall time" in printed
     # the weakest class by name, with its standard error over the 3 samples per class
-    assert f"lowest class agreement: {lowest_class(saved)} (bar 75%" in printed
-    assert "points over 3 samples)" in lowest_class(saved)
+    value, note = lowest_class(saved)
+    assert f"lowest class agreement: {value} ({note}; bar 75%: " in printed
+    assert note.endswith("the standard error of 3 samples at the bar")
     assert report["scores"]["num_samples"] == 30
     final = load_model(out / "checkpoint")  # the stable name of the final checkpoint
     assert final.num_classes == 10 and final.config.depth == 1
@@ -204,7 +205,7 @@ def _check_report_md(md: str, report: dict) -> None:
     assert f"{report['scores']['agreement']:.1%}" in md and f"{floors['train']['agreement']:.1%}" in md
     assert f"{report['scores']['frechet_distance']:.2f}" in md
     assert f"{floors['train']['frechet_distance']:.3f}" in md
-    assert f"| lowest class agreement | **{lowest_class(report)}** |" in md
+    assert "| lowest class agreement | **{}** ({}) |".format(*lowest_class(report)) in md
 
 
 def test_report_says_when_the_time_budget_cut_training():
@@ -289,6 +290,10 @@ def test_verdict_checks_every_bar():
 def test_lowest_class_names_the_class_and_its_standard_error():
     classes = {"Shirt": 0.77, "Bag": 1.0, "Pullover": 0.79}
     report = {"scores": {"per_class_agreement": classes}, "samples_per_class": 100}
-    # sqrt(0.77 * 0.23 / 100) = 0.0421
-    assert lowest_class(report) == "77.0% (Shirt, ±4.2 points over 100 samples)"
-    assert lowest_class({**report, "samples_per_class": 300}) == "77.0% (Shirt, ±2.4 points over 300 samples)"
+    # sqrt(0.75 * 0.25 / n): 0.0433 at 100 samples, 0.0250 at 300
+    assert lowest_class(report) == (
+        "77.0%",
+        "Shirt; ±4.3 points, the standard error of 100 samples at the bar",
+    )
+    at_300 = lowest_class({**report, "samples_per_class": 300})
+    assert at_300 == ("77.0%", "Shirt; ±2.5 points, the standard error of 300 samples at the bar")
