@@ -122,6 +122,7 @@ def _floor_note(report: dict[str, Any]) -> str:
 def _results(report: dict[str, Any]) -> list[str]:
     s, floors, ok = report["scores"], report["floors"], verdict(report)
     train, test = floors["train"], floors["test"]
+    weakest, note = lowest_class(report)
     n = s["num_samples"]
     lines = [
         f"| measure | samples ({n:,}) | real training images ({train['num_samples']:,}) | "
@@ -132,8 +133,8 @@ def _results(report: dict[str, Any]) -> list[str]:
         f"| Frechet distance (classifier features, vs the {s['num_reference']:,} test images) | "
         f"**{s['frechet_distance']:.2f}** | {train['frechet_distance']:.3f} | n/a (in the reference) | "
         f"<= {FRECHET_BAR:g}: {_met(ok['frechet'])} |",
-        "| lowest class agreement | **{}** ({}) | | | ".format(*lowest_class(report))
-        + f">= {CLASS_AGREEMENT_BAR:.0%}: {_met(ok['every_class'])} |",
+        f"| lowest class agreement | **{weakest}** ({note}) | | | "
+        f">= {CLASS_AGREEMENT_BAR:.0%}: {_met(ok['every_class'])} |",
     ]
     return lines
 
@@ -237,13 +238,13 @@ def markdown(report: dict[str, Any], pictures: list[str] | None = None) -> str:
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """What the demo prints at the end."""
     s, t, floors = report["scores"], report["timing"], report["floors"]
-    ok = verdict(report)
+    ok, (weakest, note) = verdict(report), lowest_class(report)
     return [
         f"training: {report['training']['steps']} steps, {training_outcome(report['training'])}",
         f"classifier agreement: {s['agreement']:.1%} (real test images {floors['test']['agreement']:.1%}; "
         f"bar {AGREEMENT_BAR:.0%}: {_met(ok['agreement'])})",
-        "lowest class agreement: {} ({}; ".format(*lowest_class(report))
-        + f"bar {CLASS_AGREEMENT_BAR:.0%}: {_met(ok['every_class'])})",
+        f"lowest class agreement: {weakest} ({note}; "
+        f"bar {CLASS_AGREEMENT_BAR:.0%}: {_met(ok['every_class'])})",
         f"Frechet distance in the classifier's feature space vs the test set: {s['frechet_distance']:.2f} "
         f"(real training images {floors['train']['frechet_distance']:.3f}; bar {FRECHET_BAR:g}: {_met(ok['frechet'])})",
         f"wall time: {_minutes(t['total_seconds'])} (bar {TIME_BAR_MINUTES:.0f} min: {_met(ok['time'])}); "
