@@ -1,8 +1,10 @@
-"""Docs are code: every shell example in README.md and in each command's `--help` epilog runs as written.
+"""Docs are code: every shell example in README.md, in docs/**/*.md and in each command's `--help`
+epilog runs as written, and every relative link of those pages points to a file that exists.
 
-The examples are extracted from the text (bash blocks of the README; the lines after "examples:" of
-every epilog, `\\` continuations joined) and run in document order, each source in a fresh folder, on
-tiny stand-ins for the files they name (FIXTURES). Only counts are shrunk so that they take seconds
+The examples are extracted from the text (bash blocks of the README and of every guide; the lines
+after "examples:" of every epilog, `\\` continuations joined) and run in document order, each source
+(one page, or one epilog) in a fresh folder, on tiny stand-ins for the files they name (FIXTURES). An
+example that uses what an earlier one made must follow it on the same page. Only counts are shrunk so that they take seconds
 (SHRINK: steps, batch, images; never a flag name, a path or a choice). An example is skipped only for
 a reason listed in SKIPS: it needs a GPU, weights from the hub, data we do not have, or hours.
 To document a new command, add its example; if it cannot run here, add a SKIPS entry saying why.
@@ -34,6 +36,7 @@ SKIPS: list[tuple[str, str]] = [
     (r"^ditkit sample no-dropout\.pt", "an official .pt is decoded with the SD VAE (hub download)"),
     (r"^torchrun ", "needs several GPUs (torchrun --nproc-per-node 8)"),
     (r"DiT-XL-2-256x256\.pt", "downloads the official DiT-XL/2 weights from the hub"),
+    (r"SiT-XL-2-256x256\.pt", "needs SiT's released SiT-XL/2 weights (ditkit does not download them)"),
     (r"sd-vae-ft-(ema|mse)", "downloads the SD VAE from the hub"),
     (r"--device cuda", "needs a GPU"),
     (r"--steps 400000", "hours: the paper's 400K-step DiT-XL/2 recipe"),
@@ -98,10 +101,16 @@ def _is_command(line: str) -> bool:
     return bool(re.match(r"(ditkit|torchrun|python -m ditkit)\b", line))
 
 
-def readme_examples() -> list[str]:
-    """The commands of the README's ```bash blocks (comments dropped)."""
+def doc_pages() -> list[str]:
+    """README.md and every Markdown page under docs/, as paths relative to the repository."""
+    pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob("*.md"))
+    return ["README.md", *pages]
+
+
+def page_examples(page: str) -> list[str]:
+    """The commands of a page's ```bash blocks (comments dropped), in document order."""
     commands, block = [], None
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+    for line in (ROOT / page).read_text(encoding="utf-8").splitlines():
         if line.startswith("```"):
             if block is not None:
                 commands += [c for c in _join_continuations(block) if _is_command(c)]
@@ -140,7 +149,12 @@ def epilog_examples() -> dict[str, list[str]]:
 
 
 def sources() -> dict[str, list[str]]:
-    return {"README.md": readme_examples(), **{f"{k} --help": v for k, v in epilog_examples().items()}}
+    """Source name (a page, or `ditkit COMMAND --help`) -> its commands; pages without one are left out."""
+    pages = {page: page_examples(page) for page in doc_pages()}
+    return {
+        **{page: commands for page, commands in pages.items() if commands},
+        **{f"{k} --help": v for k, v in epilog_examples().items()},
+    }
 
 
 def skip_reason(command: str) -> str | None:
@@ -163,7 +177,11 @@ def _cli_argv(argv: list[str]) -> list[str]:
 
 def test_examples_are_found_everywhere():
     found = sources()
-    assert len(found["README.md"]) >= 30
+    assert len(found["README.md"]) >= 15  # the quick start of every job
+    assert sum(len(v) for k, v in found.items() if k.endswith(".md")) >= 60
+    guides = ("demo", "models", "training", "data", "sampling", "flow-matching", "evaluation", "studies")
+    for guide in (*guides, "serve", "speed", "interoperability"):
+        assert f"docs/{guide}.md" in found, guide
     for command in ("models", "demo", "prepare", "train", "sample", "walk", "evaluate", "convert"):
         assert f"ditkit {command} --help" in found, command
     assert "ditkit --help" in found  # the top-level help has examples too
@@ -237,7 +255,7 @@ def stand_ins(tmp_path_factory):
     from ditkit.model.dit import DiT, DiTConfig
 
     if not DEFAULT_FASHION_MNIST_DIR.is_dir():
-        fashion_mnist_missing("the README examples train on it")
+        fashion_mnist_missing("the documented examples train on it")
     root = tmp_path_factory.mktemp("stand-ins")
     _tiny_checkpoint(root / "ckpt")  # 1000 classes: ImageNet's names and indices work
     shutil.copytree(root / "ckpt", root / "dit-xl-256")
@@ -325,3 +343,58 @@ def test_examples_run(source, stand_ins, tmp_path, monkeypatch):
             assert code == 0, f"{source}: `{command}` failed:\n{output[-3000:]}"
         ran += 1
     assert ran, f"no example of {source} ran"
+
+
+# ---- links and the site ------------------------------------------------------------------------------
+
+# [text](target) and ![alt](target), with an optional "title".
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _without_fences(text: str) -> str:
+    """A page without its fenced code blocks (a `#` comment there is not a heading, a link not a link)."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+def _prose(text: str) -> str:
+    """A page without its fenced code blocks and inline code spans."""
+    return re.sub(r"`[^`\n]*`", "", _without_fences(text))
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors of a page's headings, as GitHub makes them (lower case, punctuation dropped, - for spaces)."""
+    anchors, seen = set(), {}
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", _without_fences(page.read_text(encoding="utf-8")), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+@pytest.mark.parametrize("page", doc_pages())
+def test_relative_links_exist(page):
+    """Every relative link of the README and the guides names a file of the repository (and a heading)."""
+    path = ROOT / page
+    broken = []
+    for target in LINK.findall(_prose(path.read_text(encoding="utf-8"))):
+        if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", target):  # https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (path.parent / file_part).resolve() if file_part else path
+        if not dest.is_relative_to(ROOT) or not dest.exists():
+            broken.append(f"{target}: no such file in the repository")
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            broken.append(f"{target}: no heading of {dest.relative_to(ROOT)} has the anchor #{anchor}")
+    assert not broken, f"{page}: broken links:\n" + "\n".join(broken)
+
+
+def test_docs_site_builds(tmp_path):
+    """`mkdocs build --strict` over docs/ (mkdocs.yml): every page in the nav, no bad link or anchor."""
+    pytest.importorskip("mkdocs", reason="mkdocs-material is in the test extra: pip install -e '.[test]'")
+    argv = [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml")]
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # material's banner about mkdocs 2
+    done = subprocess.run(
+        [*argv, "--site-dir", str(tmp_path / "site")], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
