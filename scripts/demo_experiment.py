@@ -27,16 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ditkit.checkpoints import load_model
 from ditkit.checkpoints.loader import WEIGHT_CHOICES
 from ditkit.cpu_memory import configure_cpu_malloc
 from ditkit.data.fashion_mnist import load_fashion_mnist
 from ditkit.demo.recipe import DEMO_RECIPE
 from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier, score_fmnist_samples
-from ditkit.first_stage.load import load_first_stage
 from ditkit.generation.pipeline import DiTPipeline
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.training import train
-from ditkit.training.setup import objective_extra
 from ditkit.training.state import latest_checkpoint
 
 # The independent check: a k-nearest-neighbour vote on raw pixels.
@@ -60,8 +58,8 @@ def main() -> None:
     p.add_argument("--model-set", action="append", default=[], help="model FIELD=JSON")
     p.add_argument("--guidance", default="4", help="comma-separated guidance scales")
     p.add_argument("--per-class", type=int, default=100)
-    p.add_argument("--sampler", default=DEMO_RECIPE.sampler)
-    p.add_argument("--sample-steps", type=int, default=DEMO_RECIPE.sample_steps)
+    p.add_argument("--sampler", default=DEMO_RECIPE.sampling.sampler)
+    p.add_argument("--sample-steps", type=int, default=DEMO_RECIPE.sampling.steps)
     p.add_argument("--only-sample", action="store_true", help="reuse the run's checkpoint")
     p.add_argument("--checkpoint", help="sample this checkpoint of the demo recipe instead of training")
     p.add_argument("--interval", help="guide only for flow times LO,HI (data at 1)")
@@ -92,14 +90,7 @@ def main() -> None:
         result["cpu_s_per_step"] = result["train_cpu_s"] / a.steps
     else:
         checkpoint = latest_checkpoint(out)
-    model = load_model(checkpoint, which=a.weights, device="cpu")
-    objective = objective_extra(config)
-    pipe = DiTPipeline(
-        model,
-        load_first_stage("identity", channels=1),
-        objective.get("diffusion"),
-        flow=objective.get("flow"),
-    )
+    pipe = DiTPipeline.from_pretrained(checkpoint, which=a.weights, device="cpu")
     interval = tuple(float(x) for x in a.interval.split(",")) if a.interval else None
     result.update(sampler=a.sampler, sample_steps=a.sample_steps, interval=interval, weights=a.weights)
     labels = np.repeat(np.arange(10), a.per_class)
@@ -108,13 +99,11 @@ def main() -> None:
     train_x = torch.from_numpy(train_images.reshape(len(train_images), -1).astype(np.float32) / 255)
     for g in (float(x) for x in a.guidance.split(",")):
         cpu0 = time.process_time()
+        settings = SamplingSettings(a.sampler, a.sample_steps, g, guidance_interval=interval)
         images = pipe(
             labels.tolist(),
-            guidance_scale=g,
-            num_steps=a.sample_steps,
-            sampler=a.sampler,
-            guidance_interval=interval,
-            seeds=range(len(labels)),
+            settings=settings,
+            seeds=settings.seeds(len(labels)),
             batch_size=500,
             progress=False,
         )[..., 0]

@@ -28,7 +28,11 @@ from ditkit.visual import MIN_TILE_SIDE, PANEL_GAP, grid_layout, upscale_nearest
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 TINY = DemoRecipe(
-    model="DiT-T/2", overrides={"depth": 1}, global_batch=8, steps=2, sample_steps=2, cfg_scale=2.0
+    model="DiT-T/2",
+    overrides={"depth": 1},
+    global_batch=8,
+    steps=2,
+    sampling=DEMO_RECIPE.sampling.replace(steps=2, guidance_scale=2.0),
 )
 
 
@@ -52,7 +56,9 @@ def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier, 
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(DiTPipeline, "__call__", spy)
-    flow = dataclasses.replace(TINY, objective="flow", time_sampling="logit-normal", sampler="heun")
+    flow = dataclasses.replace(
+        TINY, objective="flow", time_sampling="logit-normal", sampling=TINY.sampling.replace(sampler="heun")
+    )
     report = run_demo(
         write_fake_fmnist(tmp_path / "fmnist"),
         tmp_path / "demo",
@@ -61,11 +67,19 @@ def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier, 
         device="cpu",
         progress=False,
     )
-    assert report["recipe"]["objective"] == "flow" and report["recipe"]["sampler"] == "heun"
+    assert report["recipe"]["objective"] == "flow" and report["recipe"]["sampling"]["sampler"] == "heun"
     # guided only inside the recipe's interval of flow times, and the report says so
-    assert [c["guidance_interval"] for c in calls] == [GUIDANCE_INTERVAL] == [DEMO_RECIPE.guidance_interval]
+    used = [c["settings"].guidance_interval for c in calls]
+    assert used == [GUIDANCE_INTERVAL] == [DEMO_RECIPE.sampling.guidance_interval]
     assert "guidance scale 2.0 for times 0.16 to 0.78 only" in (tmp_path / "demo" / "report.md").read_text()
-    assert DIFFUSION_DEMO_RECIPE.guidance_interval is None  # diffusion timesteps are not flow times
+    assert DIFFUSION_DEMO_RECIPE.sampling.guidance_interval is None  # diffusion timesteps are not flow times
+    # the checkpoint records how it was evaluated, and sampling it with nothing named redraws the report's
+    # samples (the path a user takes: `ditkit sample runs/demo/checkpoint --class ...`)
+    pipe = DiTPipeline.from_pretrained(tmp_path / "demo" / "checkpoint", device="cpu")
+    assert pipe.sampling == flow.sampling and pipe.default_sampler == "heun" and pipe.default_steps("heun") == 2
+    saved_samples = np.load(tmp_path / "demo" / "samples.npz")
+    again = pipe(saved_samples["labels"][:4].tolist(), seeds=range(4), progress=False)[..., 0]
+    np.testing.assert_array_equal(again, saved_samples["images"][:4])
     saved = json.loads((tmp_path / "demo" / "train_config.json").read_text())
     assert saved["objective"] == "flow" and saved["time_sampling"] == "logit-normal"
     assert tuple(saved["betas"]) == flow.betas == DEMO_RECIPE.betas  # the recipe's AdamW betas reach training

@@ -9,7 +9,7 @@ from ditkit import create_diffusion
 from ditkit.diffusion.gaussian import GaussianDiffusion
 from ditkit.diffusion.schedule import make_schedule
 from ditkit.errors import UserError
-from ditkit.samplers.api import sample
+from ditkit.objectives.sampling import sample
 
 
 def model(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

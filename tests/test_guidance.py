@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ditkit.errors import UserError
-from ditkit.samplers.api import sample
+from ditkit.objectives.sampling import sample
 from ditkit.samplers.guidance import ClassifierFreeGuidance, classifier_free_guidance
 
 C, NULL = 4, 10

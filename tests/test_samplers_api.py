@@ -8,7 +8,7 @@ from torch import nn
 
 from ditkit.diffusion.noise import SeededNoise
 from ditkit.errors import UserError
-from ditkit.samplers.api import sample
+from ditkit.objectives.sampling import sample
 from ditkit.samplers.base import StepInfo
 
 SAMPLERS = [("ddpm", 12, 0.0), ("ddim", 10, 0.0), ("ddim", 10, 0.7), ("dpm++2m", 8, 0.0)]

@@ -14,7 +14,7 @@ from ditkit.generation.pipeline import DiTPipeline
 from ditkit.generation.sharded import MANIFEST_FILE, ShardedSettings, generate_sharded
 from ditkit.model.compilation import apply_compile, is_compiled
 from ditkit.model.cuda_graphs import CudaGraphDenoiser
-from ditkit.samplers.api import sample
+from ditkit.objectives.sampling import sample
 
 DDIM3 = dict(num_steps=3, sampler="ddim", progress=False)
 # bf16 keeps 8 mantissa bits (relative rounding 2^-9 per op); after 3 DDIM steps of a 2-block DiT

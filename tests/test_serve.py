@@ -156,11 +156,11 @@ def test_class_choices_search_every_synonym():
 
 def test_the_sampler_menu_is_the_pipelines_list(pipe):
     from ditkit.choices import DIFFUSION_SAMPLERS, FLOW_SAMPLERS
-    from ditkit.samplers.api import DEFAULT_STEPS
+    from ditkit.objectives.diffusion import DEFAULT_STEPS
 
     assert pipe.samplers == DIFFUSION_SAMPLERS and pipe.default_sampler in pipe.samplers
     assert all(pipe.default_steps(s) == DEFAULT_STEPS[s] for s in pipe.samplers)
-    flow = DiTPipeline(sampling_dit(), class_names=NAMES, device="cpu", flow={})
+    flow = DiTPipeline(sampling_dit(), class_names=NAMES, device="cpu", objective="flow")
     assert flow.samplers == FLOW_SAMPLERS and flow.default_steps("dopri5") is None
 
 

@@ -79,7 +79,7 @@ def test_flow_training_learns_and_its_checkpoint_samples_as_flow(tmp_path):
     assert set(records[0]) >= {"loss", "lr"} and "vb" not in records[0]
     assert np.isfinite([r["loss"] for r in records]).all()
     pipe = DiTPipeline.from_pretrained(result.checkpoint)
-    assert pipe.objective == "flow" and pipe.flow is not None and pipe.flow.path_type == "GVP"
+    assert pipe.objective.name == "flow" and pipe.objective.settings.path_type == "GVP"
     assert pipe.default_sampler == "dopri5"
     a = pipe([1, 2], seeds=[5, 6], output_type="tensor", progress=False)
     b = pipe([2], seeds=[6], output_type="tensor", progress=False)

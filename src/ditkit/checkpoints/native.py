@@ -136,6 +136,23 @@ def save_model(
     return target
 
 
+def record_extra(path: str | os.PathLike[str], key: str, value: Any) -> None:
+    """Set `extra[key]` of a ditkit checkpoint folder to plain JSON data, atomically (the weights stay).
+
+    For what is known only after training, e.g. the sampling settings a run was evaluated with
+    (`extra["sampling"]`, which `ditkit sample`, `walk` and `serve` take as their defaults).
+    """
+    from ditkit.atomic import atomic_write_text
+
+    folder = Path(path)
+    if not is_native_folder(folder):
+        raise UserError(f"{folder} is not a ditkit checkpoint folder; only those can record {key!r}")
+    header = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    header["extra"] = {**dict(header.get("extra") or {}), key: value}
+    _metadata(_config(header.get("config"), str(folder)), "ema", header["extra"])  # plain JSON, or TypeError
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(header, indent=2) + "\n")
+
+
 def _config(data: Any, source: str) -> DiTConfig:
     try:
         return DiTConfig.from_dict(dict(data))

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.training.config import ADAM_BETAS, MIN_SNR_GAMMA, TrainConfig
 
 # Fashion-MNIST's native size; patch 4 gives 7 x 7 = 49 tokens.
@@ -75,9 +76,10 @@ class DemoRecipe:
         objective, time_sampling: "flow" (SiT's Linear path, velocity prediction) with logit-normal
             times, or "diffusion" (see `DIFFUSION_DEMO_RECIPE`).
         min_snr_gamma: min-SNR loss weighting (diffusion only).
-        sampler, sample_steps, cfg_scale: how the evaluated samples are drawn (the sampler must be one
-            of the objective's: ddpm/ddim/dpm++2m for diffusion, dopri5/euler/heun/sde-* for flow).
-        guidance_interval: (t_min, t_max) model times guided (None: every step); flow times here.
+        sampling: how the evaluated samples are drawn (the sampler must be one of the objective's:
+            ddpm/ddim/dpm++2m for diffusion, dopri5/euler/heun/sde-* for flow; the guidance interval in
+            the objective's times, flow times here). The demo records it in its checkpoint, so
+            `ditkit sample`, `walk` and `serve` draw as the report did by default.
         seed: seeds the initialisation, data order and every training draw.
     """
 
@@ -98,19 +100,28 @@ class DemoRecipe:
     objective: str = "flow"
     time_sampling: str = "logit-normal"
     min_snr_gamma: float | None = None
-    sampler: str = "heun"
-    sample_steps: int = 15
-    cfg_scale: float = 3.0
-    guidance_interval: tuple[float, float] | None = GUIDANCE_INTERVAL
+    sampling: SamplingSettings = SamplingSettings(
+        sampler="heun", steps=15, guidance_scale=3.0, guidance_interval=GUIDANCE_INTERVAL
+    )
     seed: int = 0
 
     def sampling_text(self) -> str:
         """How the samples are drawn, in words (the log and report.md)."""
-        text = f"{self.sampler} with {self.sample_steps} steps, guidance scale {self.cfg_scale}"
-        if self.guidance_interval is not None:
-            low, high = self.guidance_interval
+        s = self.sampling
+        text = f"{s.sampler} with {s.steps} steps, guidance scale {s.guidance_scale}"
+        if s.guidance_interval is not None:
+            low, high = s.guidance_interval
             text += f" for times {low:g} to {high:g} only"
         return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (the report's "recipe")."""
+        return {**dataclasses.asdict(self), "sampling": self.sampling.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DemoRecipe:
+        """The recipe of a `to_dict` record."""
+        return cls(**{**data, "sampling": SamplingSettings.from_dict(data["sampling"])})
 
     def train_config(
         self, data_dir: str | None, out: str, device: str, steps: int | None = None
@@ -162,7 +173,5 @@ DIFFUSION_DEMO_RECIPE = dataclasses.replace(
     objective="diffusion",
     time_sampling="uniform",
     min_snr_gamma=MIN_SNR_GAMMA,
-    sampler="dpm++2m",
-    sample_steps=20,
-    guidance_interval=None,  # GUIDANCE_INTERVAL is in flow times
+    sampling=SamplingSettings(sampler="dpm++2m", steps=20, guidance_scale=3.0),  # guided at every step
 )

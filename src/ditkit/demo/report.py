@@ -204,7 +204,7 @@ def markdown(report: dict[str, Any], pictures: list[str] | None = None) -> str:
         f"learn_sigma={r['learn_sigma']}, seed {report['seed']}.",
         f"Training: {train['steps']} steps reached; {training_outcome(train)}.",
         f"Samples: {s['num_samples']} ({report['samples_per_class']} per class), "
-        f"{DemoRecipe(**r).sampling_text()}.",
+        f"{DemoRecipe.from_dict(r).sampling_text()}.",
         "",
         *figures[:1],
         "",

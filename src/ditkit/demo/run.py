@@ -10,7 +10,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -101,16 +100,14 @@ def run_demo(
         started_at: a `time.time()` value to count the wall time from (e.g. when `make demo` began).
         echo: where progress messages go.
     """
-    from ditkit.checkpoints import load_model
+    from ditkit.checkpoints.native import record_extra
     from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES
     from ditkit.demo.scores import score_demo
     from ditkit.distributed import pick_device
     from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier
-    from ditkit.first_stage.load import load_first_stage
     from ditkit.generation.pipeline import DiTPipeline
     from ditkit.training import train
     from ditkit.training.metrics import LOSS_CURVE_FILE
-    from ditkit.training.setup import objective_extra
 
     t_start = time.time() if started_at is None else started_at
     out = Path(out)
@@ -127,32 +124,23 @@ def run_demo(
     _link_checkpoint(out, result.checkpoint)
 
     t1 = time.time()
-    dev = pick_device(device)
-    model = load_model(result.checkpoint, which="ema", device=dev)
+    pipe = DiTPipeline.from_pretrained(result.checkpoint, device=pick_device(device), which="ema")
+    model = pipe.model
     labels = np.repeat(np.arange(len(FASHION_MNIST_CLASSES)), per_class)
     echo(f"sampling {len(labels)} images ({recipe.sampling_text()})")
-    objective = objective_extra(config)  # {"objective", "diffusion" or "flow"}, as checkpoints record it
-    pipe = DiTPipeline(
-        model,
-        load_first_stage("identity", channels=1),
-        objective.get("diffusion"),
-        device=dev,
-        flow=objective.get("flow"),
-    )
     images = cast(
         np.ndarray,  # uint8 (N, 28, 28, 1), the default output type
         pipe(
             labels.tolist(),
-            guidance_scale=recipe.cfg_scale,
-            guidance_interval=recipe.guidance_interval,
-            num_steps=recipe.sample_steps,
-            sampler=recipe.sampler,
-            seeds=range(len(labels)),
+            seeds=recipe.sampling.seeds(len(labels)),
+            settings=recipe.sampling,
             batch_size=SAMPLE_BATCH,
             progress=progress,
         ),
     )[..., 0]  # (N, 28, 28)
     _save_samples(out / SAMPLES_FILE, images, labels)
+    # The checkpoint says how it was evaluated: `ditkit sample/walk/serve` default to these settings.
+    record_extra(result.checkpoint, "sampling", recipe.sampling.to_dict())
     sample_seconds = time.time() - t1
 
     t2 = time.time()
@@ -166,7 +154,7 @@ def run_demo(
     )
     picture_seconds = time.time() - t3
     report = {
-        "recipe": asdict(recipe),
+        "recipe": recipe.to_dict(),
         "params": sum(p.numel() for p in model.parameters()),
         "samples_per_class": per_class,
         "seed": config.seed,
@@ -194,7 +182,7 @@ def run_demo(
             if started_at is not None
             else "the start of `ditkit demo`",
         },
-        "machine": describe_machine(dev),
+        "machine": describe_machine(pipe.device),
         "files": {
             "samples": SAMPLES_FILE,
             "grid": GRID_FILE,

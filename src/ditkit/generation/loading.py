@@ -1,4 +1,5 @@
-"""What sampling needs from a checkpoint: the model, its first stage, its objective and class names.
+"""What sampling needs from a checkpoint: the model, its first stage, its objective, its recorded sampling
+settings and class names.
 
 Checkpoints that say nothing about their surroundings (the released official .pt files) get DiT's:
 the SD VAE `sd-vae-ft-ema` for 4-channel latents (the identity for other channel counts), the linear
@@ -14,13 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ditkit.choices import OBJECTIVES
-from ditkit.diffusion.settings import DiffusionSettings
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage
 from ditkit.generation.class_names import ClassNames
 from ditkit.model.dit import DiT
-from ditkit.transport.settings import FlowSettings
+from ditkit.objectives import Objective, objective_from_record
+from ditkit.samplers.settings import SamplingSettings
 
 # DiT's first stage (train.py default --vae ema) for checkpoints that do not name one.
 DEFAULT_LATENT_FIRST_STAGE = "sd-vae-ft-ema"
@@ -35,20 +35,20 @@ class SamplingBundle:
     Attributes:
         model: the DiT (eval mode).
         first_stage: decodes its latents to images in [-1, 1].
-        diffusion: the training process's settings (diffusion models).
-        flow: the flow settings of a flow-matching model, else None.
+        objective: what the model was trained with (`ditkit.objectives`).
         class_names: stored names (list or {name: label}), or None (ImageNet's are used for 1000 classes).
         source: the checkpoint path.
         notes: assumptions made while loading, one line each.
+        sampling: the settings the run was evaluated with (`extra["sampling"]`), else the defaults.
     """
 
     model: DiT
     first_stage: FirstStage
-    diffusion: DiffusionSettings
+    objective: Objective
     class_names: Sequence[str] | Mapping[str, int] | None
     source: str
     notes: list[str] = field(default_factory=list)
-    flow: FlowSettings | None = None
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
 
 def first_stage_for(
@@ -69,48 +69,6 @@ def first_stage_for(
     return load_first_stage("identity", channels=in_channels), note
 
 
-# SiT's training arguments (train_utils.py) that say how a flow model was trained, and ours.
-_SIT_ARGS = {
-    "path_type": "path_type",
-    "prediction": "prediction",
-    "loss_weight": "loss_weight",
-    "train_eps": "train_eps",
-    "sample_eps": "sample_eps",
-}
-
-
-def flow_for(
-    extra: Mapping[str, Any], objective: str | None, source: object
-) -> tuple[FlowSettings | None, str | None]:
-    """The flow settings of a checkpoint (None: a diffusion model) and a note on what was assumed.
-
-    Args:
-        extra: the checkpoint's extra data.
-        objective: "diffusion", "flow", or None (what the checkpoint records, else diffusion).
-        source: the checkpoint, for messages.
-    """
-    if objective is not None and objective not in OBJECTIVES:
-        raise UserError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    args = extra.get("official_args") or {}
-    sit = {ours: args[theirs] for theirs, ours in _SIT_ARGS.items() if theirs in args}
-    stored = extra.get("objective") or ("flow" if "flow" in extra or "path_type" in sit else None)
-    if objective == "diffusion" and stored == "flow":
-        raise UserError(f"{source} holds a flow-matching model; drop --objective diffusion")
-    if objective == "flow" and stored == "diffusion":
-        raise UserError(f"{source} holds a diffusion model; drop --objective flow")
-    if (objective or stored) != "flow":
-        return None, None
-    if isinstance(extra.get("flow"), Mapping):
-        return FlowSettings.from_dict(extra["flow"]), None
-    if sit:
-        return FlowSettings.from_dict(sit), None
-    settings = FlowSettings()
-    return settings, (
-        f"the checkpoint does not describe its flow; assuming SiT's defaults ({settings.path_type} path, "
-        f"{settings.prediction} prediction)"
-    )
-
-
 def load_for_sampling(
     path: str | os.PathLike[str],
     *,
@@ -128,16 +86,18 @@ def load_for_sampling(
         image_size: the expected image side in pixels; a mismatch with the checkpoint is an error.
         which: "ema" (default) or "model" weights.
         config: DiTConfig fields overriding the stored or inferred ones (see `load_checkpoint`).
-        objective: "diffusion" or "flow" for checkpoints that do not record it (see `flow_for`).
+        objective: "diffusion" or "flow" for checkpoints that do not record it (see
+            `ditkit.objectives.objective_from_record`).
     """
     from ditkit.checkpoints.loader import load_raw, read_checkpoint
 
     raw = read_checkpoint(path)
-    flow, flow_note = flow_for(raw.extra, objective, path)  # before building the model
+    trained, objective_note = objective_from_record(raw.extra, objective, path)  # before building the model
+    sampling = recorded_sampling(raw.extra, trained, path)
     loaded = load_raw(raw, dict(config) if config else None, which=which)
     model = loaded.model
     stage, note = first_stage_for(loaded.extra, int(model.in_channels), first_stage)
-    notes = list(loaded.notes) + [n for n in (note, flow_note) if n]
+    notes = list(loaded.notes) + [n for n in (note, objective_note) if n]
     down = int(getattr(stage, "downsample", 1))
     sides = {side * down for side in model.config.size_hw}
     if image_size is not None and sides != {image_size}:
@@ -148,12 +108,27 @@ def load_for_sampling(
     return SamplingBundle(
         model=model,
         first_stage=stage,
-        diffusion=DiffusionSettings.from_dict(loaded.extra.get("diffusion")),
+        objective=trained,
         class_names=loaded.extra.get("class_names"),
         source=str(path),
         notes=notes,
-        flow=flow,
+        sampling=sampling,
     )
+
+
+def recorded_sampling(extra: Mapping[str, Any], objective: Objective, source: object) -> SamplingSettings:
+    """The sampling settings a checkpoint records (`extra["sampling"]`), checked against its objective;
+    the defaults where it records none."""
+    stored = extra.get("sampling")
+    if not isinstance(stored, Mapping):
+        return SamplingSettings()
+    try:
+        settings = SamplingSettings.from_dict(stored)
+        if settings.sampler is not None:
+            objective.check_sampler(settings.sampler, settings.steps, settings.eta)
+    except UserError as err:
+        raise UserError(f"{source} records sampling settings that do not fit it ({err}); re-save it") from err
+    return settings
 
 
 def stored_class_names(path: str | os.PathLike[str]) -> ClassNames | None:

@@ -1,8 +1,11 @@
-"""`DiTPipeline`: a DiT, its first stage and its diffusion settings, sampled in one call.
+"""`DiTPipeline`: a DiT, its first stage, its objective and its sampling settings, sampled in one call.
 
     pipe = DiTPipeline.from_pretrained("DiT-XL-2-256x256.pt")
     images = pipe(["golden retriever", 88], guidance_scale=4.0, num_steps=250, seeds=[0, 1])
     sit = DiTPipeline.from_pretrained("SiT-XL-2-256x256.pt", objective="flow")   # flow matching (SiT)
+
+A checkpoint that records the settings it was evaluated with (`extra["sampling"]`, e.g. the demo's) gives
+them as the pipeline's defaults (`pipe.sampling`): a call that names nothing samples as its report did.
 
 Image i depends only on its class, its seed and the settings: not on the batch it was drawn in,
 the batch size or the device count (per-sample noise streams, `ditkit.diffusion.noise`).
@@ -25,7 +28,6 @@ from torch import Tensor
 
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import SeededNoise
-from ditkit.diffusion.settings import DiffusionSettings
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage, IdentityFirstStage
 from ditkit.generation.class_names import ClassNames, ClassQuery, model_class_names
@@ -33,7 +35,8 @@ from ditkit.generation.denoiser import AUTOCAST_DTYPES, eager_denoiser, resolve_
 from ditkit.model.compilation import apply_compile
 from ditkit.model.cuda_graphs import fast_denoiser
 from ditkit.model.dit import DiT
-from ditkit.transport.settings import FlowSettings
+from ditkit.objectives import Objective, as_objective
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.visual import images_to_uint8, to_pil
 
 # Guidance scale of the DiT paper's sample figures (sample.py's default --cfg-scale).
@@ -51,8 +54,8 @@ class DiTPipeline:
     Args:
         model: the DiT.
         first_stage: decodes latents to images in [-1, 1]; default: the identity (pixel models).
-        diffusion: the process the model was trained with (default: DiT's); ignored for flow models.
-        flow: the settings of a flow-matching model (SiT); None for a diffusion model.
+        objective: what the model was trained with: an `Objective` or its name with its defaults
+            (default: DiT's diffusion; `ditkit.objectives`).
         class_names: names of the labels, for asking by name; default ImageNet's for 1000 classes.
         device: where to sample (default: CUDA when present, else the CPU).
         dtype: the older way to ask for autocast ("bf16", "fp16", torch.bfloat16, None); prefer
@@ -62,6 +65,8 @@ class DiTPipeline:
         compile: "none" (default), "blocks" or "model": `ditkit.model.compilation.apply_compile` on the
             model, once, in place. Compiling takes a while; it pays off only over long runs.
         cuda_graph: replay the DiT's forward as a CUDA graph per batch shape (CUDA only).
+        sampling: the default sampling settings (a checkpoint's recorded ones); a call's arguments
+            override them; a guidance scale left unset is `DEFAULT_GUIDANCE_SCALE`.
 
     The model and first stage are moved to `device` and put in eval mode (in place). The pipeline's
     own DiT runs through one cached `fast_denoiser`; a stand-in passed as `model=` to
@@ -77,14 +82,14 @@ class DiTPipeline:
         self,
         model: DiT,
         first_stage: FirstStage | None = None,
-        diffusion: DiffusionSettings | Mapping[str, Any] | None = None,
+        objective: Objective | str | None = None,
         class_names: ClassNames | Sequence[str] | Mapping[str, int] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
         precision: str | None = "auto",
         compile: str = "none",
         cuda_graph: bool = True,
-        flow: FlowSettings | Mapping[str, Any] | None = None,
+        sampling: SamplingSettings | None = None,
     ) -> None:
         self.device = _default_device(device)
         self._asked = (precision, dtype)  # re-resolved by `to()`: "auto" depends on the device
@@ -101,11 +106,8 @@ class DiTPipeline:
                 f"the first stage makes {latent_channels}-channel latents but the model takes "
                 f"{model.in_channels} channels; pass the first stage it was trained with"
             )
-        if isinstance(diffusion, DiffusionSettings):
-            self.diffusion = diffusion
-        else:
-            self.diffusion = DiffusionSettings.from_dict(diffusion)
-        self.flow = FlowSettings.from_dict(flow) if isinstance(flow, Mapping) else flow
+        self.objective = as_objective(objective)
+        self.sampling = sampling or SamplingSettings()
         self.class_names = model_class_names(class_names, int(getattr(model, "num_classes", 0) or 0))
         self.compile = compile
         apply_compile(self.model, compile)
@@ -155,14 +157,14 @@ class DiTPipeline:
         pipe = cls(
             loaded.model,
             loaded.first_stage,
-            loaded.diffusion,
+            loaded.objective,
             loaded.class_names,
             device=device,
             dtype=dtype,
             precision=precision,
             compile=compile,
             cuda_graph=cuda_graph,
-            flow=loaded.flow,
+            sampling=loaded.sampling,
         )
         pipe.notes = loaded.notes
         return pipe
@@ -182,23 +184,29 @@ class DiTPipeline:
         _, h, w = self.latent_shape
         return h * down, w * down
 
-    @property
-    def objective(self) -> str:
-        """The objective the model was trained with: "flow" (flow matching) or "diffusion"."""
-        return "diffusion" if self.flow is None else "flow"
-
     def objective_record(self) -> dict[str, Any]:
-        """How sampling records the model's objective: {"diffusion": {...}} or {"flow": {...}}."""
-        if self.flow is None:
-            return {"diffusion": self.diffusion.to_dict()}
-        return {"flow": self.flow.to_dict()}
+        """How sampling records the model's objective (its checkpoint record)."""
+        return self.objective.record()
 
     @property
     def default_sampler(self) -> str:
-        """The sampler used when none is named: ddpm for diffusion, dopri5 for flow."""
-        from ditkit.samplers.api import DEFAULT_SAMPLERS
+        """The sampler used when none is named: the recorded one, else the objective's own."""
+        return self.sampling.sampler or self.objective.default_sampler
 
-        return DEFAULT_SAMPLERS[self.objective]
+    def settings(self, base: SamplingSettings | None = None, **given: Any) -> SamplingSettings:
+        """The settings a call samples with, resolved: the given fields (None: not given) over `base`
+        (default: the pipeline's `sampling`), the sampler named and the guidance scale set.
+
+        The base's steps go with the base's sampler: naming another sampler without steps takes that
+        sampler's own default (None where it picks its own, as dopri5).
+        """
+        base = self.sampling if base is None else base
+        given = {k: v for k, v in given.items() if v is not None}
+        sampler = given.get("sampler") or base.sampler or self.objective.default_sampler
+        if "steps" not in given and sampler != base.sampler:
+            given["steps"] = None
+        s = base.replace(**{**given, "sampler": sampler})
+        return s if s.guidance_scale is not None else s.replace(guidance_scale=DEFAULT_GUIDANCE_SCALE)
 
     @property
     def num_classes(self) -> int:
@@ -232,16 +240,14 @@ class DiTPipeline:
     @property
     def samplers(self) -> tuple[str, ...]:
         """The names `sampler=` accepts for this pipeline's objective, in the order menus show them."""
-        from ditkit.choices import DIFFUSION_SAMPLERS, FLOW_SAMPLERS
-
-        return DIFFUSION_SAMPLERS if self.flow is None else FLOW_SAMPLERS
+        return self.objective.samplers
 
     def default_steps(self, sampler: str) -> int | None:
-        """The step count `sampler` takes when `num_steps` is None (None: it picks its own, dopri5)."""
-        from ditkit.samplers.api import DEFAULT_STEPS
-        from ditkit.transport.settings import DEFAULT_FLOW_STEPS
-
-        return {**DEFAULT_STEPS, **DEFAULT_FLOW_STEPS}.get(sampler)
+        """The step count `sampler` takes when `num_steps` is None: the recorded one for the recorded
+        sampler, else the sampler's own (None: it picks its own, dopri5)."""
+        if sampler == self.sampling.sampler and self.sampling.steps is not None:
+            return self.sampling.steps
+        return self.objective.default_steps(sampler)
 
     def initial_noise(self, seeds: Sequence[int]) -> Tensor:
         """x_T for each seed, (B, C, h, w) float32 on the device: what sampling with these seeds starts from."""
@@ -275,16 +281,17 @@ class DiTPipeline:
         *,
         seeds: Sequence[int],
         noise: Tensor | None = None,
-        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        guidance_scale: float | None = None,
         num_steps: int | None = None,
         sampler: str | None = None,
-        guided_channels: str = "all",
+        guided_channels: str | None = None,
         guidance_interval: tuple[float, float] | None = None,
-        eta: float = 0.0,
+        eta: float | None = None,
         batch_size: int | None = None,
         progress: bool = True,
         model: ModelFn | None = None,
         null_label: int | None = None,
+        settings: SamplingSettings | None = None,
     ) -> Tensor:
         """Sample latents (B, C, h, w) float32 for labels (B,) (None: unconditional) and seeds (B,).
 
@@ -292,21 +299,27 @@ class DiTPipeline:
             labels: class indices; passed to the model as they are.
             seeds: one per sample; sample i depends only on seeds[i] (and noise[i]).
             noise: (B, C, h, w) starting noise; default `initial_noise(seeds)`.
-            guidance_scale: classifier-free guidance scale (1: none).
-            num_steps: sampling steps (default: the sampler's, 250 for ddpm; none for dopri5).
-            sampler: "ddpm" (default), "ddim" or "dpm++2m"; flow models: "dopri5" (default), "euler",
-                "heun", "sde-euler" or "sde-heun".
-            guided_channels: "all" or "first3" (the official DiT and SiT samplers' behaviour).
-            guidance_interval: optional (t_min, t_max) in model timesteps (flow: in [0, 1]) to guide in.
-            eta: DDIM stochasticity (0: deterministic).
+            guidance_scale, num_steps, sampler, guided_channels, guidance_interval, eta: override the
+                fields of `settings` (see `SamplingSettings`; `num_steps` is its `steps`); None: not given.
             batch_size: at most this many samples per forward pass (default: all).
             progress: show progress bars.
             model: a stand-in for the DiT (e.g. a label-mixing wrapper), called as model(x, t, y),
                 eagerly under the pipeline's precision (no CUDA graph).
             null_label: the label meaning "no class" for guidance (default `model.null_class`).
+            settings: the settings to sample with (default: the pipeline's `sampling`); resolved by
+                `settings()`. Its seed is not used here: `seeds` are.
         """
-        from ditkit.samplers.api import sample
+        from ditkit.objectives.sampling import sample
 
+        s = self.settings(
+            settings,
+            sampler=sampler,
+            steps=num_steps,
+            guidance_scale=guidance_scale,
+            guided_channels=guided_channels,
+            guidance_interval=guidance_interval,
+            eta=eta,
+        )
         seeds = [int(s) for s in seeds]
         if labels is not None and len(labels) != len(seeds):
             raise UserError(f"got {len(labels)} labels for {len(seeds)} seeds; give one seed per image")
@@ -326,18 +339,11 @@ class DiTPipeline:
                     self.model_fn(model),
                     noise=x_T[part],
                     labels=list(labels[part]) if conditional else None,  # type: ignore[index]
-                    sampler=sampler,
-                    steps=num_steps,
-                    cfg_scale=guidance_scale if conditional else 1.0,
-                    guided_channels=guided_channels,  # type: ignore[arg-type]
-                    guidance_interval=guidance_interval,
+                    objective=self.objective,
+                    settings=s,
+                    guidance_scale=s.guidance_scale if conditional else 1.0,
                     null_label=null,
                     seeds=seeds[part],
-                    eta=eta,
-                    noise_schedule=self.diffusion.noise_schedule,
-                    diffusion_steps=self.diffusion.diffusion_steps,
-                    fixed_variance=self.diffusion.fixed_variance,  # type: ignore[arg-type]
-                    flow=self.flow,
                     progress=progress,
                     device=self.device,
                 )
@@ -359,31 +365,34 @@ class DiTPipeline:
     def __call__(
         self,
         class_labels: ClassQuery | Sequence[ClassQuery] | None,
-        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        guidance_scale: float | None = None,
         num_steps: int | None = None,
         sampler: str | None = None,
         seeds: Sequence[int] | None = None,
         *,
-        guided_channels: str = "all",
+        guided_channels: str | None = None,
         guidance_interval: tuple[float, float] | None = None,
-        eta: float = 0.0,
+        eta: float | None = None,
         noise: Tensor | None = None,
         batch_size: int | None = None,
         output_type: OutputType = "uint8",
         progress: bool = True,
+        settings: SamplingSettings | None = None,
     ) -> np.ndarray | Tensor | list[Any]:
         """Generate one image per class label.
 
         Args:
             class_labels: ids and/or names ("golden retriever", 207, "207"); None for an
                 unconditional model (then one image per seed).
-            guidance_scale: classifier-free guidance scale (1: none; DiT's figures use 4).
-            num_steps: sampling steps (default: 250 for ddpm, 50 for ddim, 20 for dpm++2m; flow: 50
-                euler, 25 heun, 250 sde-euler/sde-heun, adaptive dopri5).
-            sampler: "ddpm" (default), "ddim" or "dpm++2m"; flow models: "dopri5" (default), "euler",
-                "heun", "sde-euler" or "sde-heun".
+            guidance_scale: classifier-free guidance scale (1: none; default: the checkpoint's recorded
+                scale, else 4 as DiT's figures).
+            num_steps: sampling steps (default: the recorded ones, else the sampler's: 250 for ddpm, 50 for
+                ddim, 20 for dpm++2m; flow: 50 euler, 25 heun, 250 sde-euler/sde-heun, adaptive dopri5).
+            sampler: the objective's samplers: "ddpm" (default), "ddim" or "dpm++2m"; flow models:
+                "dopri5" (default), "euler", "heun", "sde-euler" or "sde-heun".
             seeds: one per image (default 0, 1, ...); image i depends only on seeds[i].
-            guided_channels, guidance_interval, eta, noise, batch_size, progress: see `sample_latents`.
+            guided_channels, guidance_interval, eta, noise, batch_size, progress, settings: see
+                `sample_latents`.
             output_type: "uint8" -> numpy (B, H, W, C); "tensor" -> float (B, C, H, W) in [-1, 1];
                 "pil" -> list of PIL images.
         """
@@ -410,6 +419,7 @@ class DiTPipeline:
             eta=eta,
             batch_size=batch_size,
             progress=progress,
+            settings=settings,
         )
         images = self.decode(latents, batch_size)
         if output_type == "tensor":

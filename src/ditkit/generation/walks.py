@@ -27,9 +27,9 @@ from ditkit.choices import DETERMINISTIC_FLOW_SAMPLERS
 from ditkit.errors import UserError
 from ditkit.generation.class_names import ClassQuery
 from ditkit.generation.images import DEFAULT_GIF_DURATION_MS, save_gif
-from ditkit.generation.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
+from ditkit.generation.pipeline import DiTPipeline
 from ditkit.model.dit import DiT
-from ditkit.transport.settings import DEFAULT_FLOW_SAMPLER
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.visual import grid_image, images_to_uint8, save_grid
 
 # Within this angle (radians) of parallel or opposite, slerp falls back to linear interpolation:
@@ -37,9 +37,6 @@ from ditkit.visual import grid_image, images_to_uint8, save_grid
 SLERP_PARALLEL_ANGLE = 1e-4
 DEFAULT_FRAMES = 8
 DETERMINISTIC_SAMPLERS = ("ddim", "dpm++2m", *DETERMINISTIC_FLOW_SAMPLERS)
-# The walks' sampler when none is named, by objective: deterministic DDIM (its default 50 steps; Song
-# et al. 2021 use 50-100 for their interpolations), or the flow's default ODE solver.
-WALK_SAMPLERS = {"diffusion": "ddim", "flow": DEFAULT_FLOW_SAMPLER}
 # Label that `LabelMixModel` reads as "the null class" (any negative number would do).
 MIX_NULL_LABEL = -1
 
@@ -136,7 +133,21 @@ class LabelMixModel:
             handle.remove()
 
 
-def _check_sampler(sampler: str, eta: float) -> None:
+def walk_settings(
+    pipe: DiTPipeline, settings: SamplingSettings | None = None, **given: Any
+) -> SamplingSettings:
+    """The settings a walk samples with: the given fields over `settings` (default: the pipeline's own).
+
+    With no sampler named, a deterministic recorded sampler is kept (the same noise then gives the same
+    image as `ditkit sample`), else the objective's `walk_sampler` with its default steps.
+    """
+    base = pipe.sampling if settings is None else settings
+    if given.get("sampler") is None and (base.sampler not in DETERMINISTIC_SAMPLERS or base.eta != 0.0):
+        given.update(sampler=pipe.objective.walk_sampler, eta=0.0)
+    return pipe.settings(base, **given)
+
+
+def _check_sampler(sampler: str | None, eta: float) -> None:
     if sampler not in DETERMINISTIC_SAMPLERS or eta != 0.0:
         raise UserError(
             f"noise walks need a deterministic sampler ({', '.join(DETERMINISTIC_SAMPLERS)}; ddim with eta 0)"
@@ -154,12 +165,13 @@ def noise_walk(
     frames_per_segment: int = DEFAULT_FRAMES,
     *,
     loop: bool = False,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    guidance_scale: float | None = None,
     num_steps: int | None = None,
     sampler: str | None = None,
-    guided_channels: str = "all",
+    guided_channels: str | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    settings: SamplingSettings | None = None,
 ) -> Walk:
     """Walk through the initial noises of `seeds` (slerp), for one class, sampled deterministically.
 
@@ -170,14 +182,18 @@ def noise_walk(
         frames_per_segment: frames from one seed to the next, both included.
         loop: return from the last seed to the first.
         guidance_scale, num_steps, guided_channels, batch_size, progress: as for `DiTPipeline`.
-        sampler: "ddim" (eta 0, the default) or "dpm++2m"; flow models: "dopri5" (the default),
-            "euler" or "heun".
+        sampler: "ddim" (eta 0) or "dpm++2m"; flow models: "dopri5", "euler" or "heun" (default: see
+            `walk_settings`: the checkpoint's recorded sampler if deterministic, else ddim / dopri5).
+        settings: the base settings (default: the pipeline's); the arguments above override them.
 
     Returns:
         A `Walk`; its frames at alpha 0 are exactly `pipe(class_label, seeds=[s], sampler=...)`.
     """
-    sampler = sampler or WALK_SAMPLERS[pipe.objective]
-    _check_sampler(sampler, 0.0)
+    s = walk_settings(
+        pipe, settings, sampler=sampler, steps=num_steps, guidance_scale=guidance_scale,
+        guided_channels=guided_channels,
+    )
+    _check_sampler(s.sampler, s.eta)
     label = None if class_label is None else pipe.resolve_labels([class_label])[0]
     points = pipe.initial_noise(seeds)  # (P, C, h, w)
     positions = walk_positions(len(seeds), frames_per_segment, loop)
@@ -187,10 +203,7 @@ def noise_walk(
         None if label is None else [label] * len(positions),
         seeds=frame_seeds,
         noise=noise,
-        guidance_scale=guidance_scale,
-        num_steps=num_steps,
-        sampler=sampler,
-        guided_channels=guided_channels,
+        settings=s,
         batch_size=batch_size,
         progress=progress,
     )
@@ -215,12 +228,13 @@ def class_walk(
     frames_per_segment: int = DEFAULT_FRAMES,
     *,
     loop: bool = False,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    guidance_scale: float | None = None,
     num_steps: int | None = None,
     sampler: str | None = None,
-    guided_channels: str = "all",
+    guided_channels: str | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    settings: SamplingSettings | None = None,
 ) -> Walk:
     """Walk linearly between class embeddings (e.g. two dog breeds, or a dog and "tennis ball"), noise fixed.
 
@@ -229,12 +243,17 @@ def class_walk(
         classes: ids or names, the points of the path (at least two).
         seed: the noise (and, for ddpm, the per-step noise) shared by every frame.
         frames_per_segment, loop, guidance_scale, num_steps, sampler, guided_channels, batch_size,
-            progress: as for `noise_walk`; any sampler works since the noise is the same for every frame.
+            progress, settings: as for `noise_walk`; any sampler works since the noise is the same for
+            every frame.
 
     Returns:
         A `Walk`; its frames at alpha 0 and 1 equal `pipe(c, seeds=[seed])` for the end classes.
     """
     labels = pipe.resolve_labels(list(classes))
+    s = walk_settings(
+        pipe, settings, sampler=sampler, steps=num_steps, guidance_scale=guidance_scale,
+        guided_channels=guided_channels,
+    )
     positions = walk_positions(len(labels), frames_per_segment, loop)
     mixed = LabelMixModel(pipe.model, class_embeddings(pipe, labels, positions))
     count = len(positions)
@@ -242,10 +261,7 @@ def class_walk(
         list(range(count)),
         seeds=[int(seed)] * count,
         noise=pipe.initial_noise([seed]).expand(count, *pipe.latent_shape),
-        guidance_scale=guidance_scale,
-        num_steps=num_steps,
-        sampler=sampler or WALK_SAMPLERS[pipe.objective],
-        guided_channels=guided_channels,
+        settings=s,
         batch_size=batch_size,
         progress=progress,
         model=mixed,

@@ -12,11 +12,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ditkit.choices import GUIDED_CHANNELS
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.errors import UserError
 
 GuidedChannels = Literal["all", "first3"]
-GUIDED_CHANNEL_CHOICES = ("all", "first3")
 # The official DiT `forward_with_cfg` guides only eps channels 0..2 of the 4 latent channels (a slip
 # the authors kept so that FID 2.27 reproduces: facebookresearch/DiT models.py); "first3" mirrors it.
 OFFICIAL_GUIDED_CHANNELS = 3
@@ -46,9 +46,9 @@ class ClassifierFreeGuidance:
         guided_channels: GuidedChannels = "all",
         interval: tuple[float, float] | None = None,
     ) -> None:
-        if guided_channels not in GUIDED_CHANNEL_CHOICES:
+        if guided_channels not in GUIDED_CHANNELS:
             raise UserError(
-                f"guided_channels must be one of {', '.join(GUIDED_CHANNEL_CHOICES)}, got {guided_channels!r}"
+                f"guided_channels must be one of {', '.join(GUIDED_CHANNELS)}, got {guided_channels!r}"
             )
         if interval is not None and not interval[0] <= interval[1]:
             raise UserError(f"guidance interval must be (low, high) with low <= high, got {interval}")

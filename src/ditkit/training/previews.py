@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import torch
 
 from ditkit.model.dit import DiT, DiTConfig
+from ditkit.objectives import Objective
 from ditkit.visual import save_grid
 
 # At most this many classes (rows) and samples per class (columns) in a preview grid.
@@ -21,8 +22,6 @@ MAX_PREVIEW_CLASSES = 10
 PREVIEW_PER_CLASS = 8
 # Unconditional models get one grid of this many samples.
 UNCONDITIONAL_SAMPLES = 64
-# The deterministic sampler of the preview grids, by objective (`sample_steps` steps each).
-PREVIEW_SAMPLERS = {"diffusion": "ddim", "flow": "euler"}
 
 
 def preview_labels(num_classes: int, per_class: int = PREVIEW_PER_CLASS) -> list[int] | None:
@@ -38,42 +37,32 @@ def write_preview(
     config: DiTConfig,
     ema_weights: Mapping[str, torch.Tensor],
     first_stage: torch.nn.Module,
-    objective: Mapping[str, Any],
+    objective: Objective,
     *,
-    cfg_scale: float,
+    guidance_scale: float,
     steps: int,
     device: torch.device,
 ) -> Path:
     """Sample the preview grid from EMA weights (image i from seed i) and save it as a PNG.
 
     Args:
-        objective: how the model was trained, as checkpoints record it (`training.setup.objective_extra`):
-            {"objective": "diffusion", "diffusion": {...}} or {"objective": "flow", "flow": {...}};
-            sampled with `PREVIEW_SAMPLERS[objective]`.
+        objective: how the model was trained; sampled with its `preview_sampler` for `steps` steps.
     """
     from ditkit.generation.pipeline import DiTPipeline
 
     model = DiT(config)
     model.load_state_dict(ema_weights)
     # No CUDA graphs: a preview runs once per period, too rarely for a captured graph to pay off.
-    kind = str(objective.get("objective", "diffusion"))
-    pipe = DiTPipeline(
-        model,
-        first_stage,  # type: ignore[arg-type]
-        objective.get("diffusion"),
-        device=device,
-        cuda_graph=False,
-        flow=objective.get("flow") if kind == "flow" else None,
-    )
+    pipe = DiTPipeline(model, first_stage, objective, device=device, cuda_graph=False)  # type: ignore[arg-type]
     labels = preview_labels(config.num_classes)
     count = len(labels) if labels is not None else UNCONDITIONAL_SAMPLES
     images = cast(
         np.ndarray,  # uint8 (count, H, W, C), the default output type
         pipe(
             labels,
-            guidance_scale=cfg_scale,
+            guidance_scale=guidance_scale,
             num_steps=steps,
-            sampler=PREVIEW_SAMPLERS[kind],
+            sampler=objective.preview_sampler,
             seeds=range(count),
             progress=False,
         ),

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT, DiTConfig
+from ditkit.objectives import objective_from_options
 from ditkit.training.config import TrainConfig
 from ditkit.training.ema import EMA
 from ditkit.training.step import TrainStep
@@ -148,44 +149,6 @@ def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
     )
 
 
-def build_objective(config: TrainConfig) -> Any:
-    """The training objective: a GaussianDiffusion (with min-SNR weighting if asked) or a flow-matching
-    Transport (`ditkit.training.step.Objective`)."""
-    if config.objective == "flow":
-        from ditkit.transport.transport import Transport
-
-        return Transport(config.flow_settings())
-    from ditkit.diffusion.gaussian import GaussianDiffusion
-    from ditkit.diffusion.schedule import make_schedule
-
-    schedule = make_schedule(config.noise_schedule, config.diffusion_steps)
-    return GaussianDiffusion(schedule, min_snr_gamma=config.min_snr_gamma)
-
-
-def time_draws(config: TrainConfig, objective: Any) -> Any:
-    """What `draw_step` draws times from: the chain length (diffusion) or a TimeDistribution (flow)."""
-    if config.objective == "flow":
-        return objective.time_distribution(
-            config.time_sampling, config.logit_normal_mean, config.logit_normal_std
-        )
-    return int(objective.num_timesteps)
-
-
-def objective_extra(config: TrainConfig) -> dict[str, Any]:
-    """How a checkpoint records its objective: "objective", and "diffusion" or "flow" settings."""
-    if config.objective == "flow":
-        return {"objective": "flow", "flow": config.flow_settings().to_dict()}
-    return {
-        "objective": "diffusion",
-        "diffusion": {
-            "noise_schedule": config.noise_schedule,
-            "diffusion_steps": config.diffusion_steps,
-            "fixed_variance": "large",
-            "learn_sigma": config.learn_sigma,
-        },
-    }
-
-
 def build_train_step(
     model: nn.Module,
     config: TrainConfig,
@@ -207,11 +170,9 @@ def build_train_step(
     """
     raw = model if raw is None else raw
     device = next(raw.parameters()).device
-    objective = build_objective(config)
     return TrainStep(
         model,
-        objective,
-        time_draws(config, objective),
+        objective_from_options(config),
         build_optimizer(model, config, device),
         EMA(raw, config.ema_decay, config.ema_warmup),
         seed=config.seed,
@@ -234,7 +195,7 @@ def checkpoint_extra(config: TrainConfig, data: DataSetup, step: int) -> dict[st
     """Metadata stored with the weights: what `ditkit sample` needs, and the run's options."""
     return {
         "first_stage": data.first_stage,
-        **objective_extra(config),
+        **objective_from_options(config).record(),
         "class_names": list(data.info.class_names),
         "image_size": int(data.info.image_size),
         "train": {"step": step, "config": config.to_dict()},

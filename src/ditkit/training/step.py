@@ -1,5 +1,5 @@
-"""One optimizer step of the training recipe (`TrainStep`; diffusion or flow matching), and the
-bookkeeping of the logged numbers.
+"""One optimizer step of the training recipe (`TrainStep`, for any `Objective`), and the bookkeeping of
+the logged numbers.
 
 `TrainStep` is the one function both the trainer and `ditkit.bench` run for a step, so what a
 benchmark times is what a training run computes.
@@ -16,30 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from ditkit import distributed as D
-from ditkit.diffusion.gaussian import GaussianDiffusion, ModelFn
 from ditkit.model.precision import autocast, check_precision, matmul_precision
+from ditkit.objectives import Objective
 from ditkit.training.ema import EMA
 from ditkit.training.randomness import StepDraws, draw_step
-from ditkit.transport.time_sampling import TimeDistribution
-from ditkit.transport.transport import Transport
 
 # The loss terms that are logged (per-sample means); "vb" exists only for diffusion models that learn
 # sigma; flow matching logs "loss" alone.
 LOGGED_TERMS = ("loss", "mse", "vb")
-# What a run trains: DiT's Gaussian diffusion or SiT's flow matching.
-Objective = GaussianDiffusion | Transport
-
-
-def objective_losses(
-    objective: Objective, denoiser: ModelFn, x: Tensor, labels: Tensor | None, draws: StepDraws
-) -> dict[str, Tensor]:
-    """Per-sample loss terms (B,) of either objective for the draws' times and noise.
-
-    The diffusion chain is indexed by draws.t (int64); flow matching takes draws.t as times in [0, 1].
-    """
-    if isinstance(objective, Transport):
-        return objective.training_losses(denoiser, x, {"y": labels}, t=draws.t, noise=draws.noise)
-    return objective.training_losses(denoiser, x, draws.t, draws.noise, labels)
 
 
 def loss_terms(
@@ -56,7 +40,7 @@ def loss_terms(
             return model(x_t, t)
         return model(x_t, t, y, force_drop_ids=draws.drop)
 
-    return objective_losses(objective, denoiser, x, labels, draws)
+    return objective.losses(denoiser, x, labels, draws.t, draws.noise)
 
 
 def forward_backward(
@@ -76,7 +60,7 @@ def forward_backward(
 
     Args:
         model: the (possibly wrapped) DiT, called as model(x_t, t, y, force_drop_ids=...).
-        objective: the training objective (a GaussianDiffusion or a flow-matching Transport).
+        objective: the training objective (`ditkit.objectives`).
         x: (B, C, H, W) clean model inputs.
         labels: (B,) int64 labels, or None for an unconditional model.
         draws: the micro-batch's timesteps, noise and label-dropout flags.
@@ -151,8 +135,7 @@ class TrainStep:
 
     Args:
         model: the model the forward runs (DDP/FSDP-wrapped or compiled as the run chose).
-        objective: the training objective (GaussianDiffusion or flow-matching Transport).
-        times: what the draws take times from: the chain length (diffusion) or a TimeDistribution.
+        objective: the training objective; the draws take their times from its `training_times()`.
         optimizer: steps `model`'s parameters.
         ema: averages `raw`'s parameters.
         seed: the run's seed (keys the draws).
@@ -169,7 +152,6 @@ class TrainStep:
         self,
         model: nn.Module,
         objective: Objective,
-        times: int | TimeDistribution,
         optimizer: torch.optim.Optimizer,
         ema: EMA,
         *,
@@ -186,7 +168,8 @@ class TrainStep:
         check_precision(precision, self.device)
         if encoder is not None and sample_shape is None:
             raise ValueError("a step that encodes its inputs needs the latents' sample_shape")
-        self.objective, self.times, self.optimizer, self.ema = objective, times, optimizer, ema
+        self.objective, self.optimizer, self.ema = objective, optimizer, ema
+        self.times = objective.training_times()
         self.seed, self.class_dropout, self.precision = seed, class_dropout, precision
         self.grad_clip, self.encoder = grad_clip, encoder
         self.sample_shape = None if sample_shape is None else tuple(sample_shape)

@@ -1,0 +1,122 @@
+"""The `Objective` protocol: what a training objective of the DiT backbone owns.
+
+The trainer, the pipeline, the previews, the demo, the studies and the CLI hold one `Objective` and ask
+it; none of them compares its name. An objective owns:
+
+- its training loss with its time draws and weighting (`training_times`, `losses`);
+- its samplers, their defaults and how guidance times are read (`samplers`, `default_steps`, `sample`);
+- how it is recorded in a checkpoint and read back (`record`, and `from_record` in the registry).
+
+A new objective is a class with these members, registered in `ditkit.objectives.registry.OBJECTIVE_TYPES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from torch import Tensor
+
+from ditkit.diffusion.gaussian import ModelFn
+from ditkit.diffusion.noise import NoiseSource
+from ditkit.samplers.base import Callback
+from ditkit.transport.time_sampling import TimeDistribution
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A training objective and its samplers (DiT's Gaussian diffusion, flow matching, ...).
+
+    Attributes:
+        name: the objective's name on the command line and in checkpoints ("diffusion", "flow").
+        kind: how messages name its models ("diffusion", "flow-matching").
+        options: the `TrainConfig` fields only this objective reads (others' are refused).
+        samplers: the sampler names it takes, in the order menus show them.
+        default_sampler: the sampler used when none is named.
+        preview_sampler: the fixed-step deterministic sampler of training previews.
+        walk_sampler: the deterministic sampler of latent walks (the same noise gives the same image).
+        guidance_times: (low, high): the range of the model times a guidance interval is given in.
+        guidance_times_help: how those times read, for messages ("timesteps 0..999, noise at 999").
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    options: ClassVar[tuple[str, ...]]
+    samplers: ClassVar[tuple[str, ...]]
+    default_sampler: ClassVar[str]
+    preview_sampler: ClassVar[str]
+    walk_sampler: ClassVar[str]
+
+    @property
+    def guidance_times(self) -> tuple[float, float]: ...
+
+    @property
+    def guidance_times_help(self) -> str: ...
+
+    def default_steps(self, sampler: str) -> int | None:
+        """The steps `sampler` takes when none are given (None: it picks its own)."""
+        ...
+
+    def training_times(self) -> int | TimeDistribution:
+        """What the per-sample draws take times from (`ditkit.training.randomness.draw_step`)."""
+        ...
+
+    def losses(
+        self, model: ModelFn, x: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor
+    ) -> dict[str, Tensor]:
+        """Per-sample loss terms {"loss", ...}, each (B,), of model(x_t, t, y) for the drawn times and noise.
+
+        Args:
+            model: called as model(x_t (B, C, H, W), t (B,), y (B,) or None).
+            x: (B, C, H, W) clean model inputs.
+            labels: (B,) int64 labels, or None for an unconditional model.
+            t: (B,) the drawn times (from `training_times`).
+            noise: (B, C, H, W) standard normal noise.
+        """
+        ...
+
+    def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
+        """Raise UserError for a sampler, step count or eta this objective cannot sample with."""
+        ...
+
+    def sample(
+        self,
+        model: ModelFn,
+        x: Tensor,
+        *,
+        y: Tensor | None,
+        sampler: str,
+        steps: Any,
+        noise: NoiseSource,
+        eta: float = 0.0,
+        clip_denoised: bool = False,
+        progress: bool = False,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        """Samples (B, C, H, W) float32 from the starting noise x with a named sampler (guidance applied
+        by the caller, in `model`)."""
+        ...
+
+    def record(self) -> dict[str, Any]:
+        """How a checkpoint records this objective: {"objective": name, name: settings}."""
+        ...
+
+
+def check_guidance_interval(objective: Objective, interval: tuple[float, float] | None) -> None:
+    """Raise UserError for a guidance interval outside the objective's model times."""
+    from ditkit.errors import UserError
+
+    if interval is None:
+        return
+    low, high = objective.guidance_times
+    if not (low <= interval[0] <= interval[1] <= high):
+        raise UserError(
+            f"the guidance interval {tuple(interval)} is not within this {objective.name} model's times: "
+            f"give T_MIN <= T_MAX in {objective.guidance_times_help}"
+        )
+
+
+def settings_record(record: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    """The settings a checkpoint's `extra` holds under `key`, if a mapping."""
+    value = record.get(key)
+    return value if isinstance(value, Mapping) else None

@@ -1,0 +1,154 @@
+"""Flow matching on the DiT backbone as in SiT (Ma et al. 2024, arXiv 2401.08740): an interpolant path, a
+velocity (or score, noise) prediction, continuous times in [0, 1] with data at 1, and ODE / SDE samplers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from ditkit.choices import FLOW_SAMPLERS, OBJECTIVE_OPTIONS
+from ditkit.diffusion.gaussian import ModelFn
+from ditkit.diffusion.noise import NoiseSource
+from ditkit.errors import UserError
+from ditkit.objectives.base import settings_record
+from ditkit.objectives.diffusion import unknown_sampler
+from ditkit.samplers.base import Callback
+from ditkit.transport.settings import DEFAULT_FLOW_STEPS, LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD, FlowSettings
+from ditkit.transport.solvers import check_flow_sampler, sample_flow
+from ditkit.transport.time_sampling import TimeDistribution
+from ditkit.transport.transport import Transport
+
+# SiT's training arguments (train_utils.py) that say how a flow model was trained, and ours.
+SIT_ARGS = {
+    "path_type": "path_type",
+    "prediction": "prediction",
+    "loss_weight": "loss_weight",
+    "train_eps": "train_eps",
+    "sample_eps": "sample_eps",
+}
+
+
+class FlowObjective:
+    """Flow matching: the path, the prediction and the training times' distribution.
+
+    Args:
+        settings: the path and parametrisation (what a checkpoint records).
+        time_sampling: how training draws t: "uniform" (SiT) or "logit-normal" (SD3).
+        logit_normal_mean, logit_normal_std: of the logit-normal's normal variable.
+    """
+
+    name: ClassVar[str] = "flow"
+    kind: ClassVar[str] = "flow-matching"
+    options: ClassVar[tuple[str, ...]] = OBJECTIVE_OPTIONS["flow"]
+    samplers: ClassVar[tuple[str, ...]] = FLOW_SAMPLERS
+    default_sampler: ClassVar[str] = "dopri5"
+    preview_sampler: ClassVar[str] = "euler"
+    walk_sampler: ClassVar[str] = "dopri5"
+
+    def __init__(
+        self,
+        settings: FlowSettings | None = None,
+        *,
+        time_sampling: str = "uniform",
+        logit_normal_mean: float = LOGIT_NORMAL_MEAN,
+        logit_normal_std: float = LOGIT_NORMAL_STD,
+    ) -> None:
+        self.settings = settings or FlowSettings()
+        self.transport = Transport(self.settings)
+        self.time_sampling = time_sampling
+        self.logit_normal_mean, self.logit_normal_std = logit_normal_mean, logit_normal_std
+
+    def __repr__(self) -> str:
+        return f"FlowObjective({self.settings}, time_sampling={self.time_sampling!r})"
+
+    @classmethod
+    def from_options(cls, config: Any) -> FlowObjective:
+        """The objective a `TrainConfig` describes."""
+        return cls(
+            config.flow_settings(),
+            time_sampling=config.time_sampling,
+            logit_normal_mean=config.logit_normal_mean,
+            logit_normal_std=config.logit_normal_std,
+        )
+
+    @classmethod
+    def from_record(cls, extra: Mapping[str, Any]) -> FlowObjective:
+        """The objective a checkpoint's `extra` records: ours ("flow"), SiT's training args, or SiT's
+        defaults (see `described_in`)."""
+        stored = settings_record(extra, "flow")
+        if stored is not None:
+            return cls(FlowSettings.from_dict(stored))
+        return cls(FlowSettings.from_dict(sit_args(extra)))
+
+    @staticmethod
+    def described_in(extra: Mapping[str, Any]) -> bool:
+        """Whether the checkpoint says how its flow was trained (ours, or SiT's training args)."""
+        return settings_record(extra, "flow") is not None or bool(sit_args(extra))
+
+    def record(self) -> dict[str, Any]:
+        return {"objective": self.name, "flow": self.settings.to_dict()}
+
+    # ---- training ----
+
+    def training_times(self) -> TimeDistribution:
+        return self.transport.time_distribution(
+            self.time_sampling, self.logit_normal_mean, self.logit_normal_std
+        )
+
+    def losses(
+        self, model: ModelFn, x: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor
+    ) -> dict[str, Tensor]:
+        def called(x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+            return model(x_t, t, y)
+
+        return self.transport.training_losses(called, x, {"y": labels}, t=t, noise=noise)
+
+    # ---- sampling ----
+
+    @property
+    def guidance_times(self) -> tuple[float, float]:
+        return 0.0, 1.0
+
+    @property
+    def guidance_times_help(self) -> str:
+        return "flow times [0, 1] (data at 1)"
+
+    def default_steps(self, sampler: str) -> int | None:
+        return DEFAULT_FLOW_STEPS.get(sampler)
+
+    def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
+        if sampler not in self.samplers:
+            raise UserError(unknown_sampler(sampler, self))
+        if eta != 0.0:
+            raise UserError(f"eta applies to the ddim sampler only, not {sampler!r}")
+        if not isinstance(steps, int | None):
+            raise UserError("flow samplers take an integer number of steps, and no callback or clipping")
+        check_flow_sampler(sampler, steps)
+
+    def sample(
+        self,
+        model: ModelFn,
+        x: Tensor,
+        *,
+        y: Tensor | None,
+        sampler: str,
+        steps: Any,
+        noise: NoiseSource,
+        eta: float = 0.0,
+        clip_denoised: bool = False,
+        progress: bool = False,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        if callback is not None or clip_denoised:
+            raise UserError("flow samplers take an integer number of steps, and no callback or clipping")
+        return sample_flow(
+            model, x, self.settings, y=y, sampler=sampler, steps=steps, noise=noise, progress=progress
+        )
+
+
+def sit_args(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The flow settings in SiT's training arguments (a SiT training checkpoint's "args")."""
+    args = extra.get("official_args") or {}
+    return {ours: args[theirs] for theirs, ours in SIT_ARGS.items() if theirs in args}
