@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ditkit.choices import DETERMINISTIC_FLOW_SAMPLERS
 from ditkit.errors import UserError
 from ditkit.generation.class_names import ClassQuery
 from ditkit.generation.images import DEFAULT_GIF_DURATION_MS, save_gif
@@ -36,7 +35,6 @@ from ditkit.visual import grid_image, images_to_uint8, save_grid
 # the weights divide by sin(theta) ~ 0 there (for parallel inputs the two paths agree anyway).
 SLERP_PARALLEL_ANGLE = 1e-4
 DEFAULT_FRAMES = 8
-DETERMINISTIC_SAMPLERS = ("ddim", "dpm++2m", *DETERMINISTIC_FLOW_SAMPLERS)
 # Label that `LabelMixModel` reads as "the null class" (any negative number would do).
 MIX_NULL_LABEL = -1
 
@@ -142,15 +140,17 @@ def walk_settings(
     image as `ditkit sample`), else the objective's `walk_sampler` with its default steps.
     """
     base = pipe.sampling if settings is None else settings
-    if given.get("sampler") is None and (base.sampler not in DETERMINISTIC_SAMPLERS or base.eta != 0.0):
+    deterministic = pipe.objective.deterministic_samplers
+    if given.get("sampler") is None and (base.sampler not in deterministic or base.eta != 0.0):
         given.update(sampler=pipe.objective.walk_sampler, eta=0.0)
     return pipe.settings(base, **given)
 
 
-def _check_sampler(sampler: str | None, eta: float) -> None:
-    if sampler not in DETERMINISTIC_SAMPLERS or eta != 0.0:
+def _check_sampler(pipe: DiTPipeline, settings: SamplingSettings) -> None:
+    deterministic = pipe.objective.deterministic_samplers
+    if settings.sampler not in deterministic or settings.eta != 0.0:
         raise UserError(
-            f"noise walks need a deterministic sampler ({', '.join(DETERMINISTIC_SAMPLERS)}; ddim with eta 0)"
+            f"noise walks need a deterministic sampler ({', '.join(deterministic)}; ddim with eta 0)"
         )
 
 
@@ -190,10 +190,14 @@ def noise_walk(
         A `Walk`; its frames at alpha 0 are exactly `pipe(class_label, seeds=[s], sampler=...)`.
     """
     s = walk_settings(
-        pipe, settings, sampler=sampler, steps=num_steps, guidance_scale=guidance_scale,
+        pipe,
+        settings,
+        sampler=sampler,
+        steps=num_steps,
+        guidance_scale=guidance_scale,
         guided_channels=guided_channels,
     )
-    _check_sampler(s.sampler, s.eta)
+    _check_sampler(pipe, s)
     label = None if class_label is None else pipe.resolve_labels([class_label])[0]
     points = pipe.initial_noise(seeds)  # (P, C, h, w)
     positions = walk_positions(len(seeds), frames_per_segment, loop)
@@ -251,7 +255,11 @@ def class_walk(
     """
     labels = pipe.resolve_labels(list(classes))
     s = walk_settings(
-        pipe, settings, sampler=sampler, steps=num_steps, guidance_scale=guidance_scale,
+        pipe,
+        settings,
+        sampler=sampler,
+        steps=num_steps,
+        guidance_scale=guidance_scale,
         guided_channels=guided_channels,
     )
     positions = walk_positions(len(labels), frames_per_segment, loop)

@@ -35,6 +35,7 @@ class Objective(Protocol):
         default_sampler: the sampler used when none is named.
         preview_sampler: the fixed-step deterministic sampler of training previews.
         walk_sampler: the deterministic sampler of latent walks (the same noise gives the same image).
+        deterministic_samplers: the samplers whose image is a function of the starting noise alone.
         guidance_times: (low, high): the range of the model times a guidance interval is given in.
         guidance_times_help: how those times read, for messages ("timesteps 0..999, noise at 999").
     """
@@ -46,6 +47,7 @@ class Objective(Protocol):
     default_sampler: ClassVar[str]
     preview_sampler: ClassVar[str]
     walk_sampler: ClassVar[str]
+    deterministic_samplers: ClassVar[tuple[str, ...]]
 
     @property
     def guidance_times(self) -> tuple[float, float]: ...

@@ -48,6 +48,7 @@ class DiffusionObjective:
     default_sampler: ClassVar[str] = "ddpm"
     preview_sampler: ClassVar[str] = "ddim"
     walk_sampler: ClassVar[str] = "ddim"
+    deterministic_samplers: ClassVar[tuple[str, ...]] = ("ddim", "dpm++2m")  # ddim with eta 0
 
     def __init__(
         self,
@@ -141,7 +142,14 @@ class DiffusionObjective:
         )
         run = functools.partial(sample_ddim, eta=eta) if sampler == "ddim" else SAMPLER_FUNCTIONS[sampler]
         return run(
-            model, x, chain, y=y, noise=noise, clip_denoised=clip_denoised, progress=progress, callback=callback
+            model,
+            x,
+            chain,
+            y=y,
+            noise=noise,
+            clip_denoised=clip_denoised,
+            progress=progress,
+            callback=callback,
         )
 
 
@@ -150,5 +158,9 @@ def unknown_sampler(sampler: str, objective: Any) -> str:
     from ditkit.choices import SAMPLERS
 
     known = sampler in SAMPLERS
-    why = f"{sampler!r} is not a sampler of {objective.kind} models" if known else f"unknown sampler {sampler!r}"
+    why = (
+        f"{sampler!r} is not a sampler of {objective.kind} models"
+        if known
+        else f"unknown sampler {sampler!r}"
+    )
     return f"{why}; choose one of {', '.join(objective.samplers)}"

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ditkit.choices import FLOW_SAMPLERS, OBJECTIVE_OPTIONS
+from ditkit.choices import DETERMINISTIC_FLOW_SAMPLERS, FLOW_SAMPLERS, OBJECTIVE_OPTIONS
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import NoiseSource
 from ditkit.errors import UserError
@@ -46,6 +46,7 @@ class FlowObjective:
     default_sampler: ClassVar[str] = "dopri5"
     preview_sampler: ClassVar[str] = "euler"
     walk_sampler: ClassVar[str] = "dopri5"
+    deterministic_samplers: ClassVar[tuple[str, ...]] = DETERMINISTIC_FLOW_SAMPLERS
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -118,7 +119,9 @@ def sample(
     s = settings or SamplingSettings()
     sampler = sampler or s.sampler or objective.default_sampler
     steps = s.steps if steps is None else steps
-    scale = (1.0 if s.guidance_scale is None else s.guidance_scale) if guidance_scale is None else guidance_scale
+    scale = (
+        (1.0 if s.guidance_scale is None else s.guidance_scale) if guidance_scale is None else guidance_scale
+    )
     channels = guided_channels or s.guided_channels
     interval = s.guidance_interval if guidance_interval is None else guidance_interval
     eta = s.eta if eta is None else eta
@@ -150,7 +153,7 @@ def sample(
                 "trained without label dropout; sample with guidance scale 1 (or pass null_label=...)"
             )
         check_guidance_interval(objective, interval)
-        model = ClassifierFreeGuidance(model, scale, null, channels, interval)
+        model = ClassifierFreeGuidance(model, scale, null, cast(GuidedChannels, channels), interval)
     return objective.sample(
         model,
         x,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ditkit.choices import GUIDED_CHANNELS, SAMPLERS
+from ditkit.choices import GUIDED_CHANNELS
 from ditkit.errors import UserError
 from ditkit.options import check_choices, option
 
@@ -43,13 +43,11 @@ class SamplingSettings:
         seed: seed of the first image; image i uses SEED + i.
     """
 
-    sampler: str | None = option(None, choices=SAMPLERS, group=SAMPLING)
+    sampler: str | None = option(None, metavar="SAMPLER", group=SAMPLING)  # each objective checks its own
     steps: int | None = option(None, group=SAMPLING)
     guidance_scale: float | None = option(None, flags=("--guidance-scale", "--cfg-scale"), group=SAMPLING)
     guided_channels: str = option("all", choices=GUIDED_CHANNELS, group=SAMPLING)
-    guidance_interval: tuple[float, float] | None = option(
-        None, metavar=("T_MIN", "T_MAX"), group=SAMPLING
-    )
+    guidance_interval: tuple[float, float] | None = option(None, metavar=("T_MIN", "T_MAX"), group=SAMPLING)
     eta: float = option(0.0, group=SAMPLING)
     seed: int = option(0, group=SAMPLING)
 
@@ -60,13 +58,17 @@ class SamplingSettings:
         if self.steps is not None and self.steps < 1:
             raise UserError(f"steps must be a whole number of at least 1, got {self.steps}")
         if self.guidance_scale is not None and not self.guidance_scale >= 0:
-            raise UserError(f"the guidance scale must be 0 or more (1: no guidance), got {self.guidance_scale}")
+            raise UserError(
+                f"the guidance scale must be 0 or more (1: no guidance), got {self.guidance_scale}"
+            )
         if not 0.0 <= self.eta <= 1.0:
             raise UserError(f"eta must lie in [0, 1], got {self.eta}")
         if self.guidance_interval is not None:
             low, high = (float(v) for v in self.guidance_interval)
             if not low <= high:
-                raise UserError(f"the guidance interval must be (low, high) with low <= high, got {(low, high)}")
+                raise UserError(
+                    f"the guidance interval must be (low, high) with low <= high, got {(low, high)}"
+                )
             object.__setattr__(self, "guidance_interval", (low, high))
 
     def seeds(self, count: int, start: int = 0) -> list[int]:
@@ -94,7 +96,9 @@ class SamplingSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise UserError(f"unknown sampling settings {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise UserError(
+                f"unknown sampling settings {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
         interval = data.get("guidance_interval")
         if isinstance(interval, Sequence) and not isinstance(interval, str):
             data["guidance_interval"] = tuple(interval)

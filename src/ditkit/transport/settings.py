@@ -99,8 +99,6 @@ class FlowSettings:
         return cls(**known)
 
 
-# The flow sampler when none is named: the ODE with dopri5, SiT's default (`ditkit.choices.FLOW_SAMPLERS`).
-DEFAULT_FLOW_SAMPLER = "dopri5"
 # Default steps of the fixed-step samplers: 50 Euler / 25 Heun steps (50 model evaluations each), and
 # SiT's 250 SDE steps (its sample.py --num-sampling-steps); dopri5 picks its own steps.
 DEFAULT_FLOW_STEPS = {"euler": 50, "heun": 25, "sde-euler": 250, "sde-heun": 250}

@@ -1,4 +1,4 @@
-"""The named flow solvers behind `ditkit.sample(..., flow=...)`, `DiTPipeline` and `ditkit sample`.
+"""The named flow solvers behind `ditkit.sample(..., objective="flow")`, `DiTPipeline` and `ditkit sample`.
 
 - "dopri5": the probability-flow ODE with torchdiffeq's adaptive Dormand-Prince solver at SiT's
   tolerances (atol 1e-6, rtol 1e-3); steps are not given.
