@@ -27,6 +27,7 @@ venv: $(BIN)/ditkit
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy src/ditkit

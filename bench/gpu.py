@@ -9,7 +9,7 @@ Run from the repository root (ditkit need not be installed):
 In order; a row starts only when the time it is expected to need is left, and rows skipped for
 time are listed at the end (the exit status stays 0; it is 1 only when a check ran and failed):
 
-1. Headline. Training at batch 64: the official step as its code runs (`ditkit.bench.official`:
+1. Headline. Training at batch 64: the official step as its code runs (`ditkit.bench.official_step`:
    eager, TF32, PyTorch's default AdamW, the per-parameter EMA loop), the same under bf16
    autocast, then the trainer's own step (`ditkit.training.step.TrainStep`) with compiled blocks
    in bf16 at batch 64 and at 256 (selective activation checkpointing: the 80 GB target), then

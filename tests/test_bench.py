@@ -21,11 +21,11 @@ from ditkit.bench.correctness import (
     sample_error,
     train_step_errors,
 )
-from ditkit.bench.official import OfficialStep, official_ema_update
+from ditkit.bench.official_step import OfficialStep, official_ema_update
 from ditkit.bench.sample import SampleBenchConfig, bench_sample
-from ditkit.bench.step import BenchStep
 from ditkit.bench.timing import time_calls
 from ditkit.bench.train import TrainBenchConfig, bench_train, build_model
+from ditkit.bench.trainer_step import BenchStep
 from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.training.ema import EMA
@@ -192,7 +192,7 @@ def test_cli_check_reports_every_check(capsys):
 def test_module_entry_point_help():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     run = subprocess.run(
-        [sys.executable, "-m", "ditkit.bench", "--help"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "ditkit", "bench", "--help"], capture_output=True, text=True, env=env
     )
     assert run.returncode == 0 and "cpu-compare" in run.stdout
 

@@ -10,8 +10,9 @@ import sys
 import pytest
 from test_train_support import assert_state_equal, tiny_config
 
+from ditkit.run_folder import checkpoint_path
 from ditkit.training import train
-from ditkit.training.state import checkpoint_path, load_training_checkpoint
+from ditkit.training.state import load_training_checkpoint
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 

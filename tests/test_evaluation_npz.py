@@ -13,7 +13,10 @@ from ditkit.evaluation.npz_io import (
     STATS_SHAPES,
     NpzImages,
     read_labels,
+    read_npz,
     read_reference_stats,
+    write_npz,
+    write_npz_streamed,
     write_reference,
 )
 
@@ -140,3 +143,29 @@ def test_labels_from_labels_or_arr_1(tmp_path):
     np.savez(tmp_path / "d.npz", arr_0=images(), labels=labels.astype(np.float32))
     with pytest.raises(UserError, match="integer class labels"):
         read_labels(tmp_path / "d.npz")
+
+
+def test_written_batches_have_one_layout_and_both_are_read(tmp_path):
+    arr, labels = images(c=None), np.arange(10, dtype=np.int32) % 3
+    write_npz(tmp_path / "s.npz", arr, labels)
+    with np.load(tmp_path / "s.npz") as npz:
+        assert npz.files == ["arr_0", "labels"] and npz["labels"].dtype == np.int64
+    got, got_labels = read_npz(tmp_path / "s.npz")
+    assert np.array_equal(got, arr) and np.array_equal(got_labels, labels)
+    np.savez(tmp_path / "old.npz", images=arr, labels=labels)  # as `ditkit demo` wrote them before
+    got, got_labels = read_npz(tmp_path / "old.npz")
+    assert np.array_equal(got, arr) and np.array_equal(got_labels, labels)
+    write_npz(tmp_path / "u.npz", arr)
+    assert read_npz(tmp_path / "u.npz")[1] is None
+
+
+def test_streamed_writing_gives_the_file_of_the_whole_array(tmp_path):
+    arr, labels = images(n=7), np.arange(7)
+    parts = [(arr[:3], labels[:3]), (arr[3:], labels[3:])]
+    write_npz_streamed(tmp_path / "s.npz", arr.shape, parts)
+    write_npz(tmp_path / "w.npz", arr, labels)
+    with np.load(tmp_path / "s.npz") as a, np.load(tmp_path / "w.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    with pytest.raises(ValueError, match="3 images were written"):
+        write_npz_streamed(tmp_path / "short.npz", arr.shape, parts[:1])
+    assert not (tmp_path / "short.npz").exists()

@@ -18,7 +18,7 @@ from test_inception import random_state, real_layout
 from ditkit.cli.main import main
 from ditkit.data.fashion_mnist import load_fashion_mnist
 from ditkit.errors import UserError
-from ditkit.evaluation.evaluate import compute_activations, evaluate_npz
+from ditkit.evaluation.adm_metrics import compute_activations, evaluate_npz
 from ditkit.evaluation.frechet import gaussian_stats
 from ditkit.evaluation.inception_weights import load_inception
 from ditkit.evaluation.npz_io import NpzImages, read_reference_stats

@@ -14,11 +14,12 @@ from test_train_support import assert_state_equal, tiny_config
 from ditkit.diffusion.gaussian import GaussianDiffusion
 from ditkit.diffusion.schedule import make_schedule
 from ditkit.errors import UserError
+from ditkit.run_folder import checkpoint_path
 from ditkit.training import train
 from ditkit.training import trainer as trainer_module
 from ditkit.training.config import TrainConfig
-from ditkit.training.schedule import LRSchedule, schedule_for
-from ditkit.training.state import checkpoint_path, load_training_checkpoint
+from ditkit.training.lr_schedule import LRSchedule, schedule_for
+from ditkit.training.state import load_training_checkpoint
 
 
 def test_wsd_holds_then_decays_linearly_to_zero_at_the_last_step():

@@ -144,14 +144,6 @@ def test_config_dicts_without_the_policy_still_load():
     assert DiTConfig.from_dict(old).recompute_policy == "full"
 
 
-def test_config_dicts_with_the_old_field_names_still_load():
-    """A config.json written when the fields were `checkpointing` and `checkpoint_policy`."""
-    config = DiTConfig(depth=2, hidden_size=32, num_heads=2, recompute_blocks=1, recompute_policy="selective")
-    old = config.to_dict()
-    old["checkpointing"], old["checkpoint_policy"] = old.pop("recompute_blocks"), old.pop("recompute_policy")
-    assert DiTConfig.from_dict(old) == config
-
-
 def test_policy_warns_when_a_compiled_matmul_cannot_be_kept():
     aten = torch.ops.aten
     assert selective_policy(None, aten.addmm.default).name == "MUST_SAVE"
@@ -219,25 +211,6 @@ def test_bench_train_cli_rejects_an_unknown_policy(capsys, flag):
         main(["bench", "train", flag, "half"])
     assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err
-
-
-def test_bench_train_cli_reads_the_old_flag_names():
-    from ditkit.cli.main import build_parser
-
-    new = build_parser().parse_args(
-        ["bench", "train", "--recompute-blocks", "all", "--recompute-policy", "selective"]
-    )
-    old = build_parser().parse_args(
-        ["bench", "train", "--checkpointing", "all", "--checkpoint-policy", "selective"]
-    )
-    assert (
-        (old.recompute_blocks, old.recompute_policy)
-        == (new.recompute_blocks, new.recompute_policy)
-        == (
-            "all",
-            "selective",
-        )
-    )
 
 
 def test_config_replace_keeps_validation():

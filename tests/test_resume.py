@@ -16,8 +16,9 @@ from test_train_support import assert_state_equal, tiny_config
 
 from ditkit.checkpoints import load_model
 from ditkit.errors import UserError
+from ditkit.run_folder import TRAIN_STATE_FILE, latest_checkpoint
 from ditkit.training import train
-from ditkit.training.state import TRAIN_STATE_FILE, latest_checkpoint, load_training_checkpoint
+from ditkit.training.state import load_training_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

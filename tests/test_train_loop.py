@@ -18,10 +18,10 @@ from ditkit.diffusion.schedule import make_schedule
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT
 from ditkit.model.presets import get_config
+from ditkit.run_folder import TRAIN_STATE_FILE, list_checkpoints
 from ditkit.training import train
 from ditkit.training.data_order import DataOrder
 from ditkit.training.randomness import draw_step
-from ditkit.training.state import TRAIN_STATE_FILE, list_checkpoints
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

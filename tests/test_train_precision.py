@@ -11,8 +11,8 @@ import torch
 from test_train_support import tiny_config
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ditkit.bench.step import BenchStep
 from ditkit.bench.train import build_model, synthetic_batch
+from ditkit.bench.trainer_step import BenchStep
 from ditkit.model.blocks import DiTBlock
 from ditkit.model.precision import autocast
 from ditkit.training import train

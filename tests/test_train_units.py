@@ -15,9 +15,9 @@ from ditkit.errors import UserError
 from ditkit.training.config import TrainConfig, resume_mismatches
 from ditkit.training.data_order import BatchLayout, DataOrder
 from ditkit.training.ema import EMA
+from ditkit.training.lr_schedule import schedule_for
 from ditkit.training.metrics import MetricsLog, plot_loss_curve, read_metrics, smooth
 from ditkit.training.randomness import draw_step
-from ditkit.training.schedule import schedule_for
 from ditkit.training.signals import GracefulStop
 from ditkit.visual import images_to_uint8, make_grid, save_grid
 

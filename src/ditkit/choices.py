@@ -30,7 +30,7 @@ FLIP_MODES = ("random", "none")
 # Optimizers: AdamW (DiT) or Muon on the blocks' weight matrices with AdamW on the rest
 # (`ditkit.training.muon`).
 OPTIMIZERS = ("adamw", "muon")
-# Learning-rate schedules: constant (DiT) or warmup-stable-decay (`ditkit.training.schedule`).
+# Learning-rate schedules: constant (DiT) or warmup-stable-decay (`ditkit.training.lr_schedule`).
 LR_SCHEDULES = ("constant", "wsd")
 # Conditioning designs of a DiT block compared in the paper (Sec. 3.2, Fig. 5; `ditkit.model.blocks`).
 BLOCK_DESIGNS = ("adaln-zero", "adaln", "cross-attention", "in-context")
@@ -60,7 +60,7 @@ DETERMINISTIC_FLOW_SAMPLERS = ("dopri5", "euler", "heun")
 # The diffusion samplers (`ditkit.samplers`): ancestral DDPM, DDIM, DPM-Solver++(2M).
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 # Whose training step a benchmark times: the trainer's (`ditkit.training.step.TrainStep`) or the
-# official script's as rebuilt in `ditkit.bench.official` (the reference every ditkit row is compared with).
+# official script's as rebuilt in `ditkit.bench.official_step` (the reference every ditkit row is compared with).
 RECIPES = ("ditkit", "official")
 # The steps `ditkit bench cpu-compare` puts side by side: name -> (whose step, precision, compile);
 # "float" is float32 with the device's matmul mode (TF32 on CUDA, as the official script sets it)

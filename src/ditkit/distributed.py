@@ -60,15 +60,27 @@ class DistContext:
     owns_group: bool
 
 
-def pick_device(device: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:local_rank when a GPU is present, else cpu; 'cuda' -> cuda:local_rank."""
-    if device == "auto":
+def pick_device(device: str | torch.device | None = "auto", local_rank: int | None = 0) -> torch.device:
+    """The device to run on, the one place that chooses it.
+
+    Args:
+        device: "auto" or None (cuda when a GPU is visible, else cpu), "cpu", "cuda", "cuda:N", or a
+            torch.device.
+        local_rank: a bare "cuda" becomes cuda:`local_rank` (one GPU per torchrun process); None
+            leaves it bare (the current CUDA device), as benchmarks report it.
+
+    Raises:
+        UserError: a CUDA device is asked for but no GPU is visible.
+    """
+    if device is None or str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
+    dev = torch.device(device)
+    if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no GPU is visible; use --device cpu")
-        return torch.device("cuda", local_rank)
-    return torch.device(device)
+            raise UserError(f"--device {device} was asked for but no GPU is visible; use --device cpu")
+        if dev.index is None and local_rank is not None:
+            dev = torch.device("cuda", local_rank)
+    return dev
 
 
 def init_distributed(device: str = "auto", backend: str | None = None) -> DistContext:

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import MISSING
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Key of the `OptionSpec` in a dataclass field's metadata.
 OPTION_KEY = "ditkit.option"
@@ -97,6 +100,28 @@ def check_choices(config: Any) -> None:
         if choices is not None and value is not None and value not in choices:
             what = f.name.replace("_", " ")
             raise UserError(f"unknown {what} {value!r}; choose one of {', '.join(map(str, choices))}")
+
+
+def from_record(
+    cls: type[T], record: Mapping[str, Any], unknown: str, error: type[Exception] | None = None
+) -> T:
+    """`cls(**record)` for a config dataclass's `from_dict`, refusing keys that are not its fields.
+
+    Args:
+        cls: the dataclass.
+        record: a `to_dict` record (e.g. read from a file).
+        unknown: what the message calls unknown keys ("unknown DiT config keys").
+        error: the exception raised for them (default UserError).
+    """
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    extra = sorted(set(record) - fields)
+    if extra:
+        if error is None:
+            from ditkit.errors import UserError
+
+            error = UserError
+        raise error(f"{unknown}: {', '.join(extra)}")
+    return cls(**record)
 
 
 # "    name, other: text" in a Google-style `Attributes:` section, continued by deeper-indented lines.

@@ -1,8 +1,8 @@
 """`compare_steps`: the trainer's step side by side with the official recipe's, in one process.
 
 Every variant trains its own copy of one initial model on one synthetic batch: "official" rows run
-`ditkit.bench.official.OfficialStep` (the official training step as its code runs), "ditkit" rows
-run the trainer's own `TrainStep` through `ditkit.bench.step.BenchStep`. The variants take turns
+`ditkit.bench.official_step.OfficialStep` (the official training step as its code runs), "ditkit" rows
+run the trainer's own `TrainStep` through `ditkit.bench.trainer_step.BenchStep`. The variants take turns
 (repeat 1 of every variant, then repeat 2, ...) so that drifts in machine load hit all of them
 alike; each repeat's median step time is kept, and the median over repeats is reported, with each
 row's speedup over the official float32 step and over the official step under bf16 autocast.
@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ditkit.bench.official import OfficialStep
-from ditkit.bench.step import BenchStep
-from ditkit.bench.timing import median, resolve_device, time_calls
+from ditkit.bench.official_step import OfficialStep
+from ditkit.bench.timing import median, time_calls
 from ditkit.bench.train import build_model, device_name, synthetic_batch
+from ditkit.bench.trainer_step import BenchStep
 from ditkit.choices import COMPARE_VARIANTS, DEFAULT_COMPARE_VARIANTS
+from ditkit.distributed import pick_device
 from ditkit.errors import UserError
 from ditkit.model.compilation import apply_compile, default_compile
 from ditkit.model.precision import cpu_bf16_instructions, default_precision
@@ -88,7 +89,7 @@ def compare_steps(cfg: CompareConfig) -> dict[str, Any]:
         median), step_ms_repeats, images_per_s, speedup (official step time / this one),
         speedup_bf16 (official-bf16 step time / this one, if that variant ran), loss.
     """
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device, local_rank=None)
     names = default_variants(device) if cfg.variants is None else cfg.variants
     unknown = [v for v in names if v not in COMPARE_VARIANTS]
     if unknown:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ditkit.bench.step import BenchStep
+from ditkit.bench.trainer_step import BenchStep
 from ditkit.model.compilation import apply_compile
 from ditkit.model.cuda_graphs import fast_denoiser
 from ditkit.model.dit import DiT
@@ -299,10 +299,10 @@ def run_checks(
     Returns:
         {"model", "device", "checks": [Check.as_dict()...], "passed": all passed}.
     """
-    from ditkit.bench.timing import resolve_device
     from ditkit.bench.train import build_model
+    from ditkit.distributed import pick_device
 
-    dev = resolve_device(device)
+    dev = pick_device(device, local_rank=None)
     torch.manual_seed(seed)  # DiT's own initialisation draws from the global generator
     dit = perturb_zero_init_(build_model(model, input_size, num_classes, dev), seed)
     small = min(batch, 8)

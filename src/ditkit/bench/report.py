@@ -7,13 +7,14 @@ from typing import Any
 
 import torch
 
-from ditkit.bench.timing import matmul_peak_tflops, resolve_device
+from ditkit.bench.timing import matmul_peak_tflops
 from ditkit.bench.train import device_name
+from ditkit.distributed import pick_device
 
 
 def peak_table(device: str, precision: str | None = None, size: int | None = None) -> dict[str, Any]:
     """Matmul peaks of `device`: {"device", "device_name", "size", "peaks": {precision: TFLOP/s}}."""
-    dev = resolve_device(device)
+    dev = pick_device(device, local_rank=None)
     if precision is not None:
         precisions = [precision]
     else:

@@ -17,7 +17,6 @@ from ditkit.bench.timing import (
     matmul_peak_tflops,
     peak_memory_gb,
     reset_peak_memory,
-    resolve_device,
     synchronize,
 )
 from ditkit.bench.train import (
@@ -27,6 +26,7 @@ from ditkit.bench.train import (
     forward_gflop_per_image,
     throughput_metrics,
 )
+from ditkit.distributed import pick_device
 from ditkit.errors import UserError
 from ditkit.model.compilation import apply_compile
 from ditkit.model.cuda_graphs import fast_denoiser
@@ -64,7 +64,7 @@ def bench_sample(cfg: SampleBenchConfig) -> dict[str, Any]:
     """
     from ditkit.samplers import sample
 
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device, local_rank=None)
     timed = cfg.timed_steps or cfg.steps
     if not 1 <= timed <= cfg.steps or cfg.batch < 1:
         raise UserError(f"timed steps must lie in [1, {cfg.steps}] and the batch be at least 1")

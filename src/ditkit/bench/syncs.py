@@ -1,6 +1,6 @@
 """Count the host synchronisations of the trainer's step on CUDA (the step should make none).
 
-The step is the trainer's `TrainStep` (through `ditkit.bench.step.BenchStep`: the per-sample
+The step is the trainer's `TrainStep` (through `ditkit.bench.trainer_step.BenchStep`: the per-sample
 draws copied through pinned memory, the loss under bf16 autocast, fused AdamW, the multi-tensor
 EMA) with gradient clipping, followed by the trainer's device-side reduction of the logged values
 (`PendingSteps.add_step`). CUDA's sync debug mode warns at every synchronisation (a blocking copy, `.item()`,
@@ -16,8 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ditkit.bench.step import BenchStep
 from ditkit.bench.train import synthetic_batch
+from ditkit.bench.trainer_step import BenchStep
 from ditkit.errors import UserError
 from ditkit.training.step import PendingSteps
 

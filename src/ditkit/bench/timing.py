@@ -27,16 +27,6 @@ PEAK_TRIALS = 5
 PEAK_TRIAL_SECONDS = 0.2
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" -> cuda if available, else cpu; check that a CUDA device asked for exists."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("no CUDA device is available here; use --device cpu")
-    return dev
-
-
 def synchronize(device: torch.device) -> None:
     """Wait for all queued work on `device` (a no-op on the CPU)."""
     if device.type == "cuda":

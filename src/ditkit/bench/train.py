@@ -1,6 +1,6 @@
 """`bench_train`: images/s, achieved TFLOP/s, MFU and peak memory of the trainer's training step.
 
-The step timed is the trainer's own (`ditkit.bench.step.BenchStep` calls `ditkit.training`'s
+The step timed is the trainer's own (`ditkit.bench.trainer_step.BenchStep` calls `ditkit.training`'s
 `TrainStep`) on a synthetic batch.
 """
 
@@ -14,18 +14,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ditkit.bench.official import OfficialStep
-from ditkit.bench.step import BenchStep
+from ditkit.bench.official_step import OfficialStep
 from ditkit.bench.timing import (
     matmul_peak_tflops,
     median,
     peak_memory_gb,
     reset_peak_memory,
-    resolve_device,
     synchronize,
     time_calls,
 )
+from ditkit.bench.trainer_step import BenchStep
 from ditkit.choices import RECIPES
+from ditkit.distributed import pick_device
 from ditkit.errors import UserError
 from ditkit.model.compilation import apply_compile
 from ditkit.model.dit import DiT
@@ -63,7 +63,7 @@ class TrainBenchConfig(ModelBenchConfig):
     """What to time. Checkpointing is a block count (0 none, -1 all), as `DiTConfig.recompute_blocks`;
     `recompute_policy` ("full" or "selective") says how those blocks are checkpointed; `attention`
     pins the SDPA kernel ("auto": PyTorch's choice); `recipe` is "ditkit" (the trainer's step) or
-    "official" (`ditkit.bench.official.OfficialStep`, eager)."""
+    "official" (`ditkit.bench.official_step.OfficialStep`, eager)."""
 
     recompute_blocks: int = 0
     recompute_policy: str = "full"
@@ -148,7 +148,7 @@ def bench_train(cfg: TrainBenchConfig, model: nn.Module | None = None) -> dict[s
         same precision), mfu, peak_mem_gb, warmup_s (includes compilation), loss (mean of the
         timed steps) and device_name.
     """
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device, local_rank=None)
     if cfg.steps < 1 or cfg.warmup < 0 or cfg.batch < 1:
         raise UserError("steps and batch must be at least 1 and warmup at least 0")
     if model is None:

@@ -9,8 +9,8 @@ from typing import Any
 from ditkit.checkpoints.diffusers_interop import export_diffusers, export_notes
 from ditkit.checkpoints.loader import ConfigArg, choose_weights, model_from_raw, read_checkpoint
 from ditkit.checkpoints.native import save_model
-from ditkit.checkpoints.official import SD_VAE_DOWNSAMPLE
 from ditkit.errors import UserError
+from ditkit.first_stage.sd_vae import SD_VAE_DOWNSAMPLE
 
 TARGETS = ("ditkit", "diffusers", "diffusers-pipeline")
 

@@ -41,6 +41,7 @@ from ditkit.checkpoints.official import (
 )
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT, DiTConfig
+from ditkit.run_folder import newest_in_run
 
 WEIGHT_CHOICES = ("ema", "model")
 ConfigArg = DiTConfig | Mapping[str, Any] | None
@@ -108,14 +109,6 @@ NOT_CHECKPOINTS = {
     ".jpg": "an image",
     ".gif": "an image",
 }
-
-
-def newest_in_run(path: Path) -> Path | None:
-    """The newest checkpoint of a training run, given the run folder or its `checkpoints/` folder."""
-    from ditkit.training.state import CHECKPOINTS_DIR, latest_checkpoint
-
-    run = path.parent if path.name == CHECKPOINTS_DIR else path
-    return latest_checkpoint(run) if (run / CHECKPOINTS_DIR).is_dir() else None
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:

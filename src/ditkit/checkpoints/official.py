@@ -23,7 +23,12 @@ import torch
 
 from ditkit.checkpoints.layout import StateDict, check_is_dit, strip_wrappers
 from ditkit.errors import UserError
-from ditkit.first_stage.sd_vae import SD_VAE_LATENT_SCALE
+from ditkit.first_stage.sd_vae import (
+    SD_VAE_DOWNSAMPLE,
+    SD_VAE_LATENT_CHANNELS,
+    SD_VAE_LATENT_SCALE,
+    SD_VAE_REPOS,
+)
 
 # Weight sets of the official training dict, in the order `which="ema"` prefers them.
 TRAINING_WEIGHT_KEYS = ("ema", "model")
@@ -31,10 +36,7 @@ TRAINING_WEIGHT_KEYS = ("ema", "model")
 # plain state dict saved by anyone else may not).
 SINGLE_WEIGHTS = "weights"
 # First-stage autoencoder of each choice of train.py's --vae (facebookresearch/DiT train.py / sample.py).
-OFFICIAL_VAE_SOURCES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
-# Downsampling and latent channels of the SD VAE: latents are (4, size / 8, size / 8) (facebookresearch/DiT train.py).
-SD_VAE_DOWNSAMPLE = 8
-SD_VAE_LATENT_CHANNELS = 4
+OFFICIAL_VAE_SOURCES = {"ema": SD_VAE_REPOS["sd-vae-ft-ema"], "mse": SD_VAE_REPOS["sd-vae-ft-mse"]}
 
 _GLOBAL_NAME = re.compile(r"GLOBAL ([\w.]+)")
 

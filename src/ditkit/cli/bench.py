@@ -26,7 +26,7 @@ EPILOG = """examples:
   ditkit bench cpu-compare --threads 1         # the trainer's step vs the official one (demo model)
   ditkit bench check --model DiT-S/2 --device cpu   # bf16 / compiled / sampling vs float32
   ditkit bench peak --precision bf16           # the matmul peak MFU is measured against
-  python -m ditkit.bench train --help          # the same commands
+  python -m ditkit bench train --help          # the same commands
 
 Images/s use the median step time. TFLOP/s count model FLOPs (a training image is 3 x the forward,
 as `ditkit models` counts it x 2 FLOPs per multiply-accumulate); MFU divides them by a dense matmul
@@ -91,14 +91,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--recompute-policy", choices=RECOMPUTE_POLICIES, default="full",
         help="full: recompute whole blocks; selective: keep matmul and attention outputs (default full)",
-    )  # fmt: skip
-    # the names these flags had before "checkpoint" came to mean only checkpoint files
-    t.add_argument(
-        "--checkpointing", dest="recompute_blocks", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
-    t.add_argument(
-        "--checkpoint-policy", dest="recompute_policy", choices=RECOMPUTE_POLICIES,
-        default=argparse.SUPPRESS, help=argparse.SUPPRESS,
     )  # fmt: skip
     t.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     t.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
@@ -261,11 +253,11 @@ def run(args: argparse.Namespace) -> int:
             )
         )  # fmt: skip
     else:
-        from ditkit.bench.timing import resolve_device
+        from ditkit.distributed import pick_device
         from ditkit.model.compilation import default_compile
         from ditkit.model.precision import default_precision
 
-        device = resolve_device(args.device)
+        device = pick_device(args.device, local_rank=None)
         common = dict(
             model=args.model, input_size=args.input_size, num_classes=args.num_classes, batch=args.batch,
             precision=args.precision or default_precision(device),

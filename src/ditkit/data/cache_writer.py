@@ -36,6 +36,7 @@ from ditkit.data.latent_cache import (
 )
 from ditkit.data.pixel_dataset import PixelDataset
 from ditkit.data.transforms import to_unit_range
+from ditkit.distributed import pick_device
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage
 
@@ -43,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 4096  # images per shard: 64 MiB of float16 SD-VAE means at 256px
 CACHE_DTYPES = ("float16", "float32")
-# The SD VAE encodes RGB images; other datasets are converted to it unless --channels says otherwise.
-SD_VAE_IMAGE_CHANNELS = 3
 
 
 @dataclass
@@ -376,17 +375,18 @@ def prepare_dataset(
     """
     from ditkit.data.build import FASHION_MNIST, natural_channels, open_image_source
     from ditkit.first_stage.load import load_first_stage, planned_latent_shape
+    from ditkit.first_stage.sd_vae import DEFAULT_SD_VAE, SD_VAE_IMAGE_CHANNELS
 
     # Everything cheap first (options, the dataset's path, sizes): nothing is loaded or downloaded yet.
     check_cache_options(**options)
-    spec_first_stage = first_stage or ("identity" if spec == FASHION_MNIST else "sd-vae-ft-ema")
+    spec_first_stage = first_stage or ("identity" if spec == FASHION_MNIST else DEFAULT_SD_VAE)
+    # The SD VAE encodes RGB: other datasets are converted to it unless --channels says otherwise.
     if channels is None:
         channels = natural_channels(spec) if spec_first_stage == "identity" else SD_VAE_IMAGE_CHANNELS
     source = open_image_source(
         spec, data_dir=data_dir, split=split, image_size=image_size, channels=channels, flip="none"
     )
     planned_latent_shape(spec_first_stage, channels, source.image_size)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(pick_device(device, local_rank=None))
     encoder = load_first_stage(spec_first_stage, channels=channels, device=device)
     return prepare_latent_cache(source, encoder, out, **options)

@@ -1,9 +1,12 @@
-"""Sample and reference batches in the ADM evaluator's `.npz` layout, read in a stream.
+"""Sample and reference batches in the ADM evaluator's `.npz` layout: the one writer, and streamed reads.
 
 - `arr_0`: uint8 images (N, H, W, 3); greyscale (N, H, W) or (N, H, W, 1) is broadcast to 3 channels.
 - reference batches may also hold the precomputed statistics `mu`, `sigma` (pool_3, 2048-d) and
   `mu_s`, `sigma_s` (spatial, 2023-d); when present they are used instead of statistics of `arr_0`.
 - sample batches may hold class labels as `labels` or, as ADM's sampler writes them, `arr_1`.
+
+ditkit writes this layout only (`write_npz`); files with images under `images` (as `ditkit demo` wrote
+them before) are still read.
 
 `np.load` reads a whole member into memory (an npz cannot be memory-mapped), so images are read
 here straight from the zip member, a batch at a time: 50,000 images never sit in memory at once.
@@ -14,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,8 +26,10 @@ import numpy as np
 from ditkit.errors import UserError
 from ditkit.evaluation.inception import POOL_DIM, SPATIAL_DIM
 
-# ADM's key for images; `images` (as `ditkit demo` writes) is read when there is no arr_0.
+# ADM's key for images, the one ditkit writes; `images` (older `ditkit demo` files) is read when there
+# is no arr_0.
 IMAGE_KEYS = ("arr_0", "images")
+IMAGES_KEY = IMAGE_KEYS[0]
 # Reference statistics: key -> expected shape.
 STATS_SHAPES = {
     "mu": (POOL_DIM,),
@@ -32,7 +37,9 @@ STATS_SHAPES = {
     "mu_s": (SPATIAL_DIM,),
     "sigma_s": (SPATIAL_DIM,) * 2,
 }
+# Class labels as ditkit writes them, then as ADM's sampler does.
 LABEL_KEYS = ("labels", "arr_1")
+LABELS_KEY = LABEL_KEYS[0]
 
 
 class NpzImages:
@@ -167,16 +174,76 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray | None:
     return None
 
 
-def write_reference(path: str | os.PathLike[str], images: np.ndarray, stats: dict[str, np.ndarray]) -> None:
-    """Write a reference batch in ADM's layout (`arr_0` plus `mu`, `sigma`, `mu_s`, `sigma_s`), atomically."""
+def read_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A whole batch: its images as stored (`arr_0`, else `images`) and its labels (int64 (N,)) or None."""
+    key = NpzImages(path).key  # checks the file and the images
+    try:
+        with np.load(path) as npz:
+            images = npz[key]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise UserError(f"{path} is not a readable .npz file ({err}); re-create it") from err
+    return images, read_labels(path)
+
+
+def write_npz(
+    path: str | os.PathLike[str], images: np.ndarray, labels: np.ndarray | None = None, **arrays: np.ndarray
+) -> None:
+    """Write a batch in ADM's layout, atomically.
+
+    Args:
+        path: the `.npz` file.
+        images: uint8 (N, H, W, C) or (N, H, W), stored as `arr_0`.
+        labels: class labels (N,), stored as int64 `labels`; None stores none.
+        **arrays: more arrays stored under their names (a reference's `mu`, `sigma`, `mu_s`, `sigma_s`).
+    """
+    write_npz_streamed(path, images.shape, [(images, labels)], **arrays)
+
+
+def write_npz_streamed(
+    path: str | os.PathLike[str],
+    shape: Iterable[int],
+    batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
+    **arrays: np.ndarray,
+) -> None:
+    """`write_npz` for more images than fit in memory: only one batch is held at a time.
+
+    Args:
+        path: the `.npz` file (written atomically).
+        shape: the shape of all the images together, (N, H, W, C) or (N, H, W).
+        batches: (uint8 images (B, ...), labels (B,) or None), in order; their images add up to `shape`.
+        **arrays: more arrays stored after the images and labels.
+    """
     from ditkit.atomic import atomic_path
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz"
-        np.savez(
-            f,
-            arr_0=images,
-            mu=stats["mu"],
-            sigma=stats["sigma"],
-            mu_s=stats["mu_s"],
-            sigma_s=stats["sigma_s"],
-        )
+    shape = tuple(int(n) for n in shape)
+    labels: list[np.ndarray] = []
+    written = 0
+    # A plain zip of .npy members, as np.savez writes one (the streamed member needs its header first).
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open(f"{IMAGES_KEY}.npy", "w", force_zip64=True) as f:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                "fortran_order": False,
+                "shape": shape,
+            }
+            np.lib.format.write_array_header_1_0(f, header)
+            for images, batch_labels in batches:
+                if images.dtype != np.uint8 or images.shape[1:] != shape[1:]:
+                    raise ValueError(
+                        f"expected uint8 images of shape (B, {shape[1:]}), got {images.dtype} {images.shape}"
+                    )
+                f.write(np.ascontiguousarray(images).tobytes())
+                written += len(images)
+                if batch_labels is not None:
+                    labels.append(batch_labels)
+        if written != shape[0]:
+            raise ValueError(f"{written} images were written, the header says {shape[0]}")
+        members = {LABELS_KEY: np.concatenate(labels).astype(np.int64)} if labels else {}
+        for name, array in {**members, **arrays}.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array))
+
+
+def write_reference(path: str | os.PathLike[str], images: np.ndarray, stats: dict[str, np.ndarray]) -> None:
+    """Write a reference batch in ADM's layout (`arr_0` plus `mu`, `sigma`, `mu_s`, `sigma_s`), atomically."""
+    write_npz(path, images, **{k: stats[k] for k in STATS_SHAPES})

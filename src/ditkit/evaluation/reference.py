@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ditkit.errors import UserError
-from ditkit.evaluation.evaluate import DEFAULT_BATCH_SIZE, compute_activations
+from ditkit.evaluation.adm_metrics import DEFAULT_BATCH_SIZE, compute_activations
 from ditkit.evaluation.inception import FIDInceptionV3
 from ditkit.evaluation.npz_io import to_rgb, write_reference
 from ditkit.evaluation.precision_recall import PR_REFERENCE_SIZE

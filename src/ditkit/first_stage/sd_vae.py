@@ -25,19 +25,26 @@ from ditkit.first_stage.base import FirstStage, check_channels
 # Latent scale of the SD VAE (Rombach et al. 2022, LDM sec. 4.3.2: makes latents about unit variance);
 # DiT's train.py multiplies latents by it and sample.py divides by it before decoding.
 SD_VAE_LATENT_SCALE = 0.18215
+# The SD VAE maps RGB (3, H, W) images to (4, H / 8, W / 8) latents (facebookresearch/DiT train.py:
+# `latent_size = args.image_size // 8`, and DiT's in_channels 4).
+SD_VAE_IMAGE_CHANNELS = 3
+SD_VAE_LATENT_CHANNELS = 4
+SD_VAE_DOWNSAMPLE = 8
 # Short names -> hub repositories of the two VAEs DiT offers (train.py --vae ema|mse).
 SD_VAE_REPOS = {"sd-vae-ft-ema": "stabilityai/sd-vae-ft-ema", "sd-vae-ft-mse": "stabilityai/sd-vae-ft-mse"}
+# DiT's default (train.py and sample.py --vae ema): the first stage where a run or a checkpoint names none.
+DEFAULT_SD_VAE = "sd-vae-ft-ema"
 # config.json of stabilityai/sd-vae-ft-ema (identical for -mse): used for a weights file that has no
 # config.json beside it.
 SD_VAE_CONFIG: dict[str, Any] = {
     "act_fn": "silu",
     "block_out_channels": [128, 256, 512, 512],
     "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "in_channels": 3,
-    "latent_channels": 4,
+    "in_channels": SD_VAE_IMAGE_CHANNELS,
+    "latent_channels": SD_VAE_LATENT_CHANNELS,
     "layers_per_block": 2,
     "norm_num_groups": 32,
-    "out_channels": 3,
+    "out_channels": SD_VAE_IMAGE_CHANNELS,
     "sample_size": 256,
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ditkit.choices import ACTIVATIONS, new_field_names
+from ditkit.choices import ACTIVATIONS
 from ditkit.model.blocks import BLOCK_DESIGNS, DiTBlock, FinalLayer
 from ditkit.model.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d
 from ditkit.model.recompute import check_policy
+from ditkit.options import from_record
 
 # Probability of replacing a label by the null class during training (DiT, Sec. 3.1 / App. A).
 DEFAULT_CLASS_DROPOUT = 0.1
@@ -40,7 +41,7 @@ class DiTConfig:
         learn_sigma: output the variance interpolation values too (2 * in_channels outputs).
         block: conditioning design, one of "adaln-zero", "adaln", "cross-attention", "in-context".
         activation: the MLP's, "gelu-tanh" (DiT's) or "gelu" (exact; faster on AVX2 CPUs).
-        checkpointing: recompute the activations of the first `checkpointing` blocks in backward
+        recompute_blocks: recompute the activations of the first `recompute_blocks` blocks in backward
             (0: none; depth or more: all) to save memory.
         recompute_policy: how those blocks are checkpointed: "full" (keep only each block's input,
             recompute the whole block) or "selective" (also keep the matmul and attention outputs,
@@ -101,13 +102,8 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
-        """The config of a `to_dict` record; older records' field names are read too (`RENAMED_FIELDS`)."""
-        d = new_field_names(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown DiT config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        """The config of a `to_dict` record (ValueError for a key that is not a field)."""
+        return from_record(cls, d, "unknown DiT config keys", ValueError)
 
 
 def _linear(module: nn.Module) -> nn.Linear:

@@ -17,7 +17,7 @@ _LAZY = {
     "TrainConfig": "ditkit.training.config",
     "TrainResult": "ditkit.training.result",
     "train": "ditkit.training.trainer",
-    "latest_checkpoint": "ditkit.training.state",
+    "latest_checkpoint": "ditkit.run_folder",
     "load_training_checkpoint": "ditkit.training.state",
 }
 

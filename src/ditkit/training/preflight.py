@@ -36,7 +36,7 @@ def preflight(config: TrainConfig, resume: str | os.PathLike[str] | bool | None)
 def check_resume_options(config: TrainConfig, resume: str | os.PathLike[str] | bool | None) -> None:
     """Compare the options recorded in the checkpoint to resume (its config.json) with `config`."""
     from ditkit.checkpoints.native import CONFIG_FILE
-    from ditkit.training.state import resolve_resume
+    from ditkit.run_folder import resolve_resume
 
     path = resolve_resume(resume, config.out)
     if path is None or not (path / CONFIG_FILE).is_file():

@@ -1,5 +1,7 @@
 """Training checkpoints: the weights in ditkit's format plus `train_state.pt`, written as one atomic folder.
 
+Where they lie in a run folder is `ditkit.run_folder`'s (torch-free); this module reads and writes them:
+
     <out>/checkpoints/0005000/
         config.json, model.safetensors, ema.safetensors   (ditkit.checkpoints.save_model: `load_model` reads it)
         train_state.pt   optimizer, step, EMA counters, data position, RNG states, the run's options
@@ -21,75 +23,14 @@ from typing import Any
 import torch
 
 from ditkit.errors import UserError
+from ditkit.run_folder import TRAIN_STATE_FILE, list_checkpoints
 
-CHECKPOINTS_DIR = "checkpoints"
-TRAIN_STATE_FILE = "train_state.pt"
+# Until study/runner.py and scripts/demo_experiment.py import them from `ditkit.run_folder`.
+from ditkit.run_folder import checkpoint_path as checkpoint_path
+from ditkit.run_folder import latest_checkpoint as latest_checkpoint
+
 STATE_FORMAT = "ditkit-train-state"
 STATE_VERSION = 1
-# Width of the step in checkpoint folder names, so that they sort by step.
-STEP_DIGITS = 7
-# <out>/checkpoints/last: a relative link to the newest checkpoint, a stable name for `ditkit sample`.
-LAST_LINK = "last"
-
-
-def checkpoint_path(out: str | os.PathLike[str], step: int) -> Path:
-    """<out>/checkpoints/<step, zero-padded>."""
-    return Path(out) / CHECKPOINTS_DIR / f"{step:0{STEP_DIGITS}d}"
-
-
-def list_checkpoints(out: str | os.PathLike[str]) -> list[tuple[int, Path]]:
-    """Complete training checkpoints under <out>/checkpoints, as (step, path) sorted by step."""
-    root = Path(out) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    found = []
-    for entry in root.iterdir():
-        if entry.name.isdigit() and (entry / TRAIN_STATE_FILE).is_file():
-            found.append((int(entry.name), entry))
-    return sorted(found)
-
-
-def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
-    """The newest complete checkpoint of a run folder, or None."""
-    found = list_checkpoints(out)
-    return found[-1][1] if found else None
-
-
-def link_last(checkpoint: Path) -> None:
-    """Point <out>/checkpoints/last at `checkpoint` (replaced atomically; skipped where links are not
-    possible: `ditkit sample` also takes the run folder itself)."""
-    link = checkpoint.parent / LAST_LINK
-    tmp = checkpoint.parent / f".{LAST_LINK}.{os.getpid()}"
-    try:
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(checkpoint.name, target_is_directory=True)
-        os.replace(tmp, link)
-    except (OSError, NotImplementedError):
-        tmp.unlink(missing_ok=True)
-
-
-def resolve_resume(resume: str | os.PathLike[str] | bool | None, out: str | os.PathLike[str]) -> Path | None:
-    """The checkpoint to resume from.
-
-    Args:
-        resume: False/None (start fresh), True or "latest" (the newest checkpoint in `out`, or a
-            fresh start when there is none, so one command serves both the first launch and every
-            relaunch after preemption), or a checkpoint folder / run folder.
-    """
-    if resume is None or resume is False:
-        return None
-    if resume is True or resume == "latest":
-        return latest_checkpoint(out)
-    path = Path(resume)
-    if (path / TRAIN_STATE_FILE).is_file():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise UserError(
-            f"--resume {path}: no training checkpoint there (a folder with {TRAIN_STATE_FILE}); "
-            "pass a checkpoint folder or a run folder holding checkpoints/"
-        )
-    return latest
 
 
 @dataclass

@@ -24,12 +24,13 @@ from ditkit.atomic import atomic_write_text
 from ditkit.errors import UserError
 from ditkit.model.compilation import apply_compile, default_compile
 from ditkit.model.precision import check_precision, default_precision
+from ditkit.run_folder import checkpoint_path, link_last, resolve_resume
 from ditkit.training.config import TrainConfig, check_resumable
 from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
+from ditkit.training.lr_schedule import schedule_for
 from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
 from ditkit.training.preflight import preflight
 from ditkit.training.result import SUMMARY_FILE, TrainResult
-from ditkit.training.schedule import schedule_for
 from ditkit.training.setup import (
     build_data,
     build_model,
@@ -42,11 +43,8 @@ from ditkit.training.setup import (
 from ditkit.training.signals import GracefulStop
 from ditkit.training.snapshot import gather_state, restore_optimizer, weights_finite, weights_holder
 from ditkit.training.state import (
-    checkpoint_path,
-    link_last,
     load_training_checkpoint,
     prune_checkpoints,
-    resolve_resume,
     restore_rng,
     rng_snapshot,
     save_training_checkpoint,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ditkit.distributed import pick_device
 from ditkit.errors import UserError
 from ditkit.evaluation.frechet import FeatureStats, frechet_distance
 from ditkit.evaluation.inception import POOL_DIM, SPATIAL_DIM
@@ -36,10 +37,6 @@ class Activations:
     spatial_stats: FeatureStats  # mixed_6/conv[..., :7], (2023,)
     pool: np.ndarray  # float32 (min(N, keep_pool), 2048)
     logits: np.ndarray | None  # float32 (N, 1008), if asked for
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @contextlib.contextmanager
@@ -134,7 +131,7 @@ def evaluate_npz(
     if len(sample_images) < 2:
         raise UserError(f"{samples} holds 1 image; FID needs at least 2 (the paper uses 50,000)")
     ref_stats = read_reference_stats(reference)
-    device = device or default_device()
+    device = str(pick_device(device, local_rank=None))
     model = inception if isinstance(inception, torch.nn.Module) else load_inception(inception, device=device)
     model = model.to(device)
 
