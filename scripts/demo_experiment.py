@@ -32,10 +32,11 @@ from ditkit.cpu_memory import configure_cpu_malloc
 from ditkit.data.fashion_mnist import load_fashion_mnist
 from ditkit.demo.recipe import DEMO_RECIPE
 from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier, score_fmnist_samples
+from ditkit.evaluation.npz_io import write_npz
 from ditkit.generation.pipeline import DiTPipeline
+from ditkit.run_folder import latest_checkpoint
 from ditkit.samplers.settings import SamplingSettings
 from ditkit.training import train
-from ditkit.training.state import latest_checkpoint
 
 # The independent check: a k-nearest-neighbour vote on raw pixels.
 KNN_K = 5
@@ -118,7 +119,7 @@ def main() -> None:
             "knn_per_class": [float((knn[labels == c] == c).mean()) for c in range(10)],
             "sample_cpu_s": sample_cpu,
         }
-        np.savez(out / f"samples_g{g}.npz", images=images, labels=labels)
+        write_npz(out / f"samples_g{g}.npz", images, labels)
         print(a.name, f"guidance {g}:", {k: v for k, v in result[f"g{g}"].items() if "per_class" not in k})
     (Path(a.out) / f"{a.name}.json").write_text(json.dumps(result, indent=1) + "\n")
 

@@ -99,7 +99,7 @@ def test_a_bad_choice_is_refused_by_the_parser(capsys):
 
 
 def test_a_new_field_gets_its_flag_without_cli_edits():
-    """What another module adding a field gets: a typed flag, choices, aliases, help from the docstring."""
+    """What another module adding a field gets: a typed flag, choices, second spellings, help from the docstring."""
 
     @dataclass
     class Config:
@@ -112,18 +112,18 @@ def test_a_new_field_gets_its_flag_without_cli_edits():
             plain: a field without option(...).
         """
 
-        objective: str = option("eps", choices=("eps", "v"), hidden=("--target",), group="diffusion")
+        objective: str = option("eps", choices=("eps", "v"), group="diffusion")
         weight: float | None = option(None, flags=("--loss-weight", "--lw"))
         plain: int = 3
 
     parser = SubcommandParser(prog="x")
     add_config_arguments(parser, Config)
-    args = parser.parse_args(["--target", "v", "--lw", "0.5"])
+    args = parser.parse_args(["--objective", "v", "--lw", "0.5"])
     assert given_config_values(args, Config) == {"objective": "v", "weight": 0.5}
     assert parser.parse_args(["--plain", "7"]).plain == 7
     text = parser.format_help()
     assert "what the network predicts, eps or v. (default: eps)" in text
-    assert "--loss-weight WEIGHT, --lw WEIGHT" in text and "--target" not in text
+    assert "--loss-weight WEIGHT, --lw WEIGHT" in text and "{eps,v}" in text
     assert "a field without option(...). (default: 3)" in text
     assert docstring_help(Config)["objective"] == "what the network predicts, eps or v."
     assert flag_name("global_batch") == "--global-batch"

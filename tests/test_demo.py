@@ -21,6 +21,7 @@ from ditkit.demo.scores import FLOOR_SEED, score_demo
 from ditkit.errors import UserError
 from ditkit.evaluation import fmnist_classifier
 from ditkit.evaluation.fmnist_classifier import balanced_subset, score_fmnist_samples
+from ditkit.evaluation.npz_io import read_npz
 from ditkit.model.presets import get_config
 from ditkit.training.config import ADAM_BETAS
 from ditkit.visual import MIN_TILE_SIDE, PANEL_GAP, grid_layout, upscale_nearest
@@ -76,10 +77,12 @@ def test_demo_recipe_can_train_by_flow_matching(tmp_path, untrained_classifier, 
     # the checkpoint records how it was evaluated, and sampling it with nothing named redraws the report's
     # samples (the path a user takes: `ditkit sample runs/demo/checkpoint --class ...`)
     pipe = DiTPipeline.from_pretrained(tmp_path / "demo" / "checkpoint", device="cpu")
-    assert pipe.sampling == flow.sampling and pipe.default_sampler == "heun" and pipe.default_steps("heun") == 2
-    saved_samples = np.load(tmp_path / "demo" / "samples.npz")
-    again = pipe(saved_samples["labels"][:4].tolist(), seeds=range(4), progress=False)[..., 0]
-    np.testing.assert_array_equal(again, saved_samples["images"][:4])
+    assert (
+        pipe.sampling == flow.sampling and pipe.default_sampler == "heun" and pipe.default_steps("heun") == 2
+    )
+    saved_images, saved_labels = read_npz(tmp_path / "demo" / "samples.npz")
+    again = pipe(saved_labels[:4].tolist(), seeds=range(4), progress=False)[..., 0]
+    np.testing.assert_array_equal(again, saved_images[:4])
     saved = json.loads((tmp_path / "demo" / "train_config.json").read_text())
     assert saved["objective"] == "flow" and saved["time_sampling"] == "logit-normal"
     assert tuple(saved["betas"]) == flow.betas == DEMO_RECIPE.betas  # the recipe's AdamW betas reach training
@@ -119,8 +122,7 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
     out = tmp_path / "demo"
     report = run_demo(data, out, recipe=TINY, per_class=3, device="cpu", progress=False)
 
-    with np.load(out / "samples.npz") as npz:
-        images, labels = npz["images"], npz["labels"]
+    images, labels = read_npz(out / "samples.npz")
     assert images.dtype == np.uint8 and images.shape == (30, 28, 28)
     assert labels.tolist() == [c for c in range(10) for _ in range(3)]
     _check_pictures(out, images, labels, data)
@@ -148,8 +150,7 @@ def test_demo_writes_samples_grid_curve_and_report(tmp_path, untrained_classifie
 
     # A second demo replaces the first one's outputs rather than resuming it.
     run_demo(data, out, recipe=TINY, per_class=1, device="cpu", progress=False)
-    with np.load(out / "samples.npz") as npz:
-        assert npz["images"].shape[0] == 10
+    assert read_npz(out / "samples.npz")[0].shape[0] == 10
 
 
 def _check_pictures(out: Path, images: np.ndarray, labels: np.ndarray, data: Path) -> None:

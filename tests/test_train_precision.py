@@ -108,7 +108,6 @@ def test_an_fp32_forward_backward_leaves_a_callers_autocast_on():
 
 
 def _diffusion():
-    from ditkit.diffusion.gaussian import GaussianDiffusion
-    from ditkit.diffusion.schedule import make_schedule
+    from ditkit.objectives import DiffusionObjective
 
-    return GaussianDiffusion(make_schedule())
+    return DiffusionObjective()

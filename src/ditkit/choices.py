@@ -43,6 +43,22 @@ LOGGERS = ("jsonl", "tensorboard")
 # Training objectives of the DiT backbone: DiT's Gaussian diffusion, or flow matching as in SiT
 # (Ma et al. 2024, arXiv 2401.08740; `ditkit.transport`).
 OBJECTIVES = ("diffusion", "flow")
+# How messages name each objective, and the `TrainConfig` options only it reads (`ditkit.objectives`
+# declares each objective's own from here; the others' options are refused, not ignored).
+OBJECTIVE_DESCRIPTIONS = {"diffusion": "the diffusion objective", "flow": "flow matching"}
+OBJECTIVE_OPTIONS = {
+    "diffusion": ("noise_schedule", "diffusion_steps", "min_snr_gamma"),
+    "flow": (
+        "path",
+        "prediction",
+        "loss_weight",
+        "time_sampling",
+        "logit_normal_mean",
+        "logit_normal_std",
+        "train_eps",
+        "sample_eps",
+    ),
+}
 # SiT's interpolants x_t = alpha_t x1 + sigma_t x0: linear (rectified flow), generalised VP
 # (trigonometric) and the VP path of score-based diffusion (SiT Sec. 2.2 and Table 1).
 PATH_TYPES = ("Linear", "GVP", "VP")
@@ -59,6 +75,11 @@ FLOW_SAMPLERS = ("dopri5", "euler", "heun", "sde-euler", "sde-heun")
 DETERMINISTIC_FLOW_SAMPLERS = ("dopri5", "euler", "heun")
 # The diffusion samplers (`ditkit.samplers`): ancestral DDPM, DDIM, DPM-Solver++(2M).
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+# Every sampler name, for parsers that take either kind (each objective checks its own).
+SAMPLERS = (*DIFFUSION_SAMPLERS, *FLOW_SAMPLERS)
+# The latent channels classifier-free guidance applies to: all, or the official DiT and SiT samplers'
+# first three of four (`ditkit.samplers.guidance`).
+GUIDED_CHANNELS = ("all", "first3")
 # Whose training step a benchmark times: the trainer's (`ditkit.training.step.TrainStep`) or the
 # official script's as rebuilt in `ditkit.bench.official_step` (the reference every ditkit row is compared with).
 RECIPES = ("ditkit", "official")
@@ -79,16 +100,3 @@ DEFAULT_COMPARE_VARIANTS = ("official", "official-bf16", "ditkit", "ditkit-bf16"
 # How glibc's malloc treats freed CPU memory (`ditkit.cpu_memory`): kept for reuse (the default) or
 # returned to the kernel as glibc does by default.
 CPU_MALLOC_MODES = ("keep", "system")
-
-# Config fields renamed since, old name -> new: older configs (DiTConfig, TrainConfig) and their files
-# still load. "checkpoint" now means only the files a run writes; recomputing activations is "recompute".
-RENAMED_FIELDS = {"checkpointing": "recompute_blocks", "checkpoint_policy": "recompute_policy"}
-
-
-def new_field_names(record: dict) -> dict:
-    """`record` with renamed fields under their new names (a record holding both keeps the new one's)."""
-    out = {k: v for k, v in record.items() if k not in RENAMED_FIELDS}
-    for old, new in RENAMED_FIELDS.items():
-        if old in record:
-            out.setdefault(new, record[old])
-    return out

@@ -12,8 +12,7 @@ and document it in the class docstring's `Attributes:` section; that text is the
 
 - choices: allowed values (a tuple from `ditkit.choices`); the config's `check()` and argparse both
   enforce them.
-- flags: the flag names, first shown (default `--field-name`); `hidden`: more names accepted but not
-  shown in `--help` (old spellings kept working).
+- flags: the flag names, first shown (default `--field-name`).
 - group: the `--help` section; metavar: the value's placeholder; required: the CLI insists on it.
 - cli=False: no flag (set from Python or from another flag).
 
@@ -42,7 +41,6 @@ class OptionSpec:
     help: str | None = None
     choices: tuple[Any, ...] | None = None
     flags: tuple[str, ...] = ()
-    hidden: tuple[str, ...] = ()
     group: str = DEFAULT_GROUP
     metavar: str | tuple[str, ...] | None = None
     required: bool = False
@@ -56,7 +54,6 @@ def option(
     help: str | None = None,  # noqa: A002  # argparse's own word
     choices: tuple[Any, ...] | None = None,
     flags: tuple[str, ...] = (),
-    hidden: tuple[str, ...] = (),
     group: str = DEFAULT_GROUP,
     metavar: str | tuple[str, ...] | None = None,
     required: bool = False,
@@ -67,7 +64,6 @@ def option(
         help=help,
         choices=tuple(choices) if choices is not None else None,
         flags=tuple(flags),
-        hidden=tuple(hidden),
         group=group,
         metavar=metavar,
         required=required,

@@ -158,7 +158,7 @@ def sample_error(
     cuda_graph: bool = True,
 ) -> float:
     """Relative error of a `steps`-step guided DDPM chain run by the fast denoiser against fp32 eager."""
-    from ditkit.samplers import sample
+    from ditkit.objectives.sampling import sample
 
     model.eval()
     h, w = model.config.size_hw
@@ -175,7 +175,7 @@ def sample_error(
                 shape,
                 labels=labels.to(device),
                 steps=steps,
-                cfg_scale=cfg_scale,
+                guidance_scale=cfg_scale,
                 null_label=model.null_class,
                 progress=False,
                 device=device,

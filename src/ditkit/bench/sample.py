@@ -62,7 +62,7 @@ def bench_sample(cfg: SampleBenchConfig) -> dict[str, Any]:
         tflops, peak_tflops, mfu (model FLOPs of the forward passes only), peak_mem_gb,
         warmup_s, device_name.
     """
-    from ditkit.samplers import sample
+    from ditkit.objectives.sampling import sample
 
     device = pick_device(cfg.device, local_rank=None)
     timed = cfg.timed_steps or cfg.steps
@@ -84,7 +84,7 @@ def bench_sample(cfg: SampleBenchConfig) -> dict[str, Any]:
 
     def run(n: int) -> torch.Tensor:
         return sample(
-            denoiser, shape, labels=labels, sampler="ddpm", steps=n, cfg_scale=cfg.cfg_scale,
+            denoiser, shape, labels=labels, sampler="ddpm", steps=n, guidance_scale=cfg.cfg_scale,
             null_label=model.null_class, seeds=seeds, progress=False, device=device,
         )  # fmt: skip
 

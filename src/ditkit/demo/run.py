@@ -15,11 +15,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from ditkit.atomic import atomic_folder, atomic_path
+from ditkit.atomic import atomic_folder
 from ditkit.demo.pictures import GRID_FILE, REAL_VS_GENERATED_FILE, write_grid, write_real_vs_generated
 from ditkit.demo.recipe import DEMO_RECIPE, DEMO_SAMPLES_PER_CLASS, DemoRecipe
 from ditkit.demo.report import describe_machine, summary_lines, write_report
 from ditkit.errors import UserError
+from ditkit.evaluation.npz_io import write_npz
 
 SAMPLES_FILE = "samples.npz"
 # Images per sampling batch: all 1,000 demo samples in two passes, a few hundred MB on a CPU.
@@ -67,12 +68,6 @@ def _link_checkpoint(out: Path, checkpoint: Path) -> Path:
         with atomic_folder(link) as tmp:  # never a half-copied folder under the final name
             shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
     return link
-
-
-def _save_samples(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels)
 
 
 def run_demo(
@@ -138,7 +133,7 @@ def run_demo(
             progress=progress,
         ),
     )[..., 0]  # (N, 28, 28)
-    _save_samples(out / SAMPLES_FILE, images, labels)
+    write_npz(out / SAMPLES_FILE, images, labels)  # ADM's layout: arr_0 and labels
     # The checkpoint says how it was evaluated: `ditkit sample/walk/serve` default to these settings.
     record_extra(result.checkpoint, "sampling", recipe.sampling.to_dict())
     sample_seconds = time.time() - t1

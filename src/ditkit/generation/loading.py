@@ -17,15 +17,11 @@ from typing import Any
 
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage
+from ditkit.first_stage.sd_vae import DEFAULT_SD_VAE, SD_VAE_LATENT_CHANNELS
 from ditkit.generation.class_names import ClassNames
 from ditkit.model.dit import DiT
 from ditkit.objectives import Objective, objective_from_record
 from ditkit.samplers.settings import SamplingSettings
-
-# DiT's first stage (train.py default --vae ema) for checkpoints that do not name one.
-DEFAULT_LATENT_FIRST_STAGE = "sd-vae-ft-ema"
-# Channels of SD-VAE latents (the official DiT in_channels).
-SD_VAE_LATENT_CHANNELS = 4
 
 
 @dataclass
@@ -63,8 +59,8 @@ def first_stage_for(
     if isinstance(stored, Mapping):
         return first_stage_from_dict(stored), None
     if in_channels == SD_VAE_LATENT_CHANNELS:
-        note = f"the checkpoint names no first stage; decoding with {DEFAULT_LATENT_FIRST_STAGE} (DiT's VAE)"
-        return load_first_stage(DEFAULT_LATENT_FIRST_STAGE), note
+        note = f"the checkpoint names no first stage; decoding with {DEFAULT_SD_VAE} (DiT's VAE)"
+        return load_first_stage(DEFAULT_SD_VAE), note
     note = f"the checkpoint names no first stage; treating its {in_channels}-channel inputs as pixels"
     return load_first_stage("identity", channels=in_channels), note
 

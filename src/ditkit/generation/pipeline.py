@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import SeededNoise
+from ditkit.distributed import pick_device
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage, IdentityFirstStage
 from ditkit.generation.class_names import ClassNames, ClassQuery, model_class_names
@@ -42,10 +43,6 @@ from ditkit.visual import images_to_uint8, to_pil
 # Guidance scale of the DiT paper's sample figures (sample.py's default --cfg-scale).
 DEFAULT_GUIDANCE_SCALE = 4.0
 OutputType = Literal["uint8", "tensor", "pil"]
-
-
-def _default_device(device: torch.device | str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 class DiTPipeline:
@@ -91,7 +88,7 @@ class DiTPipeline:
         cuda_graph: bool = True,
         sampling: SamplingSettings | None = None,
     ) -> None:
-        self.device = _default_device(device)
+        self.device = pick_device(device, local_rank=None)
         self._asked = (precision, dtype)  # re-resolved by `to()`: "auto" depends on the device
         self.precision = resolve_precision(precision, dtype, self.device)
         self.cuda_graph = cuda_graph
@@ -145,7 +142,9 @@ class DiTPipeline:
         """
         from ditkit.generation.loading import load_for_sampling
 
-        resolve_precision(precision, dtype, _default_device(device))  # a bad choice fails before loading
+        resolve_precision(
+            precision, dtype, pick_device(device, local_rank=None)
+        )  # a bad choice fails before loading
         loaded = load_for_sampling(
             path,
             first_stage=first_stage,

@@ -27,21 +27,21 @@ class ClassifierFreeGuidance:
 
     Args:
         model: denoiser called as model(x, t, y) -> (B, C or 2C, H, W).
-        scale: guidance scale s (1 = the conditional model, 0 = the unconditional one).
+        guidance_scale: guidance scale s (1 = the conditional model, 0 = the unconditional one).
         null_label: the label meaning "no class" (DiT: `model.null_class`, the number of classes).
         guided_channels: "all" (correct, the default) or "first3" (the official DiT behaviour).
         interval: optional (t_min, t_max), inclusive, in the model's timesteps: guide only there and
             use the plain conditional model elsewhere.
 
     Example:
-        >>> guided = ClassifierFreeGuidance(model, scale=4.0, null_label=model.null_class)
+        >>> guided = ClassifierFreeGuidance(model, guidance_scale=4.0, null_label=model.null_class)
         >>> out = guided(x, t, y)  # (B, 2C, H, W), one forward pass over 2B samples
     """
 
     def __init__(
         self,
         model: ModelFn,
-        scale: float,
+        guidance_scale: float,
         null_label: int,
         guided_channels: GuidedChannels = "all",
         interval: tuple[float, float] | None = None,
@@ -53,7 +53,7 @@ class ClassifierFreeGuidance:
         if interval is not None and not interval[0] <= interval[1]:
             raise UserError(f"guidance interval must be (low, high) with low <= high, got {interval}")
         self.model = model
-        self.scale = float(scale)
+        self.guidance_scale = float(guidance_scale)
         self.null_label = int(null_label)
         self.guided_channels = guided_channels
         self.interval = interval
@@ -71,7 +71,7 @@ class ClassifierFreeGuidance:
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))  # (2B, C or 2C, H, W)
         cond, uncond = both.chunk(2)
         n = x.shape[1] if self.guided_channels == "all" else min(OFFICIAL_GUIDED_CHANNELS, x.shape[1])
-        guided_eps = uncond[:, :n] + self.scale * (cond[:, :n] - uncond[:, :n])
+        guided_eps = uncond[:, :n] + self.guidance_scale * (cond[:, :n] - uncond[:, :n])
         guided = torch.cat([guided_eps, cond[:, n:]], dim=1)
         if active is not None:
             guided = torch.where(active.view(-1, *([1] * (x.ndim - 1))), guided, cond)
@@ -80,10 +80,10 @@ class ClassifierFreeGuidance:
 
 def classifier_free_guidance(
     model: ModelFn,
-    scale: float,
+    guidance_scale: float,
     null_label: int,
     guided_channels: GuidedChannels = "all",
     interval: tuple[float, float] | None = None,
 ) -> ClassifierFreeGuidance:
     """Wrap `model` with classifier-free guidance; see `ClassifierFreeGuidance` for the arguments."""
-    return ClassifierFreeGuidance(model, scale, null_label, guided_channels, interval)
+    return ClassifierFreeGuidance(model, guidance_scale, null_label, guided_channels, interval)

@@ -30,17 +30,17 @@ class SamplingSettings:
     Attributes:
         sampler: diffusion: ddpm, ddim, dpm++2m; flow: dopri5, euler, heun (ODE), sde-euler, sde-heun
             (default: the checkpoint's recorded one, else the objective's: ddpm for diffusion, dopri5 for
-            flow).
+            flow)
         steps: sampling steps (default: the recorded ones for the recorded sampler, else the sampler's:
-            250 ddpm, 50 ddim, 20 dpm++2m; 50 euler, 25 heun, 250 sde-*; dopri5 is adaptive and takes none).
+            250 ddpm, 50 ddim, 20 dpm++2m; 50 euler, 25 heun, 250 sde-*; dopri5 is adaptive and takes none)
         guidance_scale: classifier-free guidance scale; 1 disables it (default: the checkpoint's recorded
-            scale, else 4.0 as DiT's figures, or 1.5, the paper's best FID, for `ditkit sample --num`).
+            scale, else 4.0 as DiT's figures, or 1.5, the paper's best FID, for `ditkit sample --num`)
         guided_channels: the channels guidance applies to: "all" or "first3" (the official DiT and SiT
-            samplers' behaviour).
+            samplers' behaviour)
         guidance_interval: guide only at model times in [T_MIN, T_MAX]: diffusion timesteps 0..T-1 (noise
-            at T-1), flow times in [0, 1] (data at 1); elsewhere the conditional model alone.
-        eta: DDIM stochasticity in [0, 1] (ddim only; 0: deterministic).
-        seed: seed of the first image; image i uses SEED + i.
+            at T-1), flow times in [0, 1] (data at 1); elsewhere the conditional model alone
+        eta: DDIM stochasticity in [0, 1] (ddim only; 0: deterministic)
+        seed: seed of the first image; image i uses SEED + i
     """
 
     sampler: str | None = option(None, metavar="SAMPLER", group=SAMPLING)  # each objective checks its own

@@ -303,7 +303,7 @@ def _new_evaluator(spec: StudySpec, options: StudyOptions, config: Any, fashion:
 
 
 def trained(plan: RunPlan) -> bool:
-    from ditkit.training.state import TRAIN_STATE_FILE, checkpoint_path
+    from ditkit.run_folder import TRAIN_STATE_FILE, checkpoint_path
 
     return (checkpoint_path(plan.config.out, int(plan.config.steps or 0)) / TRAIN_STATE_FILE).is_file()
 
@@ -318,7 +318,7 @@ def run_one(
 ) -> None:
     """Train one run to its end (resuming if it was cut) and evaluate each of its evaluation steps."""
     from ditkit.training import train
-    from ditkit.training.state import checkpoint_path
+    from ditkit.run_folder import checkpoint_path
 
     run_dir, total = Path(plan.config.out), int(plan.config.steps or 0)
     if not trained(plan):
@@ -350,7 +350,7 @@ def run_info(plan: RunPlan) -> dict[str, Any]:
     from ditkit.checkpoints.loader import read_checkpoint
     from ditkit.model.dit import DiT
     from ditkit.model.flops import count_gflops, count_params
-    from ditkit.training.state import checkpoint_path
+    from ditkit.run_folder import checkpoint_path
 
     path = Path(plan.config.out) / RUN_INFO_FILE
     if path.is_file():

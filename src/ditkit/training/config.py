@@ -17,6 +17,8 @@ from ditkit.choices import (
     LOSS_WEIGHTS,
     LR_SCHEDULES,
     NOISE_SCHEDULES,
+    OBJECTIVE_DESCRIPTIONS,
+    OBJECTIVE_OPTIONS,
     OBJECTIVES,
     OPTIMIZERS,
     PARALLEL_MODES,
@@ -25,10 +27,10 @@ from ditkit.choices import (
     PREDICTIONS,
     RECOMPUTE_POLICIES,
     TIME_SAMPLINGS,
-    new_field_names,
 )
 from ditkit.errors import UserError
-from ditkit.options import check_choices, option
+from ditkit.options import check_choices, from_record, option
+from ditkit.run_folder import RUN_CONFIG_FILE
 from ditkit.transport.settings import LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD, FlowSettings
 
 # The official recipe (Peebles & Xie 2023, sec. 5 "Training"): AdamW at a constant 1e-4 with no weight
@@ -42,7 +44,6 @@ ADAM_BETAS = (0.9, 0.999)
 # Min-SNR-gamma loss weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
 # Strategy"): the paper's recommended gamma.
 MIN_SNR_GAMMA = 5.0
-CONFIG_FILE = "train_config.json"
 
 # `--help` sections of the flags (see `ditkit.options`).
 MODEL_DATA = "model and data"
@@ -101,7 +102,7 @@ class TrainConfig:
         compile: torch.compile: "auto" (blocks on CUDA, none on the CPU, where it rarely pays off in
             short runs), "none", "blocks" (each transformer block, one shared graph) or "model".
         recompute_blocks: recompute the activations of this many blocks in backward (activation
-            checkpointing; saves memory; 0: none; the older name `checkpointing` still reads).
+            checkpointing; saves memory; 0: none).
         recompute_policy: what those blocks recompute: "full" (everything) or "selective" (keep the
             matmul and attention outputs, recompute the cheap elementwise ops).
         parallel: "ddp" or "fsdp" (sharded parameters, for models that do not fit) under torchrun.
@@ -161,10 +162,8 @@ class TrainConfig:
     time_budget_minutes: float | None = option(None, group=RUN)
     precision: str = option("auto", choices=PRECISION_MODES, group=RUN)
     compile: str = option("auto", choices=COMPILE_MODES, group=RUN)
-    recompute_blocks: int = option(0, group=RUN, hidden=("--checkpointing",))
-    recompute_policy: str = option(
-        "full", choices=RECOMPUTE_POLICIES, group=RUN, hidden=("--checkpoint-policy",)
-    )
+    recompute_blocks: int = option(0, group=RUN)
+    recompute_policy: str = option("full", choices=RECOMPUTE_POLICIES, group=RUN)
     parallel: str = option("ddp", choices=PARALLEL_MODES, group=RUN)
     learn_sigma: bool = option(True, group=DIFFUSION)
     noise_schedule: str = option("linear", choices=NOISE_SCHEDULES, group=DIFFUSION)
@@ -249,16 +248,21 @@ class TrainConfig:
         return FlowSettings(self.path, self.prediction, self.loss_weight, self.train_eps, self.sample_eps)
 
     def _check_objective_options(self) -> None:
-        """Options of the other objective must keep their defaults (they would silently do nothing)."""
-        other = FLOW_ONLY if self.objective == "diffusion" else DIFFUSION_ONLY
+        """Options of other objectives must keep their defaults (they would silently do nothing)."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        changed = [name for name in other if getattr(self, name) != defaults[name]]
-        if changed:
+        mine = set(OBJECTIVE_OPTIONS[self.objective])
+        for owner, names in OBJECTIVE_OPTIONS.items():
+            changed = [n for n in names if n not in mine and getattr(self, n) != defaults[n]]
+            if not changed:
+                continue
             flags = ", ".join("--" + name.replace("_", "-") for name in changed)
             verb, it = ("applies", "it") if len(changed) == 1 else ("apply", "them")
-            if self.objective == "diffusion":
-                raise UserError(f"{flags} {verb} to flow matching only; add --objective flow")
-            raise UserError(f"{flags} {verb} to the diffusion objective only; drop {it} for --objective flow")
+            fix = (
+                f"add --objective {owner}"
+                if self.objective == defaults["objective"]
+                else f"drop {it} for --objective {self.objective}"
+            )
+            raise UserError(f"{flags} {verb} to {OBJECTIVE_DESCRIPTIONS[owner]} only; {fix}")
 
     def total_steps(self, num_items: int) -> int:
         """Steps of the whole run: `steps`, or `epochs` full passes of num_items // global_batch steps."""
@@ -274,35 +278,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """The config of a `to_dict` record; older records' option names are read too (`RENAMED_FIELDS`)."""
-        d = new_field_names(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"unknown training options: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        """The config of a `to_dict` record."""
+        return from_record(cls, d, "unknown training options")
 
     def save(self, folder: str | Path) -> Path:
         """Write the resolved options to `folder/train_config.json` (atomically)."""
         from ditkit.atomic import atomic_write_text
 
-        path = Path(folder) / CONFIG_FILE
+        path = Path(folder) / RUN_CONFIG_FILE
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
-
-# Options that only the flow objective uses, and those only the diffusion objective uses.
-FLOW_ONLY = (
-    "path",
-    "prediction",
-    "loss_weight",
-    "time_sampling",
-    "logit_normal_mean",
-    "logit_normal_std",
-    "train_eps",
-    "sample_eps",
-)
-DIFFUSION_ONLY = ("noise_schedule", "diffusion_steps", "min_snr_gamma")
 
 # Options that change what a resumed run computes; the others (logging, periods, time budget...) may differ.
 RESUME_INVARIANT = (
@@ -329,7 +315,7 @@ RESUME_INVARIANT = (
     "objective",
     "noise_schedule",
     "diffusion_steps",
-    *(name for name in FLOW_ONLY if name != "sample_eps"),  # sample_eps only matters when sampling
+    *(name for name in OBJECTIVE_OPTIONS["flow"] if name != "sample_eps"),  # sample_eps: sampling only
     "seed",
 )
 
@@ -354,22 +340,6 @@ def check_resumable(saved: dict[str, Any], current: TrainConfig, checkpoint: str
 def describe_mismatches(saved: dict[str, Any], now: dict[str, Any], names: list[str]) -> str:
     """`--lr 0.001 (now 0.0001), --seed 0 (now 1)`: the saved and the new value of each option."""
     return ", ".join(f"--{n.replace('_', '-')} {_plain(saved[n])} (now {_plain(now[n])})" for n in names)
-
-
-def saved_run_config(resume: str | Path | bool | None, out: str | Path) -> dict[str, Any] | None:
-    """The `train_config.json` of the run `--resume` points to (the run folder, its checkpoints/ folder
-    or one checkpoint in it; `out` for a bare --resume), or None when there is none."""
-    if resume is None or resume is False:
-        return None
-    folder = Path(out) if resume is True or resume == "latest" else Path(resume)
-    for candidate in (folder, folder.parent, folder.parent.parent):
-        path = candidate / CONFIG_FILE
-        if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except (OSError, ValueError) as err:
-                raise UserError(f"cannot read {path} ({err}); fix or delete it to resume") from err
-    return None
 
 
 def resumed_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:

@@ -17,9 +17,6 @@ from ditkit.training.config import TrainConfig
 from ditkit.training.ema import EMA
 from ditkit.training.step import TrainStep
 
-# DiT's first stage for image folders (Peebles & Xie 2023, sec. 3: the Stable Diffusion VAE).
-DEFAULT_IMAGE_FIRST_STAGE = "sd-vae-ft-ema"
-
 
 @dataclass
 class DataSetup:
@@ -48,6 +45,7 @@ def build_data(config: TrainConfig, echo: Callable[[str], None]) -> DataSetup:
     """
     from ditkit.data.build import FASHION_MNIST, build_dataset
     from ditkit.first_stage.load import load_first_stage, planned_latent_shape
+    from ditkit.first_stage.sd_vae import DEFAULT_SD_VAE
 
     dataset, info = build_dataset(
         config.data,
@@ -63,7 +61,8 @@ def build_data(config: TrainConfig, echo: Callable[[str], None]) -> DataSetup:
             )
         shape = (info.channels, info.input_size, info.input_size)
         return DataSetup(dataset, info, None, dict(info.first_stage), shape)
-    spec = config.first_stage or ("identity" if config.data == FASHION_MNIST else DEFAULT_IMAGE_FIRST_STAGE)
+    # DiT trains image folders on the Stable Diffusion VAE (Peebles & Xie 2023, sec. 3)
+    spec = config.first_stage or ("identity" if config.data == FASHION_MNIST else DEFAULT_SD_VAE)
     planned = planned_latent_shape(spec, info.channels, info.image_size)
     if planned is not None:  # the model must fit these latents: checked before any weights are read
         dit_config(config, planned, info.num_classes)

@@ -25,10 +25,6 @@ import torch
 from ditkit.errors import UserError
 from ditkit.run_folder import TRAIN_STATE_FILE, list_checkpoints
 
-# Until study/runner.py and scripts/demo_experiment.py import them from `ditkit.run_folder`.
-from ditkit.run_folder import checkpoint_path as checkpoint_path
-from ditkit.run_folder import latest_checkpoint as latest_checkpoint
-
 STATE_FORMAT = "ditkit-train-state"
 STATE_VERSION = 1
 

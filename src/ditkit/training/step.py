@@ -223,7 +223,7 @@ def reduce_step(stats: StepStats, stop: bool, decay: bool = False) -> tuple[dict
     Args:
         stats: this process's sums of the step.
         stop: this process asks to stop (a signal or the time budget).
-        decay: this process's clock says the learning-rate decay is due (see `training.schedule`).
+        decay: this process's clock says the learning-rate decay is due (see `training.lr_schedule`).
 
     Returns:
         ({term: 0-d global mean}, (3,) flags [any process saw a non-finite loss, any asked to stop,

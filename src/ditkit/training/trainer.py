@@ -37,7 +37,6 @@ from ditkit.training.setup import (
     build_train_step,
     checkpoint_extra,
     model_config,
-    objective_extra,
     set_lr,
 )
 from ditkit.training.signals import GracefulStop
@@ -367,8 +366,8 @@ class Trainer:
                 self.model_config,
                 ema_sd,
                 encoder,
-                objective_extra(self.config),
-                cfg_scale=self.config.sample_cfg_scale,
+                self.train_step.objective,
+                guidance_scale=self.config.sample_cfg_scale,
                 steps=self.config.sample_steps,
                 device=self.ctx.device,
             )
