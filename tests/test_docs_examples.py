@@ -166,12 +166,10 @@ def _split(command: str) -> list[str]:
 
 
 def _cli_argv(argv: list[str]) -> list[str]:
-    """The arguments `ditkit` itself sees (after torchrun's `-m ditkit`, or `python -m ditkit.bench`)."""
+    """The arguments `ditkit` itself sees (after torchrun's or python's `-m ditkit`)."""
     for i, token in enumerate(argv):
         if token == "ditkit" and (i == 0 or argv[i - 1] == "-m"):
             return argv[i + 1 :]
-        if token.startswith("ditkit.") and argv[i - 1] == "-m":
-            return [token.split(".", 1)[1], *argv[i + 1 :]]
     raise AssertionError(f"not a ditkit command: {argv}")
 
 

@@ -49,7 +49,7 @@ _LAZY: dict[str, str] = {
     "frechet_distance": "ditkit.evaluation.frechet",
     "inception_score": "ditkit.evaluation.inception_score",
     "precision_recall": "ditkit.evaluation.precision_recall",
-    "evaluate_npz": "ditkit.evaluation.evaluate",
+    "evaluate_npz": "ditkit.evaluation.adm_metrics",
     "build_reference": "ditkit.evaluation.reference",
     "load_fmnist_classifier": "ditkit.evaluation.fmnist_classifier",
     "score_fmnist_samples": "ditkit.evaluation.fmnist_classifier",

@@ -34,7 +34,8 @@ def preflight(config: TrainConfig, resume: str | os.PathLike[str] | bool | None)
 
 
 def check_resume_options(config: TrainConfig, resume: str | os.PathLike[str] | bool | None) -> None:
-    """Compare the options recorded in the checkpoint to resume (its config.json) with `config`."""
+    """Compare the options recorded in the checkpoint to resume (its config.json) with `config`: the one
+    check of a resumed run's options, made before anything is built."""
     from ditkit.checkpoints.native import CONFIG_FILE
     from ditkit.run_folder import resolve_resume
 
@@ -44,6 +45,8 @@ def check_resume_options(config: TrainConfig, resume: str | os.PathLike[str] | b
     try:
         header = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
         saved = header["extra"]["train"]["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # not recorded there: the trainer checks the state file when it loads it
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(
+            f"{path} does not record the options it was trained with ({err}); start a new --out"
+        ) from err
     check_resumable(saved, config, path)

@@ -25,7 +25,7 @@ from ditkit.errors import UserError
 from ditkit.model.compilation import apply_compile, default_compile
 from ditkit.model.precision import check_precision, default_precision
 from ditkit.run_folder import checkpoint_path, link_last, resolve_resume
-from ditkit.training.config import TrainConfig, check_resumable
+from ditkit.training.config import TrainConfig
 from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
 from ditkit.training.lr_schedule import schedule_for
 from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
@@ -133,7 +133,6 @@ class Trainer:
 
     def _restore(self, checkpoint: Any) -> None:
         state = checkpoint.state
-        check_resumable(state.get("config", {}), self.config, checkpoint.path)
         self.order.check_resumable(state["data"])
         self.ema.load_weights(checkpoint.ema)
         self.ema.load_state_dict(state["ema"])
@@ -337,7 +336,6 @@ class Trainer:
                 "data": {**self.order.state_dict(), "epoch": self.order.position(self.step)[0]},
                 "rng": rngs,
                 "world_size": self.ctx.world_size,
-                "config": self.config.to_dict(),
                 "elapsed_seconds": self.elapsed_before + time.perf_counter() - self.t0,
             }
             sharded = self.config.parallel == "fsdp" and self.ctx.world_size > 1
