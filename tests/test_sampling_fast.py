@@ -15,6 +15,7 @@ from ditkit.generation.sharded import MANIFEST_FILE, ShardedSettings, generate_s
 from ditkit.model.compilation import apply_compile, is_compiled
 from ditkit.model.cuda_graphs import CudaGraphDenoiser
 from ditkit.objectives.sampling import sample
+from ditkit.samplers.settings import SamplingSettings
 
 DDIM3 = dict(num_steps=3, sampler="ddim", progress=False)
 # bf16 keeps 8 mantissa bits (relative rounding 2^-9 per op); after 3 DDIM steps of a 2-block DiT
@@ -171,7 +172,9 @@ def test_stand_in_models_run_eagerly_under_the_precision():
 
 def test_resume_reads_older_manifests_and_refuses_another_precision(tmp_path):
     model = sampling_dit()
-    settings = ShardedSettings(num_samples=2, shard_size=2, num_steps=2, sampler="ddim")
+    settings = ShardedSettings(
+        num_samples=2, shard_size=2, sampling=SamplingSettings(sampler="ddim", steps=2)
+    )
     generate_sharded(DiTPipeline(model, device="cpu"), tmp_path, settings, progress=False)
     manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
     assert manifest["precision"] == "fp32"

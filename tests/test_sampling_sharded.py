@@ -1,5 +1,6 @@
 """FID-scale sharded sampling: label plans, resume, process-count independence, packing, `ditkit sample --num`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from ditkit.errors import UserError
 from ditkit.evaluation.npz_io import NpzImages, read_labels
 from ditkit.generation.pipeline import DiTPipeline
 from ditkit.generation.sharded import (
+    MANIFEST_FILE,
     ShardedSettings,
     generate_sharded,
     label_plan,
@@ -22,10 +24,13 @@ from ditkit.generation.sharded import (
     pack_shards,
     shard_path,
 )
+from ditkit.samplers.settings import SamplingSettings
 
 # 7 samples in shards of 3: shards of 3, 3 and 1 (the last one short).
 SETTINGS = ShardedSettings(
-    num_samples=7, seed=5, shard_size=3, num_steps=3, sampler="ddim", guidance_scale=2.0
+    num_samples=7,
+    shard_size=3,
+    sampling=SamplingSettings(sampler="ddim", steps=3, guidance_scale=2.0, seed=5),
 )
 IDENTITY = {"first_stage": {"kind": "identity", "channels": 1}}
 
@@ -45,10 +50,14 @@ def reference(pipe, tmp_path_factory):
 
 
 def test_label_plans():
-    uniform = label_plan(ShardedSettings(num_samples=2000, seed=3), 10)
+    uniform = label_plan(ShardedSettings(num_samples=2000, sampling=SamplingSettings(seed=3)), 10)
     assert uniform.dtype == np.int64 and set(uniform.tolist()) == set(range(10))
-    assert np.array_equal(uniform, label_plan(ShardedSettings(num_samples=2000, seed=3), 10))
-    assert not np.array_equal(uniform, label_plan(ShardedSettings(num_samples=2000, seed=4), 10))
+    assert np.array_equal(
+        uniform, label_plan(ShardedSettings(num_samples=2000, sampling=SamplingSettings(seed=3)), 10)
+    )
+    assert not np.array_equal(
+        uniform, label_plan(ShardedSettings(num_samples=2000, sampling=SamplingSettings(seed=4)), 10)
+    )
     balanced = label_plan(ShardedSettings(num_samples=25, label_mode="balanced"), 10)
     assert np.array_equal(balanced, np.arange(25) % 10)
     subset = label_plan(ShardedSettings(num_samples=100, classes=(2, 7)), 10)
@@ -68,7 +77,7 @@ def test_packed_layout_and_redraw(pipe, reference):
     # sample i is `seed + i` with label i: it can be redrawn alone (same batch composition: shard 2 has 1 sample)
     alone = pipe(
         [int(labels[6])],
-        seeds=[SETTINGS.seed + 6],
+        seeds=[SETTINGS.sampling.seed + 6],
         guidance_scale=2.0,
         num_steps=3,
         sampler="ddim",
@@ -115,7 +124,7 @@ def test_two_ranks_equal_one_process(tmp_path, pipe, reference):
 
 def test_changed_settings_or_model_refuse_to_resume(tmp_path, pipe):
     generate_sharded(pipe, tmp_path, SETTINGS, max_shards=1, progress=False)
-    changed = ShardedSettings(**{**SETTINGS.to_dict(), "guidance_scale": 4.0, "classes": None})
+    changed = ShardedSettings.from_dict({**SETTINGS.to_dict(), "guidance_scale": 4.0})
     with pytest.raises(UserError, match="guidance_scale: 2.0 then, 4.0 now"):
         generate_sharded(pipe, tmp_path, changed, progress=False)
     other = DiTPipeline(sampling_dit(seed=1), device="cpu")
@@ -125,9 +134,35 @@ def test_changed_settings_or_model_refuse_to_resume(tmp_path, pipe):
         pack_shards(tmp_path)
 
 
+def test_a_run_begun_by_the_older_settings_resumes(tmp_path, pipe, reference):
+    """The manifest keeps the keys it had before ShardedSettings held a SamplingSettings."""
+    older = {  # what ditkit wrote before, for SETTINGS
+        "num_samples": 7,
+        "seed": 5,
+        "label_mode": "uniform",
+        "classes": None,
+        "shard_size": 3,
+        "guidance_scale": 2.0,
+        "num_steps": 3,
+        "sampler": "ddim",
+        "guided_channels": "all",
+        "guidance_interval": None,
+        "eta": 0.0,
+    }
+    assert SETTINGS.to_dict() == older and ShardedSettings.from_dict(older) == SETTINGS
+    generate_sharded(pipe, tmp_path, SETTINGS, max_shards=1, progress=False)
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps({**manifest, "settings": older}))
+    resumed = generate_sharded(pipe, tmp_path, SETTINGS, progress=False)
+    assert resumed.skipped == [0] and resumed.computed == [1, 2]
+    assert np.array_equal(load_packed(resumed.packed)[0], reference[0])
+
+
 def test_unconditional_run_has_no_labels(tmp_path):
     pipe = DiTPipeline(sampling_dit(num_classes=0), device="cpu")
-    settings = ShardedSettings(num_samples=4, shard_size=2, num_steps=2, sampler="ddim")
+    settings = ShardedSettings(
+        num_samples=4, shard_size=2, sampling=SamplingSettings(sampler="ddim", steps=2)
+    )
     images, labels = load_packed(generate_sharded(pipe, tmp_path, settings, progress=False).packed)
     assert images.shape == (4, 8, 8, 3) and labels is None
 

@@ -15,6 +15,8 @@ from PIL import Image
 from ditkit.cli.main import main
 from ditkit.errors import UserError
 from ditkit.generation.pipeline import DiTPipeline
+from ditkit.objectives import as_objective
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.serve import jobs
 
 NAMES = ["tee", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -26,8 +28,14 @@ def pipe():
     return DiTPipeline(sampling_dit(), class_names=NAMES, device="cpu")
 
 
+def asked(guidance_scale, sampler, steps, seed=0):
+    """A request's settings as the page builds them from its fields (over an unrecorded checkpoint's)."""
+    base = SamplingSettings(guidance_scale=4.0)
+    return jobs.request_settings(as_objective("diffusion"), base, guidance_scale, sampler, steps, seed)
+
+
 def test_generate_shows_the_pipeline_images_enlarged_and_writes_the_downloads(pipe, tmp_path):
-    result = jobs.generate(pipe, tmp_path, ["coat", "7"], 2, 4.0, "ddim", 3, seed=10)
+    result = jobs.generate(pipe, tmp_path, ["coat", "7"], 2, asked(4.0, "ddim", 3, seed=10))
     assert result.seed == 10 and len(result.gallery) == 4
     expected = pipe([4, 4, 7, 7], 4.0, 3, "ddim", seeds=[10, 11, 12, 13], progress=False)
     for (shown, caption), image, (name, seed) in zip(
@@ -55,7 +63,7 @@ def test_generate_shows_the_pipeline_images_enlarged_and_writes_the_downloads(pi
 
 
 def test_generate_default_steps_are_named(pipe, tmp_path):
-    result = jobs.generate(pipe, tmp_path, ["bag"], 1, 1.0, "dpm++2m", None, seed=0)
+    result = jobs.generate(pipe, tmp_path, ["bag"], 1, asked(1.0, "dpm++2m", None))
     assert (
         result.gallery[0][1]
         == f"bag (8) · seed 0 · dpm++2m, {pipe.default_steps('dpm++2m')} steps, guidance 1"
@@ -79,7 +87,7 @@ def test_generate_bad_requests_are_one_line_errors_before_sampling(
     pipe, tmp_path, classes, per_class, steps, message
 ):
     with pytest.raises(UserError, match=message) as err:
-        jobs.generate(pipe, tmp_path, classes, per_class, 4.0, "ddim", steps, seed=0)
+        jobs.generate(pipe, tmp_path, classes, per_class, asked(4.0, "ddim", steps))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "grid.png").exists()
 
@@ -105,10 +113,8 @@ def test_noise_walk_gif_and_strip(pipe, tmp_path):
         ["bag"],
         "0, 1, 2",
         3,
+        asked(2.0, "ddim", 3),
         loop=False,
-        guidance_scale=2.0,
-        sampler="ddim",
-        steps=3,
         duration_ms=50,
     )
     gif = Image.open(result.gif)
@@ -124,8 +130,9 @@ def test_noise_walk_gif_and_strip(pipe, tmp_path):
 
 
 def test_class_walk_and_walk_errors(pipe, tmp_path):
-    options = dict(loop=True, guidance_scale=4.0, sampler="ddim", steps=2, duration_ms=80)
-    result = jobs.walk(pipe, tmp_path / "a", "class", ["coat", "bag"], "5", 3, **options)
+    options = dict(loop=True, duration_ms=80)
+    ddim = asked(4.0, "ddim", 2)
+    result = jobs.walk(pipe, tmp_path / "a", "class", ["coat", "bag"], "5", 3, ddim, **options)
     assert Image.open(result.gif).size == (8 * SCALE, 8 * SCALE)
     assert result.summary.startswith("seed 5: coat -> bag -> coat (4 frames")
     bad = [
@@ -138,9 +145,9 @@ def test_class_walk_and_walk_errors(pipe, tmp_path):
     ]
     for mode, classes, seeds, frames, message in bad:
         with pytest.raises(UserError, match=message):
-            jobs.walk(pipe, tmp_path / "b", mode, classes, seeds, frames, **options)
+            jobs.walk(pipe, tmp_path / "b", mode, classes, seeds, frames, ddim, **options)
     with pytest.raises(UserError, match="deterministic sampler"):  # the walk function's own check
-        jobs.walk(pipe, tmp_path / "c", "noise", ["coat"], "0, 1", 2, **{**options, "sampler": "ddpm"})
+        jobs.walk(pipe, tmp_path / "c", "noise", ["coat"], "0, 1", 2, asked(4.0, "ddpm", 2), **options)
 
 
 def test_class_choices_search_every_synonym():
@@ -166,7 +173,7 @@ def test_the_sampler_menu_is_the_pipelines_list(pipe):
 
 def test_unconditional_model(tmp_path):
     pipe = DiTPipeline(sampling_dit(num_classes=0), device="cpu")
-    result = jobs.generate(pipe, tmp_path, None, 3, 4.0, "ddim", 2, seed=5)
+    result = jobs.generate(pipe, tmp_path, None, 3, asked(4.0, "ddim", 2, seed=5))
     assert [c for _, c in result.gallery] == [f"seed {s} · ddim, 2 steps, guidance 4" for s in (5, 6, 7)]
 
 
@@ -246,3 +253,48 @@ def test_sigterm_stops_the_server_cleanly(tmp_path):
             process.kill()
             pytest.fail(f"ditkit serve did not stop within 120 s of SIGTERM: {log_path.read_text()[-2000:]}")
     assert code == 0 and "stopping" in log_path.read_text()
+
+
+def _page_values(page, prefix):
+    """The starting values of a tab's sampling fields, as the browser shows them before any edit."""
+    fields = {}
+    for block in page.blocks.values():
+        elem_id = getattr(block, "elem_id", None) or ""
+        if elem_id.startswith(f"{prefix}-"):
+            fields[elem_id.removeprefix(f"{prefix}-")] = block.value
+    return fields
+
+
+@pytest.mark.parametrize(
+    "objective, recorded, expected",
+    [
+        ("diffusion", None, ("ddpm", 250, 4.0)),
+        ("flow", None, ("dopri5", None, 4.0)),
+        ("flow", SamplingSettings(sampler="heun", steps=2, guidance_scale=3.0, seed=7), ("heun", 2, 3.0)),
+    ],
+)
+def test_the_first_click_with_the_pages_defaults_works(tmp_path, objective, recorded, expected):
+    """Generate with every field as the page starts: the checkpoint's resolved settings (a flow model's
+    adaptive dopri5 leaves the steps empty, never 0)."""
+    pytest.importorskip("gradio")
+    from ditkit.serve.page import Workspace, build_page
+
+    pipe = DiTPipeline(
+        sampling_dit(), class_names=NAMES, device="cpu", objective=objective, sampling=recorded
+    )
+    page = build_page(pipe, "c", Workspace(tmp_path / "w"), 4)
+    shown = _page_values(page, "generate")
+    assert (shown["sampler"], shown["steps"], shown["guidance"]) == expected
+    assert shown["seed"] == (recorded.seed if recorded else 0)
+    defaults = pipe.settings()
+    asked = jobs.request_settings(
+        pipe.objective, defaults, shown["guidance"], shown["sampler"], shown["steps"], shown["seed"]
+    )
+    result = jobs.generate(pipe, tmp_path / "out", shown["classes"], 1, asked)
+    assert result.summary.endswith(
+        f"({expected[0]}, {expected[1] or 'adaptive'} steps, guidance {expected[2]:g})"
+    )
+    walk = _page_values(page, "walk")
+    assert walk["sampler"] == ("heun" if recorded else pipe.objective.walk_sampler)  # deterministic: kept
+    if objective == "flow":  # the browser sends dopri5's empty steps box as 0: it takes no steps
+        assert jobs.request_settings(pipe.objective, defaults, 4.0, "dopri5", 0).steps is None

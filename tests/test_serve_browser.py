@@ -55,11 +55,22 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`ditkit serve` on a tiny named checkpoint; yields its URL; stopped with Ctrl+C (SIGINT)."""
-    folder = tmp_path_factory.mktemp("serve")
+    yield from _serve(tmp_path_factory.mktemp("serve"), {})
+
+
+@pytest.fixture(scope="module")
+def flow_server(tmp_path_factory):
+    """The same for a flow-matching checkpoint (adaptive dopri5 by default: no step count)."""
+    from ditkit.objectives import as_objective
+
+    yield from _serve(tmp_path_factory.mktemp("serve-flow"), as_objective("flow").record())
+
+
+def _serve(folder, extra):
     save_model(
         sampling_dit(),
         folder / "ckpt",
-        extra={"first_stage": {"kind": "identity", "channels": 1}, "class_names": NAMES},
+        extra={"first_stage": {"kind": "identity", "channels": 1}, "class_names": NAMES, **extra},
     )
     port = _free_port()
     log = open(folder / "server.log", "w+")  # noqa: SIM115 (read back below)
@@ -238,3 +249,15 @@ def test_bad_input_is_answered_in_one_line(server, browser):
     _wait(browser, lambda d: _status(d, "generate-status"))
     assert _status(browser, "generate-status") == "error: steps must be a whole number of at least 1, got 0"
     assert not browser.find_elements(By.CSS_SELECTOR, "#generate-gallery img")
+
+
+@pytest.mark.parametrize("served, expected", [("server", "ddpm, 250"), ("flow_server", "dopri5, adaptive")])
+def test_the_first_click_with_the_pages_defaults_works(served, expected, browser, request):
+    """Generate as the page opens, nothing changed: the checkpoint's own sampler and steps (a flow
+    model's steps field is empty, meaning its adaptive solver's own)."""
+    from selenium.webdriver.common.by import By
+
+    _open(browser, request.getfixturevalue(served))
+    browser.find_element(By.ID, "generate-button").click()
+    _wait(browser, lambda d: _status(d, "generate-status"))
+    assert _status(browser, "generate-status") == f"4 images, seeds 0..3 ({expected} steps, guidance 4)"

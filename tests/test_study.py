@@ -238,7 +238,7 @@ def test_builtin_cpu_presets_plan(fmnist):
         "cross-attention",
         "in-context",
     ]
-    assert builtin_study("guidance").eval.cfg_scale[0] == 1.0
+    assert builtin_study("guidance").eval.guidance_scale[0] == 1.0
     assert len(builtin_study("scaling", "gpu").runs()) == 12
     with pytest.raises(UserError, match="needs --data CACHE"):
         load_study("blocks", scale="gpu")
@@ -260,7 +260,7 @@ def test_objectives_study_waits_for_the_objective_option():
 def test_the_documented_example_spec_loads():
     spec = load_spec(Path(__file__).parents[1] / "docs" / "studies" / "example.toml")
     assert [r.name for r in spec.runs()] == ["d2", "d4", "d6"]
-    assert spec.eval.cfg_scale == (1.0, 4.0) and spec.eval_steps(2000) == [1000, 2000]
+    assert spec.eval.guidance_scale == (1.0, 4.0) and spec.eval_steps(2000) == [1000, 2000]
 
 
 @pytest.mark.slow
@@ -293,3 +293,26 @@ def test_default_jobs_use_every_cpu_core(monkeypatch):
     monkeypatch.setattr(runner, "cpu_cores", lambda: 2)
     assert runner.default_jobs("cpu", 6) == 2
     assert runner.default_jobs("cpu", 1) == 1
+
+
+@pytest.mark.parametrize("study", ["scaling", "blocks"])
+def test_the_committed_results_still_load(study, tmp_path):
+    """docs/studies/<study>/results.json, written before the guidance scale had one name in the code:
+    its [eval] table reads back (and writes out) as it is, and its rows draw the same plots."""
+    from ditkit.study.plots import write_plots
+    from ditkit.study.spec import GUIDANCE_KEY, EvalSettings
+
+    doc = json.loads((Path(__file__).parents[1] / "docs" / "studies" / study / "results.json").read_text())
+    settings = EvalSettings.from_dict(doc["eval"], study)
+    assert json.loads(json.dumps(settings.to_dict())) == doc["eval"] and settings.guidance_scale == (1.0,)
+    assert {row[GUIDANCE_KEY] for row in doc["rows"]} == {1.0}
+    assert write_plots(doc["rows"], tmp_path, study)
+
+
+def test_the_eval_guidance_scales_have_two_spellings_but_one_value():
+    from ditkit.study.spec import EvalSettings
+
+    for key in ("cfg_scale", "guidance_scale"):
+        assert EvalSettings.from_dict({key: [1.0, 3.0]}, "spec").guidance_scale == (1.0, 3.0)
+    with pytest.raises(UserError, match="once"):
+        EvalSettings.from_dict({"cfg_scale": [1.0], "guidance_scale": [2.0]}, "spec")

@@ -84,7 +84,9 @@ def test_sit_training_checkpoint_names_its_flow(tmp_path):
 
 
 def test_guidance_interval_takes_flow_times():
-    pipe = DiTPipeline(sampling_dit(), device="cpu", objective=FlowObjective(FlowSettings(path_type="Linear")))
+    pipe = DiTPipeline(
+        sampling_dit(), device="cpu", objective=FlowObjective(FlowSettings(path_type="Linear"))
+    )
     run = dict(seeds=[0, 1], sampler="euler", num_steps=4, guidance_scale=4.0, progress=False)
     guided = pipe.sample_latents([1, 2], **run)
     everywhere = pipe.sample_latents([1, 2], guidance_interval=(0.0, 1.0), **run)
@@ -94,5 +96,7 @@ def test_guidance_interval_takes_flow_times():
     torch.testing.assert_close(everywhere, guided)
     torch.testing.assert_close(nowhere, plain)
     assert not torch.allclose(late, guided) and not torch.allclose(late, plain)
-    with pytest.raises(UserError, match=r"not within this flow model's times: give T_MIN <= T_MAX in flow times \[0, 1\]"):
+    with pytest.raises(
+        UserError, match=r"not within this flow model's times: give T_MIN <= T_MAX in flow times \[0, 1\]"
+    ):
         pipe.sample_latents([1, 2], guidance_interval=(200.0, 800.0), **run)  # diffusion timesteps

@@ -100,11 +100,6 @@ def add_config_arguments(
         groups[spec.group].add_argument(
             *flags, dest=f.name, default=argparse.SUPPRESS, required=spec.required, help=text, **kwargs
         )
-        if spec.hidden:
-            hidden = {k: v for k, v in kwargs.items() if k != "metavar"}
-            parser.add_argument(
-                *spec.hidden, dest=f.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **hidden
-            )
     return groups
 
 

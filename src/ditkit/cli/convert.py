@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter
+from ditkit.cli.formatting import add_command
 
+SUMMARY = "convert a DiT checkpoint (official .pt, diffusers, ditkit) to ditkit or diffusers"
+DESCRIPTION = (
+    "Convert a DiT checkpoint between the official format, diffusers and ditkit's own "
+    "(safetensors + config.json). The config is read from the file, or inferred from tensor shapes."
+)
 EPILOG = """examples:
   ditkit convert DiT-XL-2-256x256.pt dit-xl-256/                 # official release -> ditkit folder
   ditkit convert results/000-DiT-XL-2/checkpoints/0400000.pt xl/ # official training dict (EMA + raw kept)
@@ -23,14 +28,7 @@ Official files are read with weights_only=True: they can never run code.
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "convert",
-        help="convert a DiT checkpoint (official .pt, diffusers, ditkit) to ditkit or diffusers",
-        description="Convert a DiT checkpoint between the official format, diffusers and ditkit's own "
-        "(safetensors + config.json). The config is read from the file, or inferred from tensor shapes.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "convert", run, SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument("src", help="checkpoint to read (file or folder)")
     p.add_argument("dst", help="folder to write (or a .safetensors file with --to ditkit)")
     p.add_argument(
@@ -63,7 +61,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="classes of an official .pt without training arguments; N rows in its label table mean "
         "N classes without the null-class row (trained without label dropout); default: rows - 1",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, positive_int
+from ditkit.cli.formatting import add_command, add_data_dir_flag, positive_int
 
+SUMMARY = "train, sample and measure a small DiT on Fashion-MNIST (CPU, minutes)"
+DESCRIPTION = (
+    "Train the demo recipe on Fashion-MNIST, sample every class, write a grid, the loss curve "
+    "and a report, and print the classifier agreement, the Frechet distance and the wall time."
+)
 EPILOG = """examples:
   ditkit demo                                    # Fashion-MNIST from Debian's dataset-fashion-mnist package
   ditkit demo --data-dir /usr/share/datasets/fashion-mnist --out runs/demo
@@ -20,14 +25,7 @@ test set. Outputs in --out: samples.npz, grid.png, loss_curve.png, report.md, re
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "demo",
-        help="train, sample and measure a small DiT on Fashion-MNIST (CPU, minutes)",
-        description="Train the demo recipe on Fashion-MNIST, sample every class, write a grid, the loss curve "
-        "and a report, and print the classifier agreement, the Frechet distance and the wall time.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "demo", run, SUMMARY, DESCRIPTION, EPILOG)
     add_data_dir_flag(p, "--data")
     p.add_argument(
         "--out", default="runs/demo", help="output folder (default runs/demo; an earlier demo is replaced)"
@@ -42,7 +40,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=argparse.SUPPRESS,  # internal: UNIX time `make demo` began, to count its wall time from
     )
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a bar is not met")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, positive_int
+from ditkit.cli.formatting import add_command, add_data_dir_flag, positive_int
 
+SUMMARY = "FID/sFID/IS/precision/recall of samples (ADM evaluator), or the offline Fashion-MNIST metric"
+DESCRIPTION = (
+    "Evaluate a sample batch the way the ADM evaluator does (TF FID Inception in PyTorch): "
+    "FID on pool_3 features, sFID on mixed_6/conv spatial features, Inception Score over splits of "
+    "5,000, improved precision/recall (k=3) against 10,000 reference images."
+)
 EPILOG = """examples:
   ditkit evaluate samples.npz VIRTUAL_imagenet256_labeled.npz
       FID-50K, sFID, IS, precision, recall against an ADM reference batch; downloads the Inception
@@ -23,15 +29,7 @@ JSON (default: SAMPLES.metrics.json).
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "evaluate",
-        help="FID/sFID/IS/precision/recall of samples (ADM evaluator), or the offline Fashion-MNIST metric",
-        description="Evaluate a sample batch the way the ADM evaluator does (TF FID Inception in PyTorch): "
-        "FID on pool_3 features, sFID on mixed_6/conv spatial features, Inception Score over splits of "
-        "5,000, improved precision/recall (k=3) against 10,000 reference images.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "evaluate", run, SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument("samples", metavar="SAMPLES.npz", help="sample batch (arr_0: uint8 images)")
     p.add_argument(
         "reference",
@@ -60,7 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="matrix square root: sqrtm (scipy, as ADM; default) or eigh (same value up to rounding, faster on CPU)",
     )
     p.add_argument("--out", metavar="JSON", help="where to write the metrics (default: SAMPLES.metrics.json)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,15 +65,16 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ditkit.atomic import atomic_write_text
+    from ditkit.distributed import pick_device
     from ditkit.errors import UserError
-    from ditkit.evaluation.evaluate import default_device, evaluate_npz
+    from ditkit.evaluation.adm_metrics import evaluate_npz
     from ditkit.evaluation.fmnist_classifier import evaluate_fmnist_npz
 
     if args.reference is None and not args.fashion_mnist:
         raise UserError("give a REFERENCE.npz (Inception metrics) and/or --fashion-mnist (offline metric)")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    device = args.device or default_device()
+    device = args.device or str(pick_device("auto", local_rank=None))
     result: dict[str, object] = {"samples": str(args.samples)}
     if args.reference is not None:
         result["reference"] = str(args.reference)

@@ -1,11 +1,11 @@
-"""What every subcommand shares: the help formatter, the parser class, progress flags, plurals."""
+"""What every subcommand shares: its parser, the help formatter, progress flags, plurals."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 
@@ -38,6 +38,31 @@ class SubcommandParser(argparse.ArgumentParser):
         if extras:
             self.error(unrecognized_message(extras, visible_flags(self)))
         return namespace, extras
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    summary: str,
+    description: str,
+    epilog: str,
+) -> argparse.ArgumentParser:
+    """The parser of subcommand `name`, the one preamble every `ditkit.cli` module shares.
+
+    Args:
+        subparsers: `ditkit`'s subcommands (`ditkit bench`'s for its own).
+        name: the subcommand.
+        run: what it does, called with the parsed arguments (`args.func`).
+        summary: its line in `ditkit --help`.
+        description: the paragraph atop its own `--help`.
+        epilog: its examples, shown as written below the options.
+    """
+    parser = subparsers.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=HelpFormatter
+    )
+    parser.set_defaults(func=run)
+    return parser
 
 
 def visible_flags(parser: argparse.ArgumentParser) -> list[str]:

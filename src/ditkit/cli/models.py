@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ditkit.choices import BLOCK_DESIGNS
-from ditkit.cli.formatting import HelpFormatter
+from ditkit.cli.formatting import add_command
 
+SUMMARY = "list model presets with parameters and Gflops"
+DESCRIPTION = (
+    "List DiT presets with their parameter count and Gflops (multiply-accumulates of one "
+    "forward pass, attention included, as the paper counts them), in closed form (checked against torch's "
+    "FLOP counter in the tests)."
+)
 EPILOG = """examples:
   ditkit models                      # the paper's 12 configs at 256x256 (32x32x4 latents)
   ditkit models --image-size 512     # at 512x512 (64x64 latents)
@@ -16,15 +22,7 @@ EPILOG = """examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "models",
-        help="list model presets with parameters and Gflops",
-        description="List DiT presets with their parameter count and Gflops (multiply-accumulates of one "
-        "forward pass, attention included, as the paper counts them), in closed form (checked against torch's "
-        "FLOP counter in the tests).",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "models", run, SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument("--image-size", type=int, default=256, help="image size in pixels")
     p.add_argument(
         "--downsample", type=int, default=8, help="first-stage downsampling factor (default 8, the SD VAE)"
@@ -41,7 +39,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", action="store_true", help="print a JSON list of {name, params, gflops} (null: does not fit)"
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

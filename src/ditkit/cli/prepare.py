@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, plural, positive_int
+from ditkit.cli.formatting import add_command, add_data_dir_flag, plural, positive_int
 
+SUMMARY = "encode a dataset into a latent cache"
+DESCRIPTION = (
+    "Encode a dataset once with the first stage (SD VAE or identity) into a sharded, "
+    "memory-mapped latent cache that `ditkit train` reads instead of images."
+)
 EPILOG = """examples:
   ditkit prepare fashion-mnist --out runs/fmnist-32                  # pixels (identity), 32x32, 1 channel
   ditkit prepare fashion-mnist --data-dir ~/fmnist --split test --out runs/fmnist-test
@@ -20,14 +25,7 @@ interruption to resume; unreadable images are skipped and listed in cache.json.
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "prepare",
-        help="encode a dataset into a latent cache",
-        description="Encode a dataset once with the first stage (SD VAE or identity) into a sharded, "
-        "memory-mapped latent cache that `ditkit train` reads instead of images.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "prepare", run, SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument("source", help='"fashion-mnist", or an image folder with one sub-folder per class')
     p.add_argument("--out", required=True, help="cache folder (created; resumed if unfinished)")
     p.add_argument(
@@ -58,7 +56,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes")
     p.add_argument("--limit", type=positive_int, default=None, help="encode only the first N images")
     p.add_argument("--overwrite", action="store_true", help="replace a cache made with other settings")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

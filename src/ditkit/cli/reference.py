@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag, positive_int
+from ditkit.cli.formatting import add_command, add_data_dir_flag, positive_int
 
+SUMMARY = "build an ADM-layout reference batch (images + Inception statistics)"
+DESCRIPTION = (
+    "Compute the Inception statistics (FID pool_3 and sFID spatial) of a set of real "
+    "images and store them with a random subset of the images in ADM's reference-batch layout."
+)
 EPILOG = """examples:
   ditkit reference --fashion-mnist --image-size 32 --out refs/fmnist32.npz
       statistics of the 60,000 training images, black-padded to 32x32 as a 32x32 model trains on them
@@ -20,14 +25,7 @@ reference batches do; use it as REFERENCE.npz of `ditkit evaluate`.
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "reference",
-        help="build an ADM-layout reference batch (images + Inception statistics)",
-        description="Compute the Inception statistics (FID pool_3 and sFID spatial) of a set of real "
-        "images and store them with a random subset of the images in ADM's reference-batch layout.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "reference", run, SUMMARY, DESCRIPTION, EPILOG)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", metavar="FOLDER", help="folder of images (searched recursively)")
     src.add_argument("--fashion-mnist", action="store_true", help="Fashion-MNIST (see --data-dir)")
@@ -53,12 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per Inception batch")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ditkit.distributed import pick_device
     from ditkit.errors import UserError
-    from ditkit.evaluation.evaluate import default_device
     from ditkit.evaluation.inception_weights import load_inception
     from ditkit.evaluation.reference import FashionMNISTImages, FolderImages, build_reference
 
@@ -70,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resolution is not None:
             raise UserError("--resolution applies to --images; use --image-size for Fashion-MNIST")
         source = FashionMNISTImages(args.data_dir, args.split, args.image_size)
-    model = load_inception(args.inception, device=args.device or default_device())
+    model = load_inception(args.inception, device=args.device or str(pick_device("auto", local_rank=None)))
     info = build_reference(
         source, args.out, model, args.num_images, args.seed, args.batch_size, progress=not args.no_progress
     )

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ditkit.choices import COMPILE_CHOICES, DIFFUSION_SAMPLERS, FLOW_SAMPLERS, OBJECTIVES, PRECISION_MODES
-from ditkit.cli.formatting import HelpFormatter, plural, positive_int
+from ditkit.choices import COMPILE_CHOICES, OBJECTIVES, PRECISION_MODES
+from ditkit.cli.formatting import add_command, plural, positive_int
+from ditkit.cli.sampling_flags import add_sampling_arguments, given_sampling
 
 if TYPE_CHECKING:
     from ditkit.generation.pipeline import DiTPipeline
 
+SUMMARY = "generate images from a checkpoint (grid, PNGs, or an FID-scale .npz)"
+DESCRIPTION = (
+    "Generate class-conditional images from any checkpoint ditkit loads (ditkit, official "
+    ".pt, diffusers). Classes are given by index or by name (ImageNet's 1000 names with their synonyms "
+    "ship with ditkit). Writes a grid PNG, the single images and samples.json; with --num, writes "
+    "resumable shards and a samples.npz in the ADM evaluator's layout."
+)
 EPILOG = """examples:
   ditkit sample DiT-XL-2-256x256.pt --class "golden retriever" --class 88 --num-per-class 4
   ditkit sample runs/fmnist --class sneaker --sampler ddim --steps 50 --out samples/   # newest checkpoint
@@ -23,9 +31,13 @@ EPILOG = """examples:
   ditkit sample runs/flow --class 3 --sampler heun --steps 25   # or dopri5 (the default), euler, sde-euler
 
   # FID-50K (ADM layout, resumable; any number of processes gives the same images):
-  ditkit sample DiT-XL-2-256x256.pt --num 50000 --cfg-scale 1.5 --guided-channels first3 --fid-out fid/
+  ditkit sample DiT-XL-2-256x256.pt --num 50000 --guidance-scale 1.5 --guided-channels first3 --fid-out fid/
   torchrun --nproc-per-node 8 -m ditkit sample DiT-XL-2-256x256.pt --num-samples 50000 --compile blocks --fid-out fid/
   (torchrun reads a bare --num as an abbreviation of its own --numa-binding: use --num-samples there)
+
+sampling flags left out take the checkpoint's recorded settings (a run that records what it was evaluated
+with, as the demo's, is sampled as its report shows), else the defaults above; --cfg-scale is another
+spelling of --guidance-scale.
 
 image i uses seed SEED + i (class-major: class k's j-th image is i = k * per_class + j); in FID
 mode its label is fixed by --labels and SEED, so `--seed SEED+i --class LABEL --num-per-class 1`
@@ -99,21 +111,6 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     add_speed_arguments(p)
 
 
-def add_sampler_arguments(p: argparse.ArgumentParser, default: str) -> None:
-    """--sampler and --steps for diffusion and flow models (shared with `ditkit walk`)."""
-    p.add_argument(
-        "--sampler",
-        choices=[*DIFFUSION_SAMPLERS, *FLOW_SAMPLERS],
-        help=f"diffusion: ddpm, ddim, dpm++2m; flow: dopri5, euler, heun (ODE), sde-euler, sde-heun (default: {default})",
-    )
-    p.add_argument(
-        "--steps",
-        type=positive_int,
-        help="sampling steps (default: 250 ddpm, 50 ddim, 20 dpm++2m; 50 euler, 25 heun, 250 sde-*; dopri5 "
-        "is adaptive and takes none)",
-    )
-
-
 def add_speed_arguments(p: argparse.ArgumentParser) -> None:
     """--precision, --bf16, --compile and --no-cuda-graph."""
     p.add_argument(
@@ -145,16 +142,7 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "sample",
-        help="generate images from a checkpoint (grid, PNGs, or an FID-scale .npz)",
-        description="Generate class-conditional images from any checkpoint ditkit loads (ditkit, official "
-        ".pt, diffusers). Classes are given by index or by name (ImageNet's 1000 names with their synonyms "
-        "ship with ditkit). Writes a grid PNG, the single images and samples.json; with --num, writes "
-        "resumable shards and a samples.npz in the ADM evaluator's layout.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "sample", run, SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument(
         "checkpoint",
         nargs="?",
@@ -163,25 +151,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_class_arguments(p)
     p.add_argument("--num-per-class", type=positive_int, default=4, help="images per class in the grid")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses SEED + i")
-    p.add_argument(
-        "--cfg-scale", type=float, help="guidance scale (default 4.0; 1.5 with --num); 1 disables it"
-    )
-    add_sampler_arguments(p, "ddpm, or dopri5 for flow models")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (default 0: deterministic)")
-    p.add_argument(
-        "--guided-channels",
-        default="all",
-        choices=["all", "first3"],
-        help="channels guidance applies to; first3 reproduces the official DiT and SiT samplers",
-    )
-    p.add_argument(
-        "--guidance-interval",
-        nargs=2,
-        type=float,
-        metavar=("T_MIN", "T_MAX"),
-        help="guide only at model timesteps in [T_MIN, T_MAX] (flow models: times in [0, 1], data at 1)",
-    )
+    add_sampling_arguments(p)
     add_pipeline_arguments(p)
     p.add_argument(
         "--device", help="device (default: cuda when present, else cpu; cuda:LOCAL_RANK under torchrun)"
@@ -216,7 +186,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="QUERY",
         help="list the class names (the checkpoint's, else ImageNet's), optionally those containing QUERY",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         return _list_classes(args)
     if not args.checkpoint:
         raise UserError("give a checkpoint (or --list-classes)")
+    given = given_sampling(args)
     from ditkit.distributed import init_distributed, launched_by_torchrun, shutdown
 
     # Sampling only needs a barrier: gloo works beside CUDA and on CPU-only machines alike.
@@ -234,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         # Alone, an unset --device is left to the pipeline (it picks the checkpoint's best device).
         device = ctx.device if args.device or launched_by_torchrun() else None
         pipe = open_pipeline(args, device)
-        return _fid(args, pipe) if args.num is not None else _grid(args, pipe)
+        return _fid(args, pipe, given) if args.num is not None else _grid(args, pipe, given)
     finally:
         shutdown(ctx)
 
@@ -270,51 +240,39 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
     return pipe
 
 
-def _grid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
+def _grid(args: argparse.Namespace, pipe: DiTPipeline, given: dict[str, Any]) -> int:
     from ditkit.generation.save import sample_to_folder
 
     saved = sample_to_folder(
         pipe,
         chosen_classes(args, pipe),
         args.out,
+        pipe.settings(**given),
         per_class=args.num_per_class,
-        seed=args.seed,
-        guidance_scale=4.0 if args.cfg_scale is None else args.cfg_scale,
-        num_steps=args.steps,
-        sampler=args.sampler,
-        guided_channels=args.guided_channels,
-        guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
-        eta=args.eta,
         batch_size=args.batch_size,
         progress=not args.no_progress,
-        settings={"checkpoint": str(args.checkpoint), "precision": pipe.precision, "compile": pipe.compile},
+        extra={"checkpoint": str(args.checkpoint), "precision": pipe.precision, "compile": pipe.compile},
     )
     images = plural(len(saved.images), "image")
     print(f"wrote {saved.grid}, {images} in {saved.images[0].parent}/ and {saved.record}")
     return 0
 
 
-def _fid(args: argparse.Namespace, pipe: DiTPipeline) -> int:
+def _fid(args: argparse.Namespace, pipe: DiTPipeline, given: dict[str, Any]) -> int:
     from pathlib import Path
 
     from ditkit.distributed import rank
-    from ditkit.generation.sharded import FID_GUIDANCE_SCALE, ShardedSettings, generate_sharded
+    from ditkit.generation.sharded import ShardedSettings, fid_sampling, generate_sharded
 
     classes = None
     if args.classes:  # else every class (--all-classes or not), drawn as --labels says
         classes = tuple(pipe.resolve_labels(args.classes))
     settings = ShardedSettings(
         num_samples=args.num,
-        seed=args.seed,
         label_mode=args.labels,
         classes=classes,
         shard_size=args.shard_size,
-        guidance_scale=FID_GUIDANCE_SCALE if args.cfg_scale is None else args.cfg_scale,
-        num_steps=args.steps,
-        sampler=args.sampler,
-        guided_channels=args.guided_channels,
-        guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
-        eta=args.eta,
+        sampling=fid_sampling(pipe, **given),
     )
     out = Path(args.fid_out) if args.fid_out else Path(args.out) / "fid"
     result = generate_sharded(

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import HelpFormatter
+from ditkit.cli.formatting import add_command
 from ditkit.cli.sample import add_pipeline_arguments, open_pipeline
+from ditkit.cli.sampling_flags import add_sampling_arguments, given_sampling
 
+SUMMARY = "a local web page to try a checkpoint: generate images, walk latents (needs ditkit[serve])"
+DESCRIPTION = (
+    "Serve a web page (Gradio) over one checkpoint: generate class-conditional images with "
+    "any sampler and seed, and draw noise and class-embedding walks. Binds to 127.0.0.1 by default."
+)
 EPILOG = """examples:
   ditkit serve runs/demo/checkpoint                 # then open http://127.0.0.1:7860/
   ditkit serve DiT-XL-2-256x256.pt --port 8000 --precision fp32
@@ -14,22 +20,16 @@ EPILOG = """examples:
 
 needs the serve extra: pip install 'ditkit[serve]' (make serve installs it and serves the demo's checkpoint).
 The page has a Generate tab (classes by name, images per class, guidance, sampler, steps, seed; a gallery
-and downloads) and a Walk tab (noise and class-embedding walks as a GIF and a strip). Requests run one at a
-time; up to --max-queue more wait. Nothing is fetched from the network and no analytics are sent.
+and downloads) and a Walk tab (noise and class-embedding walks as a GIF and a strip); its sampling fields
+start from the flags given, else the checkpoint's recorded settings. Requests run one at a time; up to
+--max-queue more wait. Nothing is fetched from the network and no analytics are sent.
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from ditkit.serve.server import DEFAULT_BATCH_SIZE, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PORT
 
-    p = subparsers.add_parser(
-        "serve",
-        help="a local web page to try a checkpoint: generate images, walk latents (needs ditkit[serve])",
-        description="Serve a web page (Gradio) over one checkpoint: generate class-conditional images with "
-        "any sampler and seed, and draw noise and class-embedding walks. Binds to 127.0.0.1 by default.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "serve", run, SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument("checkpoint", help="checkpoint file or folder")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port")
@@ -45,9 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_BATCH_SIZE,
         help="images per forward pass, bounding memory",
     )
+    add_sampling_arguments(p)  # the page's starting values
     add_pipeline_arguments(p)
     p.add_argument("--device", help="device (default: cuda when present, else cpu)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port must lie in 1..65535, got {args.port}")
     if args.max_queue < 1 or args.batch_size < 1:
         raise UserError("--max-queue and --batch-size must be at least 1")
+    given = given_sampling(args)
     require_extra("serve", "ditkit serve")  # before the checkpoint is loaded
     pipe = open_pipeline(args, args.device)
     serve(
         pipe,
         str(args.checkpoint),
+        pipe.settings(**given),
         host=args.host,
         port=args.port,
         max_queue=args.max_queue,

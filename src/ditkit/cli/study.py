@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+SUMMARY = "run the paper's studies (scaling, blocks, guidance, objectives) or a spec file; tables and plots"
+DESCRIPTION = (
+    "Train every run of a study with the normal trainer, evaluate each at fixed fractions of "
+    "training with the same sampler, seeds and samples, and write results.json, results.md and the "
+    "paper's plots (metric vs steps, Gflops, training compute, guidance scale)."
+)
 EPILOG = """examples:
   # model size x patch size on Fashion-MNIST (CPU, see docs/studies/ for the measured time)
   ditkit study scaling --out runs/study-scaling
@@ -27,17 +33,9 @@ samples_<step>.npz, eval_<step>.json), results.json, results.md and PNG plots.
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from ditkit.cli.config_flags import key_value
-    from ditkit.cli.formatting import HelpFormatter, add_data_dir_flag
+    from ditkit.cli.formatting import add_command, add_data_dir_flag
 
-    p = subparsers.add_parser(
-        "study",
-        help="run the paper's studies (scaling, blocks, guidance, objectives) or a spec file; tables and plots",
-        description="Train every run of a study with the normal trainer, evaluate each at fixed fractions of "
-        "training with the same sampler, seeds and samples, and write results.json, results.md and the "
-        "paper's plots (metric vs steps, Gflops, training compute, guidance scale).",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "study", run, SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument(
         "study", metavar="NAME|SPEC", help="scaling, blocks, guidance, objectives, or a .toml/.json spec"
     )
@@ -75,7 +73,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--inception", metavar="PATH", help="local Inception weights for those metrics (no download)"
     )
     p.add_argument("--plan", action="store_true", help="list the runs (parameters, Gflops) and stop")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 
 from ditkit.cli.config_flags import add_config_arguments, given_config_values
-from ditkit.cli.formatting import HelpFormatter, plural
+from ditkit.cli.formatting import add_command, plural
 
+SUMMARY = "train a DiT (DDP/FSDP under torchrun, exact resume, graceful stop)"
+DESCRIPTION = (
+    "Train a class-conditional DiT with the paper's recipe by default: AdamW at lr 1e-4 without "
+    "weight decay, global batch 256, EMA decay 0.9999 (float32), label dropout 0.1, learned sigma. "
+    "Under torchrun every process runs this same command (NCCL on GPUs, gloo on CPUs). "
+    "Each option is a field of ditkit.TrainConfig, written to OUT/train_config.json."
+)
 EPILOG = """examples:
   # the paper's recipe on a latent cache made by `ditkit prepare` (AdamW 1e-4, batch 256, EMA 0.9999)
   ditkit train --model DiT-XL/2 --data runs/cache --steps 400000 --out runs/dit-xl
@@ -33,16 +40,7 @@ checkpoints/<step>/ (config.json, model.safetensors, ema.safetensors, train_stat
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from ditkit.training.config import RUN, TrainConfig
 
-    p = subparsers.add_parser(
-        "train",
-        help="train a DiT (DDP/FSDP under torchrun, exact resume, graceful stop)",
-        description="Train a class-conditional DiT with the paper's recipe by default: AdamW at lr 1e-4 without "
-        "weight decay, global batch 256, EMA decay 0.9999 (float32), label dropout 0.1, learned sigma. "
-        "Under torchrun every process runs this same command (NCCL on GPUs, gloo on CPUs). "
-        "Each option is a field of ditkit.TrainConfig, written to OUT/train_config.json.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-    )
+    p = add_command(subparsers, "train", run, SUMMARY, DESCRIPTION, EPILOG)
     groups = add_config_arguments(p, TrainConfig)
     groups[RUN].add_argument(
         "--resume",
@@ -52,7 +50,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="continue from the newest checkpoint in --out (or a fresh start if none), or from PATH (a run "
         "folder or a checkpoint); the run's train_config.json supplies every option not given again",
     )
-    p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -60,10 +57,11 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     Checked here, before torch is imported, so a bad option fails at once.
     """
-    from ditkit.training.config import TrainConfig, resumed_config, saved_run_config
+    from ditkit.run_folder import read_run_config
+    from ditkit.training.config import TrainConfig, resumed_config
 
     given = given_config_values(args, TrainConfig)
-    saved = saved_run_config(args.resume, given["out"])
+    saved = read_run_config(args.resume, given["out"])
     if saved is not None:
         return resumed_config(saved, given)
     return TrainConfig(**given)

@@ -19,7 +19,8 @@ from ditkit.atomic import atomic_write_text
 from ditkit.errors import UserError
 from ditkit.generation.class_names import ClassQuery
 from ditkit.generation.images import save_png
-from ditkit.generation.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
+from ditkit.generation.pipeline import DiTPipeline
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.visual import save_grid
 
 GRID_FILE = "grid.png"
@@ -40,18 +41,12 @@ def sample_to_folder(
     pipe: DiTPipeline,
     classes: Sequence[ClassQuery] | None,
     out_dir: str | os.PathLike[str],
+    settings: SamplingSettings | None = None,
     *,
     per_class: int = 4,
-    seed: int = 0,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
-    num_steps: int | None = None,
-    sampler: str | None = None,
-    guided_channels: str = "all",
-    guidance_interval: tuple[float, float] | None = None,
-    eta: float = 0.0,
     batch_size: int | None = None,
     progress: bool = True,
-    settings: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> SavedSamples:
     """Sample `per_class` images of each class and write grid.png, images/*.png and samples.json.
 
@@ -59,55 +54,44 @@ def sample_to_folder(
         pipe: the pipeline.
         classes: ids or names; None for an unconditional model (then `per_class` images in all).
         out_dir: folder to write into (created).
+        settings: how to sample (default: the pipeline's `sampling`), resolved by `pipe.settings`;
+            image i uses seed `settings.seed + i`.
         per_class: images per class (the grid's columns).
-        seed: image i uses seed `seed + i`.
-        guidance_scale, num_steps, sampler, guided_channels, guidance_interval, eta, batch_size,
-            progress: as for `DiTPipeline.__call__`.
-        settings: extra plain data recorded in samples.json (e.g. the checkpoint path).
+        batch_size, progress: as for `DiTPipeline.__call__`.
+        extra: more plain data recorded in samples.json (e.g. the checkpoint path).
     """
-    sampler = sampler or pipe.default_sampler
+    s = pipe.settings(settings)
     if per_class < 1:
         raise UserError(f"need at least one image per class, got {per_class}")
-    if seed < 0:
-        raise UserError(f"the seed must be non-negative, got {seed}")
+    if s.seed < 0:
+        raise UserError(f"the seed must be non-negative, got {s.seed}")
     labels = None if classes is None else pipe.resolve_labels(list(classes))
     per_image = None if labels is None else [label for label in labels for _ in range(per_class)]
-    seeds = [seed + i for i in range(per_class * (1 if labels is None else len(labels)))]
-    images = pipe(
-        per_image,
-        guidance_scale,
-        num_steps,
-        sampler,
-        seeds,
-        guided_channels=guided_channels,
-        guidance_interval=guidance_interval,
-        eta=eta,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    seeds = s.seeds(per_class * (1 if labels is None else len(labels)))
+    images = pipe(per_image, seeds=seeds, settings=s, batch_size=batch_size, progress=progress)
     assert isinstance(images, np.ndarray)  # output_type "uint8"
     out = Path(out_dir)
     names = None if labels is None else [pipe.class_name(label) for label in labels]
     grid = save_grid(images, out / GRID_FILE, nrow=per_class, row_labels=names)
     paths, entries = [], []
-    for i, (image, s) in enumerate(zip(images, seeds, strict=True)):
+    for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
         label = None if per_image is None else per_image[i]
-        name = f"{i:05d}_seed{s}" + ("" if label is None else f"_class{label}")
+        name = f"{i:05d}_seed{seed}" + ("" if label is None else f"_class{label}")
         paths.append(save_png(out / IMAGES_DIR / f"{name}.png", image))
         class_name = None if label is None else pipe.class_name(label)
         entries.append(
-            {"file": f"{IMAGES_DIR}/{name}.png", "seed": s, "class": label, "class_name": class_name}
+            {"file": f"{IMAGES_DIR}/{name}.png", "seed": seed, "class": label, "class_name": class_name}
         )
     record = {
         "settings": {
-            **(settings or {}),
-            "guidance_scale": guidance_scale,
-            "num_steps": num_steps,
-            "sampler": sampler,
-            "guided_channels": guided_channels,
-            "guidance_interval": guidance_interval,
-            "eta": eta,
-            "seed": seed,
+            **(extra or {}),
+            "guidance_scale": s.guidance_scale,
+            "num_steps": s.steps,
+            "sampler": s.sampler,
+            "guided_channels": s.guided_channels,
+            "guidance_interval": s.guidance_interval,
+            "eta": s.eta,
+            "seed": s.seed,
             "per_class": per_class,
             "image_size": list(pipe.image_size),
             **pipe.objective_record(),

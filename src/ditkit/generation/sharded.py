@@ -21,7 +21,7 @@ import json
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from ditkit.atomic import atomic_path, atomic_write_text
 from ditkit.errors import UserError
 from ditkit.evaluation.npz_io import to_rgb
 from ditkit.generation.pipeline import DiTPipeline
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.visual import images_to_uint8
 
 # Samples per shard file: 50,000 samples -> 50 shards, each small enough to redo after a crash.
@@ -53,31 +54,35 @@ _LABEL_STREAM = 0x1AB3
 _AUTOCAST_PRECISION = {None: "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
 
+def fid_sampling(pipe: DiTPipeline, **given: Any) -> SamplingSettings:
+    """The settings of an FID run on `pipe`: the given fields (None: not given) over the checkpoint's
+    recorded settings, resolved by `DiTPipeline.settings`; a guidance scale neither given nor recorded is
+    `FID_GUIDANCE_SCALE` (not the figures' 4.0)."""
+    base = pipe.sampling
+    if base.guidance_scale is None:
+        base = base.replace(guidance_scale=FID_GUIDANCE_SCALE)
+    return pipe.settings(base, **given)
+
+
 @dataclass(frozen=True)
 class ShardedSettings:
     """Everything that decides the images of a sharded run (recorded in the manifest).
 
     Attributes:
         num_samples: N.
-        seed: sample i uses seed `seed + i`; the label plan is drawn from it too.
         label_mode: "uniform" (independent uniform labels) or "balanced" (label of i is classes[i mod K]).
         classes: labels to draw from (default: all of the model's classes).
         shard_size: samples per shard file.
-        guidance_scale, num_steps, sampler, guided_channels, guidance_interval, eta: as for `DiTPipeline`
-            (sampler None: the pipeline's default, recorded by name in the manifest).
+        sampling: how to sample; its seed is sample 0's (sample i uses seed + i) and the label plan is
+            drawn from it too. Its sampler None is the pipeline's default and its guidance scale None
+            `FID_GUIDANCE_SCALE`, both recorded by value in the manifest (see `fid_sampling`).
     """
 
     num_samples: int = FID_NUM_SAMPLES
-    seed: int = 0
     label_mode: str = "uniform"
     classes: tuple[int, ...] | None = None
     shard_size: int = DEFAULT_SHARD_SIZE
-    guidance_scale: float = FID_GUIDANCE_SCALE
-    num_steps: int | None = None
-    sampler: str | None = None
-    guided_channels: str = "all"
-    guidance_interval: tuple[float, float] | None = None
-    eta: float = 0.0
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
     def __post_init__(self) -> None:
         if self.num_samples < 1 or self.shard_size < 1:
@@ -86,8 +91,8 @@ class ShardedSettings:
             )
         if self.label_mode not in LABEL_MODES:
             raise UserError(f"label mode must be one of {', '.join(LABEL_MODES)}, got {self.label_mode!r}")
-        if self.seed < 0:
-            raise UserError(f"the seed must be non-negative, got {self.seed}")
+        if self.sampling.seed < 0:
+            raise UserError(f"the seed must be non-negative, got {self.sampling.seed}")
 
     @property
     def num_shards(self) -> int:
@@ -98,10 +103,40 @@ class ShardedSettings:
         return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.num_samples))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["classes"] = None if self.classes is None else list(self.classes)
-        d["guidance_interval"] = None if self.guidance_interval is None else list(self.guidance_interval)
-        return d
+        """The manifest's record: the sampling fields flat beside the others, under the keys manifests
+        have always had (`num_steps` for the steps), so that runs begun by older versions resume."""
+        s = self.sampling
+        return {
+            "num_samples": self.num_samples,
+            "seed": s.seed,
+            "label_mode": self.label_mode,
+            "classes": None if self.classes is None else list(self.classes),
+            "shard_size": self.shard_size,
+            "guidance_scale": s.guidance_scale,
+            "num_steps": s.steps,
+            "sampler": s.sampler,
+            "guided_channels": s.guided_channels,
+            "guidance_interval": None if s.guidance_interval is None else list(s.guidance_interval),
+            "eta": s.eta,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ShardedSettings:
+        """Read `to_dict`'s record back (a manifest's "settings")."""
+        d = dict(record)
+        sampling = {key: d.pop(key) for key in _SAMPLING_KEYS if key in d}
+        if "num_steps" in d:
+            sampling["steps"] = d.pop("num_steps")
+        classes = d.pop("classes", None)
+        return cls(
+            **d,
+            classes=None if classes is None else tuple(classes),
+            sampling=SamplingSettings.from_dict(sampling),
+        )
+
+
+# The sampling fields a manifest records under their own names (the steps as "num_steps").
+_SAMPLING_KEYS = ("seed", "guidance_scale", "sampler", "guided_channels", "guidance_interval", "eta")
 
 
 @dataclass
@@ -134,7 +169,7 @@ def label_plan(settings: ShardedSettings, num_classes: int) -> np.ndarray | None
         raise UserError(f"classes must lie in 0..{num_classes - 1}")
     if settings.label_mode == "balanced":
         return classes[np.arange(settings.num_samples) % len(classes)]
-    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, _LABEL_STREAM]))
+    rng = np.random.default_rng(np.random.SeedSequence([settings.sampling.seed, _LABEL_STREAM]))
     return classes[rng.integers(0, len(classes), settings.num_samples)]
 
 
@@ -224,17 +259,12 @@ def compute_shard(
 ) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
     """Images uint8 (n, H, W, 3), labels (n,) or None and seeds of one shard."""
     indices = settings.shard_range(shard)
-    seeds = [settings.seed + i for i in indices]
+    seeds = settings.sampling.seeds(len(indices), start=indices.start)
     shard_labels = None if labels is None else labels[indices.start : indices.stop]
     latents = pipe.sample_latents(
         None if shard_labels is None else shard_labels.tolist(),
         seeds=seeds,
-        guidance_scale=settings.guidance_scale,
-        num_steps=settings.num_steps,
-        sampler=settings.sampler,
-        guided_channels=settings.guided_channels,
-        guidance_interval=settings.guidance_interval,
-        eta=settings.eta,
+        settings=settings.sampling,
         batch_size=batch_size,
         progress=False,
     )
@@ -275,8 +305,9 @@ def generate_sharded(
         raise UserError(f"rank {rank} is outside 0..{world_size - 1}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if settings.sampler is None:
-        settings = dataclasses.replace(settings, sampler=pipe.default_sampler)
+    sampling = settings.sampling
+    if sampling.sampler is None or sampling.guidance_scale is None:  # recorded in the manifest by value
+        settings = dataclasses.replace(settings, sampling=fid_sampling(pipe, **sampling.to_dict()))
     check_or_write_manifest(out, _manifest(pipe, settings))
     labels = label_plan(settings, pipe.num_classes)
     result = ShardedResult(out)

@@ -25,6 +25,8 @@ from ditkit.generation.images import save_gif, to_pil
 from ditkit.generation.pipeline import DiTPipeline
 from ditkit.generation.save import sample_to_folder
 from ditkit.generation.walks import Walk, class_walk, noise_walk, save_walks
+from ditkit.objectives import Objective
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.visual import DEFAULT_PADDING, display_scale, save_grid, upscale_nearest
 
 # Limits of one request, so that one user cannot take the server's memory or time (the queue runs one
@@ -127,6 +129,43 @@ def check_steps(steps: float | int | None) -> int | None:
     return int(steps)
 
 
+def request_settings(
+    objective: Objective,
+    base: SamplingSettings,
+    guidance_scale: float,
+    sampler: str | None,
+    steps: float | int | None,
+    seed: int | None = None,
+) -> SamplingSettings:
+    """One request's settings: the page's fields over the served ones (`base`, e.g. `pipe.settings()`).
+
+    The fields the page does not show (guided channels, guidance interval) are the base's; its eta goes
+    with its sampler. An empty steps field is the sampler's own count; a sampler that picks its own steps
+    (the objective names no default, as for dopri5) takes none, whatever the field holds (its box is
+    disabled, and Gradio sends an empty number as 0).
+
+    Raises:
+        UserError: a bad field (zero or fractional steps, a negative scale), in one line.
+    """
+    sampler = sampler or base.sampler
+    if sampler is not None and objective.default_steps(sampler) is None:
+        steps = None
+    return base.replace(
+        guidance_scale=float(guidance_scale),
+        sampler=sampler,
+        steps=check_steps(steps),
+        eta=base.eta if sampler == base.sampler else 0.0,
+        seed=base.seed if seed is None else seed,
+    )
+
+
+def shown_steps(pipe: DiTPipeline, settings: SamplingSettings) -> int | None:
+    """The step count `settings` samples with (None: its sampler picks its own, as dopri5)."""
+    if settings.steps is not None or settings.sampler is None:
+        return settings.steps
+    return pipe.objective.default_steps(settings.sampler)
+
+
 def _classes(pipe: DiTPipeline, classes: Sequence[str] | None) -> list[str] | None:
     """The classes asked for, None for an unconditional model; an error when none is chosen."""
     if pipe.num_classes == 0:
@@ -142,18 +181,19 @@ def generate(
     out_dir: Path,
     classes: Sequence[str] | None,
     per_class: int,
-    guidance_scale: float,
-    sampler: str,
-    steps: float | int | None,
-    seed: int,
+    settings: SamplingSettings,
     *,
     batch_size: int | None = None,
-    settings: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> GenerateResult:
     """Draw `per_class` images of each class with `sample_to_folder` into `out_dir` (image i: seed + i).
 
+    Args:
+        settings: how to sample (see `request_settings`); image i uses seed `settings.seed + i`.
+        extra: plain data recorded in samples.json beside the settings.
+
     Raises:
-        UserError: a bad request (unknown class, zero steps, too many images...), in one line.
+        UserError: a bad request (unknown class, too many images...), in one line.
     """
     chosen = _classes(pipe, classes)
     count = int(per_class) * (1 if chosen is None else len(chosen))
@@ -161,21 +201,18 @@ def generate(
         raise UserError(f"at most {MAX_CLASSES} classes at once, got {len(chosen)}")
     if not 1 <= per_class <= MAX_PER_CLASS or count > MAX_IMAGES:
         raise UserError(f"ask for 1..{MAX_PER_CLASS} images per class and at most {MAX_IMAGES} in all")
-    num_steps = check_steps(steps)
+    s = pipe.settings(settings)
     saved = sample_to_folder(
         pipe,
         chosen,
         out_dir,
+        s,
         per_class=int(per_class),
-        seed=seed,
-        guidance_scale=float(guidance_scale),
-        num_steps=num_steps,
-        sampler=sampler,
         batch_size=batch_size,
         progress=True,  # tqdm bars, which the page follows
-        settings=settings,
+        extra=extra,
     )
-    how = _how(pipe, sampler, num_steps, guidance_scale)
+    how = _how(pipe, s)
     gallery = []
     for path, entry in zip(saved.images, _record_entries(saved.record), strict=True):
         with Image.open(path) as png:
@@ -185,8 +222,8 @@ def generate(
         shown = enlarge(image, shown_scale(*image.shape[:2]))
         gallery.append((shown, f"{name}seed {entry['seed']} · {how}"))
     archive = _zip(out_dir, [saved.record, *saved.images], out_dir / SAMPLES_ZIP)
-    summary = f"{count} image{'s' if count != 1 else ''}, seeds {seed}..{seed + count - 1} ({how})"
-    return GenerateResult(gallery, [saved.grid, archive], seed, summary)
+    summary = f"{count} image{'s' if count != 1 else ''}, seeds {s.seed}..{s.seed + count - 1} ({how})"
+    return GenerateResult(gallery, [saved.grid, archive], s.seed, summary)
 
 
 def _zip(root: Path, files: Sequence[Path], target: Path) -> Path:
@@ -209,10 +246,10 @@ def _display_copies(frames: np.ndarray, folder: Path, duration_ms: int) -> tuple
     return gif, strip
 
 
-def _how(pipe: DiTPipeline, sampler: str, steps: int | None, guidance_scale: float) -> str:
+def _how(pipe: DiTPipeline, settings: SamplingSettings) -> str:
     """The settings every image of a request shares, e.g. "ddim, 50 steps, guidance 4"."""
-    count = steps or pipe.default_steps(sampler)
-    return f"{sampler}, {count or 'adaptive'} steps, guidance {guidance_scale:g}"
+    steps = shown_steps(pipe, settings)
+    return f"{settings.sampler}, {steps or 'adaptive'} steps, guidance {settings.guidance_scale:g}"
 
 
 def _record_entries(record: Path) -> list[dict[str, object]]:
@@ -226,31 +263,28 @@ def walk(
     classes: Sequence[str] | None,
     seeds_text: str,
     frames: int,
+    settings: SamplingSettings,
     *,
     loop: bool,
-    guidance_scale: float,
-    sampler: str,
-    steps: float | int | None,
     duration_ms: int,
     batch_size: int | None = None,
 ) -> WalkResult:
     """One noise walk (one class, a path of seeds) or one class walk (a path of classes, one seed).
+
+    Args:
+        settings: how to sample each frame (see `request_settings`; its seed is not used: `seeds_text`'s are).
 
     Raises:
         UserError: a bad request, in one line.
     """
     chosen = _classes(pipe, classes) if mode == "class" or pipe.num_classes else None
     seeds = parse_seeds(seeds_text)
-    num_steps = check_steps(steps)
     if not 2 <= int(frames) <= MAX_FRAMES:
         raise UserError(f"frames per segment must lie in 2..{MAX_FRAMES}, got {frames}")
+    s = pipe.settings(settings)
+    # The sampler is named, so the walk keeps it (a noise walk refuses a stochastic one).
     options: dict[str, Any] = dict(
-        loop=bool(loop),
-        guidance_scale=float(guidance_scale),
-        num_steps=num_steps,
-        sampler=sampler,
-        batch_size=batch_size,
-        progress=True,
+        loop=bool(loop), sampler=s.sampler, settings=s, batch_size=batch_size, progress=True
     )
     result: Walk
     if mode == "noise":
@@ -270,7 +304,7 @@ def walk(
         raise UserError(f"walk mode must be noise or class, got {mode!r}")
     _, strip, gif = save_walks([result], out_dir, WALK_STEM, int(duration_ms))
     shown_gif, shown_strip = _display_copies(result.images, out_dir / "display", int(duration_ms))
-    how = _how(pipe, sampler, num_steps, guidance_scale)
+    how = _how(pipe, s)
     return WalkResult(
         shown_gif, shown_strip, [gif, strip], f"{result.title} ({len(result.images)} frames, {how})"
     )

@@ -22,8 +22,9 @@ import torch
 
 from ditkit.errors import UserError
 from ditkit.generation.images import DEFAULT_GIF_DURATION_MS
-from ditkit.generation.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
-from ditkit.generation.walks import DEFAULT_FRAMES, DETERMINISTIC_SAMPLERS
+from ditkit.generation.pipeline import DiTPipeline
+from ditkit.generation.walks import DEFAULT_FRAMES, walk_settings
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.serve import jobs
 
 # Result folders kept on disk (older ones are deleted): enough for every request a few users make.
@@ -114,29 +115,56 @@ def _class_box(pipe: DiTPipeline, label: str, value: list[str], elem_id: str) ->
     )
 
 
-def _sampling_controls(pipe: DiTPipeline, sampler: str, prefix: str) -> tuple[Any, Any, Any]:
-    """Guidance, sampler (the pipeline's list) and steps (the sampler's default, updated on change)."""
+def _sampling_controls(pipe: DiTPipeline, defaults: SamplingSettings, prefix: str) -> tuple[Any, Any, Any]:
+    """Guidance, sampler (the pipeline's list) and steps (the sampler's default, updated on change),
+    starting from `defaults` (resolved: its sampler named, its guidance scale set)."""
+    scale = float(defaults.guidance_scale or 1.0)
     guidance = gr.Slider(
-        1.0, MAX_GUIDANCE, DEFAULT_GUIDANCE_SCALE, step=GUIDANCE_STEP, label="guidance scale (1: none)"
+        min(1.0, scale),  # the range holds whatever scale the checkpoint recorded
+        max(MAX_GUIDANCE, scale),
+        scale,
+        step=GUIDANCE_STEP,
+        label="guidance scale (1: none)",
+        elem_id=f"{prefix}-guidance",
     )
     with gr.Row():
         sampler_box = gr.Dropdown(
-            list(pipe.samplers), value=sampler, label="sampler", elem_id=f"{prefix}-sampler"
+            list(pipe.samplers), value=defaults.sampler, label="sampler", elem_id=f"{prefix}-sampler"
         )
+        steps = jobs.shown_steps(pipe, defaults)
         steps_box = gr.Number(
-            pipe.default_steps(sampler),
+            steps,
             precision=0,
             label="steps (empty: the sampler's own)",
+            interactive=steps is not None,
             elem_id=f"{prefix}-steps",
         )
-    sampler_box.change(pipe.default_steps, sampler_box, steps_box, queue=False)
+
+    def sampler_steps(sampler: str) -> Any:
+        """The steps box for a newly chosen sampler: its default, disabled where it picks its own."""
+        steps = pipe.default_steps(sampler)
+        return gr.update(value=steps, interactive=steps is not None)
+
+    sampler_box.change(sampler_steps, sampler_box, steps_box, queue=False)
     return guidance, sampler_box, steps_box
 
 
-def build_page(pipe: DiTPipeline, checkpoint: str, workspace: Workspace, batch_size: int | None) -> gr.Blocks:
-    """The Blocks of the page; call `.queue(...)` and `.launch(...)` on it (see `ditkit.serve.server`)."""
+def build_page(
+    pipe: DiTPipeline,
+    checkpoint: str,
+    workspace: Workspace,
+    batch_size: int | None,
+    defaults: SamplingSettings | None = None,
+) -> gr.Blocks:
+    """The Blocks of the page; call `.queue(...)` and `.launch(...)` on it (see `ditkit.serve.server`).
+
+    Args:
+        defaults: the sampling settings the forms start from and the requests build on (default:
+            `pipe.settings()`, the checkpoint's recorded ones).
+    """
+    defaults = pipe.settings(defaults)
     first = [jobs.class_choices(pipe)[0][1]] if pipe.num_classes else []
-    settings = {"checkpoint": checkpoint, "precision": pipe.precision}
+    extra = {"checkpoint": checkpoint, "precision": pipe.precision}
     with gr.Blocks(title="ditkit serve", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as page:
         gr.Markdown("## ditkit · DiT playground")
         gr.Markdown(device_note(pipe, checkpoint), elem_id="device-note")
@@ -152,10 +180,13 @@ def build_page(pipe: DiTPipeline, checkpoint: str, workspace: Workspace, batch_s
                         label="images per class" if pipe.num_classes else "images",
                         elem_id="generate-per-class",
                     )
-                    guidance, sampler, steps = _sampling_controls(pipe, pipe.default_sampler, "generate")
+                    guidance, sampler, steps = _sampling_controls(pipe, defaults, "generate")
                     with gr.Row():
                         seed = gr.Number(
-                            0, precision=0, label="seed (image i: seed + i)", elem_id="generate-seed"
+                            defaults.seed,
+                            precision=0,
+                            label="seed (image i: seed + i)",
+                            elem_id="generate-seed",
                         )
                         random_seed = gr.Checkbox(False, label="random seed", elem_id="generate-random")
                     go = gr.Button("Generate", variant="primary", elem_id="generate-button")
@@ -184,17 +215,15 @@ def build_page(pipe: DiTPipeline, checkpoint: str, workspace: Workspace, batch_s
         ) -> tuple[Any, ...]:
             def job() -> tuple[Any, ...]:
                 used = jobs.pick_seed(seed, random_seed)
+                asked = jobs.request_settings(pipe.objective, defaults, guidance, sampler, steps, used)
                 out = jobs.generate(
                     pipe,
                     workspace.new("generate"),
                     classes,
                     int(per_class),
-                    guidance,
-                    sampler,
-                    steps,
-                    used,
+                    asked,
                     batch_size=batch_size,
-                    settings=settings,
+                    extra=extra,
                 )
                 return out.gallery, [str(p) for p in out.files], used, status_html(out.summary)
 
@@ -207,11 +236,17 @@ def build_page(pipe: DiTPipeline, checkpoint: str, workspace: Workspace, batch_s
             concurrency_id=CONCURRENCY_ID,
             concurrency_limit=1,
         )
-        _walk_tab(pipe, workspace, batch_size, first)
+        _walk_tab(pipe, workspace, batch_size, first, walk_settings(pipe, defaults))
     return page
 
 
-def _walk_tab(pipe: DiTPipeline, workspace: Workspace, batch_size: int | None, first: list[str]) -> None:
+def _walk_tab(
+    pipe: DiTPipeline,
+    workspace: Workspace,
+    batch_size: int | None,
+    first: list[str],
+    defaults: SamplingSettings,
+) -> None:
     with gr.Tab("Walk"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -245,8 +280,7 @@ def _walk_tab(pipe: DiTPipeline, workspace: Workspace, batch_size: int | None, f
                 with gr.Row():
                     loop = gr.Checkbox(False, label="loop back to the first point")
                     duration = gr.Number(DEFAULT_GIF_DURATION_MS, precision=0, label="GIF frame time (ms)")
-                default = next((s for s in DETERMINISTIC_SAMPLERS if s in pipe.samplers), pipe.samplers[0])
-                guidance, sampler, steps = _sampling_controls(pipe, default, "walk")
+                guidance, sampler, steps = _sampling_controls(pipe, defaults, "walk")
                 go = gr.Button("Walk", variant="primary", elem_id="walk-button")
                 status = gr.HTML(elem_id="walk-status")
             with gr.Column(scale=2):
@@ -292,10 +326,8 @@ def _walk_tab(pipe: DiTPipeline, workspace: Workspace, batch_size: int | None, f
                 classes,
                 seeds,
                 int(frames),
+                jobs.request_settings(pipe.objective, defaults, guidance, sampler, steps),
                 loop=loop,
-                guidance_scale=guidance,
-                sampler=sampler,
-                steps=steps,
                 duration_ms=int(duration),
                 batch_size=batch_size,
             )

@@ -22,6 +22,7 @@ from ditkit.extras import require_extra
 
 if TYPE_CHECKING:
     from ditkit.generation.pipeline import DiTPipeline
+    from ditkit.samplers.settings import SamplingSettings
 
 DEFAULT_HOST = "127.0.0.1"
 # Gradio's customary port.
@@ -37,6 +38,7 @@ OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELE
 def serve(
     pipe: DiTPipeline,
     checkpoint: str,
+    settings: SamplingSettings | None = None,
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -44,6 +46,8 @@ def serve(
     batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> None:
     """Serve the page for `pipe` at http://host:port/ until Ctrl+C or SIGTERM; results live in a temp folder.
+
+    `settings` are the sampling settings the page starts from (default: the checkpoint's, `pipe.settings()`).
 
     Raises:
         UserError: Gradio missing, or the port cannot be bound.
@@ -54,7 +58,7 @@ def serve(
 
     root = Path(tempfile.mkdtemp(prefix="ditkit-serve-"))
     try:
-        page = build_page(pipe, checkpoint, Workspace(root), batch_size)
+        page = build_page(pipe, checkpoint, Workspace(root), batch_size, settings)
         page.queue(max_size=max_queue, default_concurrency_limit=1)
         try:
             page.launch(

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ditkit.atomic import atomic_path, atomic_write_text
-from ditkit.study.spec import EvalSettings
+from ditkit.samplers.settings import SamplingSettings
+from ditkit.study.spec import GUIDANCE_KEY, EvalSettings
 
 # The row keys of the metrics (results.json), in the order tables show them.
 METRIC_KEYS = (
@@ -44,17 +45,31 @@ METRIC_LABELS = {
 LOWER_IS_BETTER = ("fid", "sfid", "fmnist_frechet")
 
 
-def variant_tag(variant: dict[str, Any], varying: set[str]) -> str:
+# The fields told apart by the file names of an evaluation's guidance variants.
+VARIANT_FIELDS = ("guidance_scale", "guided_channels", "guidance_interval")
+
+
+def variant_tag(variant: SamplingSettings, varying: set[str]) -> str:
     """A file-name suffix for the guidance settings that differ between variants ("" when only one)."""
     parts = []
-    if "cfg_scale" in varying:
-        parts.append(f"cfg{variant['cfg_scale']:g}")
+    if "guidance_scale" in varying:
+        parts.append(f"cfg{variant.guidance_scale:g}")
     if "guided_channels" in varying:
-        parts.append(str(variant["guided_channels"]))
+        parts.append(str(variant.guided_channels))
     if "guidance_interval" in varying:
-        interval = variant["guidance_interval"]
+        interval = variant.guidance_interval
         parts.append("t-all" if interval is None else f"t{interval[0]:g}-{interval[1]:g}")
     return "".join(f"_{p}" for p in parts)
+
+
+def variant_record(variant: SamplingSettings) -> dict[str, Any]:
+    """The guidance settings as evaluation records and results rows hold them."""
+    interval = variant.guidance_interval
+    return {
+        GUIDANCE_KEY: variant.guidance_scale,
+        "guided_channels": variant.guided_channels,
+        "guidance_interval": None if interval is None else list(interval),
+    }
 
 
 def samples_path(run_dir: Path, step: int, tag: str) -> Path:
@@ -105,7 +120,7 @@ class Evaluator:
     def evaluate(self, checkpoint: Path, run_dir: Path, step: int) -> list[dict[str, Any]]:
         """Every guidance variant of one checkpoint; returns their records (read back when done)."""
         variants = self.settings.variants()
-        varying = {k for k in variants[0] if len({json.dumps(v[k]) for v in variants}) > 1}
+        varying = {k for k in VARIANT_FIELDS if len({getattr(v, k) for v in variants}) > 1}
         pipe = None
         records = []
         for variant in variants:
@@ -124,7 +139,7 @@ class Evaluator:
             record = {
                 "step": step,
                 "tag": tag,
-                **variant,
+                **variant_record(variant),
                 "samples": path.name,
                 "metrics": self._score(path),
                 "sample_seconds": t1 - t0,
@@ -139,20 +154,15 @@ class Evaluator:
 
         return DiTPipeline.from_pretrained(checkpoint, device=self.device, precision=self.settings.precision)
 
-    def _draw(self, pipe: Any, variant: dict[str, Any], path: Path) -> None:
+    def _draw(self, pipe: Any, variant: SamplingSettings, path: Path) -> None:
         s = self.settings
         n = s.num_samples
-        sampler, steps = s.sampler_for(getattr(pipe, "objective", "diffusion"))
+        sampler, steps = s.sampler_for(pipe.objective.name)
         labels = [i % pipe.num_classes for i in range(n)] if pipe.num_classes > 0 else None
-        interval = variant["guidance_interval"]
         images = pipe(
             labels,
-            guidance_scale=variant["cfg_scale"],
-            num_steps=steps,
-            sampler=sampler,
-            seeds=range(s.seed, s.seed + n),
-            guided_channels=variant["guided_channels"],
-            guidance_interval=None if interval is None else tuple(interval),
+            seeds=variant.seeds(n),
+            settings=variant.replace(sampler=sampler, steps=steps),
             batch_size=s.batch_size,
             progress=self.progress,
         )
@@ -184,7 +194,7 @@ class Evaluator:
             if "agreement" in fm:
                 metrics["fmnist_agreement"] = float(fm["agreement"])
         if self.reference is not None:
-            from ditkit.evaluation.evaluate import evaluate_npz
+            from ditkit.evaluation.adm_metrics import evaluate_npz
 
             adm = evaluate_npz(
                 path, self.reference, self._inception(), device=self.device, progress=self.progress

@@ -17,11 +17,12 @@ from typing import Any
 
 from ditkit.atomic import atomic_path
 from ditkit.study.evaluate import LOWER_IS_BETTER, METRIC_KEYS, METRIC_LABELS
+from ditkit.study.spec import GUIDANCE_KEY
 
 Row = dict[str, Any]
 # At most this many metric panels per row of a figure.
 PANELS_PER_ROW = 3
-VARIANT_KEYS = ("cfg_scale", "guided_channels", "guidance_interval")
+VARIANT_KEYS = (GUIDANCE_KEY, "guided_channels", "guidance_interval")
 
 
 def _variant(row: Row) -> str:
@@ -151,13 +152,13 @@ def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
             )
         )
     sweep = _final(rows)
-    if len({r["cfg_scale"] for r in sweep}) > 1:
+    if len({r[GUIDANCE_KEY] for r in sweep}) > 1:
         written.append(
             _figure(
                 out / "vs_guidance.png",
                 sweep,
                 metrics,
-                x="cfg_scale",
+                x=GUIDANCE_KEY,
                 xlabel="guidance scale",
                 title=f"{study}: metric vs guidance scale (last step)",
                 group=lambda r: f"{r['run']} {r['guided_channels']} {r['guidance_interval'] or ''}".strip(),

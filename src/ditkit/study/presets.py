@@ -32,7 +32,7 @@ CPU_EVAL: dict[str, Any] = {
     "num_samples": 500,
     "sampler": "dpm++2m",
     "sample_steps": 20,
-    "cfg_scale": [1.0],  # the paper's scaling and block results are unguided
+    "guidance_scale": [1.0],  # the paper's scaling and block results are unguided
     "batch_size": 250,
 }
 CPU_GUIDANCE_SCALES = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
@@ -44,7 +44,7 @@ GPU_EVAL: dict[str, Any] = {
     "num_samples": 10_000,
     "sampler": "ddpm",
     "sample_steps": 250,
-    "cfg_scale": [1.0],
+    "guidance_scale": [1.0],
     "batch_size": 250,
 }
 GPU_GUIDANCE_SCALES = [1.0, 1.25, 1.5, 2.0, 3.0, 4.0]
@@ -104,7 +104,7 @@ def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
         if cpu:
             base.update(hidden_size=CPU_BLOCK_WIDTH[0], num_heads=CPU_BLOCK_WIDTH[1])
         axes = {"block": ["adaln-zero"]}
-        evals.update(fractions=[1.0], cfg_scale=CPU_GUIDANCE_SCALES if cpu else GPU_GUIDANCE_SCALES)
+        evals.update(fractions=[1.0], guidance_scale=CPU_GUIDANCE_SCALES if cpu else GPU_GUIDANCE_SCALES)
         what = "one model sampled at a sweep of guidance scales"
     else:
         _require_objective()

@@ -16,7 +16,7 @@ from typing import Any
 
 from ditkit.atomic import atomic_write_text
 from ditkit.study.evaluate import METRIC_KEYS, METRIC_LABELS
-from ditkit.study.spec import RunPlan, StudySpec
+from ditkit.study.spec import GUIDANCE_KEY, RunPlan, StudySpec
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -48,7 +48,7 @@ def collect_rows(plans: Sequence[RunPlan]) -> list[dict[str, Any]]:
                 "global_batch": info["global_batch"],
                 "step": record["step"],
                 "train_compute_flops": train_compute(info["gflops"], info["global_batch"], record["step"]),
-                "cfg_scale": record["cfg_scale"],
+                GUIDANCE_KEY: record[GUIDANCE_KEY],
                 "guided_channels": record["guided_channels"],
                 "guidance_interval": record["guidance_interval"],
                 "samples": f"runs/{plan.name}/{record['samples']}",
@@ -100,7 +100,7 @@ COLUMN_LABELS = {
     "hidden_size": "width",
     "params": "params",
     "train_compute_flops": "training compute (FLOPs)",
-    "cfg_scale": "guidance",
+    GUIDANCE_KEY: "guidance",
 }
 
 
@@ -129,7 +129,9 @@ def markdown(
 ) -> str:
     metrics = [k for k in METRIC_KEYS if any(k in r for r in rows)]
     sweeps = [
-        k for k in ("cfg_scale", "guided_channels", "guidance_interval") if len({str(r[k]) for r in rows}) > 1
+        k
+        for k in (GUIDANCE_KEY, "guided_channels", "guidance_interval")
+        if len({str(r[k]) for r in rows}) > 1
     ]
     e = spec.eval
     done = {r["run"] for r in rows}

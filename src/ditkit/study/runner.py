@@ -317,8 +317,8 @@ def run_one(
     evaluators: dict[str, Evaluator] | None = None,
 ) -> None:
     """Train one run to its end (resuming if it was cut) and evaluate each of its evaluation steps."""
-    from ditkit.training import train
     from ditkit.run_folder import checkpoint_path
+    from ditkit.training import train
 
     run_dir, total = Path(plan.config.out), int(plan.config.steps or 0)
     if not trained(plan):

@@ -12,7 +12,7 @@ A spec file (TOML or JSON) has four tables; only `axes` is required:
     "depth,num_heads" = [[2, 2], [4, 4]]    # a comma-joined key varies several fields together
     [eval]                      # EvalSettings fields
     fractions = [0.5, 1.0]
-    cfg_scale = [1.0, 4.0]      # a list of guidance settings is swept at every evaluation
+    cfg_scale = [1.0, 4.0]      # guidance scales (also spelled guidance_scale); a list is swept
 
 Axis and base names are TrainConfig fields (`ditkit train --help`), so options added to the trainer
 work here at once, or the DiT fields in MODEL_FIELDS.
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ditkit.errors import UserError
+from ditkit.samplers.settings import SamplingSettings
 from ditkit.training.config import TrainConfig
 
 # DiT fields a study may set; they go into TrainConfig.model_overrides. The others come from the data
@@ -43,6 +44,9 @@ ABBREVIATIONS = {"hidden_size": "w", "patch_size": "p", "depth": "d", "num_heads
 VALUE_ONLY = ("model", "block", "objective", "noise_schedule", "data")
 SPEC_KEYS = ("name", "description", "base", "axes", "eval")
 GUIDED_CHANNELS = ("all", "first3")
+# The guidance scale's key in spec files' [eval] tables and in the evaluation records and results rows
+# (written since the first studies; `guidance_scale` is its name in the code).
+GUIDANCE_KEY = "cfg_scale"
 # Training objectives (TrainConfig.objective, where ditkit has flow matching).
 OBJECTIVES = ("diffusion", "flow")
 
@@ -56,7 +60,8 @@ class EvalSettings:
         num_samples: images per evaluation; image i has label i % num_classes and seed `seed + i`.
         sampler, sample_steps: the sampler of `ditkit.samplers` and its steps; or a table keyed by the
             training objective ({"diffusion": "dpm++2m", "flow": "heun"}), for studies that mix them.
-        cfg_scale: guidance scales; several are swept (each evaluation draws every one).
+        guidance_scale: guidance scales; several are swept (each evaluation draws every one). The spec
+            file's key is `cfg_scale` (`guidance_scale` is read too).
         guided_channels: "all" or "first3"; several are swept.
         guidance_interval: None or [t_lo, t_hi] in model timesteps; several are swept.
         seed: seed of image 0.
@@ -68,7 +73,7 @@ class EvalSettings:
     num_samples: int = 500
     sampler: str | dict[str, str] = "dpm++2m"
     sample_steps: int | dict[str, int] = 20
-    cfg_scale: tuple[float, ...] = (1.0,)
+    guidance_scale: tuple[float, ...] = (1.0,)
     guided_channels: tuple[str, ...] = ("all",)
     guidance_interval: tuple[tuple[float, float] | None, ...] = (None,)
     seed: int = 0
@@ -90,8 +95,8 @@ class EvalSettings:
                 raise UserError(
                     f"eval sampler tables are keyed by objective ({', '.join(OBJECTIVES)}), got {list(table)}"
                 )
-        if not self.cfg_scale or any(not s >= 1.0 for s in self.cfg_scale):
-            raise UserError(f"eval cfg_scale values must be >= 1, got {list(self.cfg_scale)}")
+        if not self.guidance_scale or any(not s >= 1.0 for s in self.guidance_scale):
+            raise UserError(f"eval {GUIDANCE_KEY} values must be >= 1, got {list(self.guidance_scale)}")
         bad = [c for c in self.guided_channels if c not in GUIDED_CHANNELS]
         if bad or not self.guided_channels:
             raise UserError(f"eval guided_channels must be among {', '.join(GUIDED_CHANNELS)}, got {bad}")
@@ -109,21 +114,36 @@ class EvalSettings:
             raise UserError(f"the eval sampler table names no sampler or steps for {objective} models")
         return sampler, steps
 
-    def variants(self) -> list[dict[str, Any]]:
-        """Every guidance setting to draw at each evaluation step: (cfg_scale, channels, interval)."""
+    def variants(self) -> list[SamplingSettings]:
+        """Every guidance setting drawn at each evaluation step (scale x channels x interval), with the
+        evaluation's seed; the sampler and steps are the model's (`sampler_for`), set when drawing."""
         return [
-            {"cfg_scale": s, "guided_channels": c, "guidance_interval": i}
-            for s, c, i in itertools.product(self.cfg_scale, self.guided_channels, self.guidance_interval)
+            SamplingSettings(guidance_scale=s, guided_channels=c, guidance_interval=i, seed=self.seed)
+            for s, c, i in itertools.product(
+                self.guidance_scale, self.guided_channels, self.guidance_interval
+            )
         ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a spec file's [eval] table writes them (`from_dict` reads them back)."""
+        d = dataclasses.asdict(self)
+        d[GUIDANCE_KEY] = d.pop("guidance_scale")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> EvalSettings:
         d = dict(d)
+        if GUIDANCE_KEY in d:
+            if "guidance_scale" in d:
+                raise UserError(
+                    f"{source}: give the eval guidance scales once ({GUIDANCE_KEY} or guidance_scale)"
+                )
+            d["guidance_scale"] = d.pop(GUIDANCE_KEY)
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise UserError(f"{source}: unknown eval setting {unknown[0]!r}; known: {', '.join(known)}")
-        for name in ("fractions", "cfg_scale", "guided_channels"):
+        for name in ("fractions", "guidance_scale", "guided_channels"):
             if name in d:
                 d[name] = tuple(_as_list(d[name]))
         if "guidance_interval" in d:
@@ -137,11 +157,10 @@ class EvalSettings:
 
 
 def known_samplers() -> tuple[str, ...]:
-    """Every sampler name: the diffusion samplers and, where ditkit has flow matching, the flow ones."""
-    from ditkit import choices
-    from ditkit.samplers.api import SAMPLERS
+    """Every sampler name, of every objective."""
+    from ditkit.choices import SAMPLERS
 
-    return tuple(dict.fromkeys([*SAMPLERS, *getattr(choices, "FLOW_SAMPLERS", ())]))
+    return SAMPLERS
 
 
 def _intervals(value: Any, source: str) -> tuple[tuple[float, float] | None, ...]:
@@ -201,7 +220,7 @@ class StudySpec:
                 "description": self.description,
                 "base": self.base,
                 "axes": self.axes,
-                "eval": dataclasses.asdict(self.eval),
+                "eval": self.eval.to_dict(),
             }
         )
 
