@@ -30,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ditkit import distributed
-from ditkit.atomic import atomic_path, atomic_write_text
+from ditkit.atomic import atomic_write_text
 from ditkit.errors import UserError
-from ditkit.evaluation.npz_io import to_rgb
+from ditkit.evaluation.npz_io import read_npz, to_rgb, write_npz, write_npz_streamed
 from ditkit.generation.pipeline import DiTPipeline
 from ditkit.samplers.settings import SamplingSettings
 from ditkit.visual import images_to_uint8
@@ -243,11 +243,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 
 def _write_shard(path: Path, images: np.ndarray, labels: np.ndarray | None, seeds: Sequence[int]) -> None:
-    arrays = {"images": images, "seeds": np.asarray(seeds, dtype=np.int64)}
-    if labels is not None:
-        arrays["labels"] = labels
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would add ".npz"
-        np.savez(f, **arrays)  # type: ignore[arg-type]
+    write_npz(path, images, labels, seeds=np.asarray(seeds, dtype=np.int64))
 
 
 def compute_shard(
@@ -345,33 +341,19 @@ def pack_shards(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] | 
             f"{out} lacks {len(missing)} of {num_shards} shards (first: {missing[0]}); run again to finish"
         )
     shape = (n, *manifest["image_shape"])
-    labels: list[np.ndarray] = []
     target = Path(dest) if dest is not None else out / PACKED_FILE
-    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-            header = {
-                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                "fortran_order": False,
-                "shape": shape,
-            }
-            np.lib.format.write_array_header_1_0(f, header)
-            for k in range(num_shards):
-                images, shard_labels = _read_shard(
-                    shard_path(out, k), len(range(k * size, min((k + 1) * size, n))), shape[1:]
-                )
-                f.write(images.tobytes())
-                if shard_labels is not None:
-                    labels.append(shard_labels)
-        if labels:
-            with zf.open("labels.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.concatenate(labels).astype(np.int64))
+    shards = (
+        _read_shard(shard_path(out, k), len(range(k * size, min((k + 1) * size, n))), shape[1:])
+        for k in range(num_shards)
+    )
+    write_npz_streamed(target, shape, shards)
     return target
 
 
 def _read_shard(path: Path, count: int, image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with np.load(path) as data:
-            images = data["images"]
+            images = data["arr_0" if "arr_0" in data.files else "images"]  # shards before 0.2: "images"
             labels = data["labels"] if "labels" in data.files else None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise UserError(f"{path} is unreadable ({err}); delete it and run again to recompute it") from err
@@ -384,5 +366,4 @@ def _read_shard(path: Path, count: int, image_shape: Sequence[int]) -> tuple[np.
 
 def load_packed(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a packed `samples.npz` whole: images (N, H, W, 3) uint8 and labels (N,) or None."""
-    with np.load(path) as data:
-        return data["arr_0"], (data["labels"] if "labels" in data.files else None)
+    return read_npz(path)

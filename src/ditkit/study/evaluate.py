@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ditkit.atomic import atomic_path, atomic_write_text
+from ditkit.atomic import atomic_write_text
+from ditkit.evaluation.npz_io import read_npz, write_npz
 from ditkit.samplers.settings import SamplingSettings
 from ditkit.study.spec import GUIDANCE_KEY, EvalSettings
 
@@ -169,20 +170,14 @@ class Evaluator:
         assert isinstance(images, np.ndarray)  # uint8 (N, H, W, C)
         if images.shape[-1] == 1:
             images = images[..., 0]  # ADM's greyscale layout (N, H, W)
-        arrays = {"arr_0": images}
-        if labels is not None:
-            arrays["labels"] = np.asarray(labels, dtype=np.int64)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)  # type: ignore[arg-type]
+        write_npz(path, images, None if labels is None else np.asarray(labels, dtype=np.int64))
 
     def _score(self, path: Path) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.fashion_mnist:
             from ditkit.evaluation.fmnist_classifier import score_fmnist_samples
 
-            with np.load(path) as npz:
-                images, labels = npz["arr_0"], npz["labels"] if "labels" in npz else None
+            images, labels = read_npz(path)
             fm: dict[str, Any] = score_fmnist_samples(
                 images,
                 labels,
