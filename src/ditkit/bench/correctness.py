@@ -152,7 +152,7 @@ def sample_error(
     precision: str,
     batch: int,
     steps: int,
-    cfg_scale: float,
+    guidance_scale: float,
     compile: str = "none",
     backend: str = "inductor",
     cuda_graph: bool = True,
@@ -175,7 +175,7 @@ def sample_error(
                 shape,
                 labels=labels.to(device),
                 steps=steps,
-                guidance_scale=cfg_scale,
+                guidance_scale=guidance_scale,
                 null_label=model.null_class,
                 progress=False,
                 device=device,
@@ -209,7 +209,7 @@ def check_plan(
     backend: str = "inductor",
     small_batch: int = 8,
     sample_steps: int = 10,
-    cfg_scale: float = 4.0,
+    guidance_scale: float = 4.0,
 ) -> list[PlannedCheck]:
     """The fast path's checks on `model` (perturb it first).
 
@@ -274,7 +274,7 @@ def check_plan(
         PlannedCheck(
             f"{sample_steps}-step guided DDPM, bf16{' compiled' if compile != 'none' else ''}{graph} vs fp32",
             lambda: sample_error(
-                model, "bf16", batch, sample_steps, cfg_scale, compile=compile, backend=backend
+                model, "bf16", batch, sample_steps, guidance_scale, compile=compile, backend=backend
             ),
             {"": BF16_SAMPLE_TOL},
             60,

@@ -99,7 +99,9 @@ def format_result(what: str, r: dict[str, Any]) -> str:
             f"per step x {r['steps']}, timed {r['timed_steps']}" if r["extrapolated"] else "whole chain timed"
         )
         guidance = (
-            f"guidance {r['cfg_scale']:g} ([cond; null] batch)" if r["cfg_scale"] != 1 else "no guidance"
+            f"guidance {r['guidance_scale']:g} ([cond; null] batch)"
+            if r["guidance_scale"] != 1
+            else "no guidance"
         )
         lines = [
             head + f", CUDA graph {'on' if r['cuda_graph'] else 'off'}, {guidance}",

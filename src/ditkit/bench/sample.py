@@ -34,19 +34,19 @@ from ditkit.model.cuda_graphs import fast_denoiser
 # DDPM steps of the DiT paper's samples and FID evaluations (Sec. 5).
 DIT_SAMPLING_STEPS = 250
 # Guidance scale of the official sampling script's default.
-DEFAULT_CFG_SCALE = 4.0
+DEFAULT_GUIDANCE_SCALE = 4.0
 # Chain length of the untimed warm-up calls (they compile and capture graphs).
 WARMUP_CHAIN = 2
 
 
 @dataclass
 class SampleBenchConfig(ModelBenchConfig):
-    """What to time: `steps`-step DDPM with guidance `cfg_scale` (1 = no guidance) on `batch` images."""
+    """What to time: `steps`-step DDPM with guidance `guidance_scale` (1 = no guidance) on `batch` images."""
 
     cuda_graph: bool = True
     steps: int = DIT_SAMPLING_STEPS
     timed_steps: int | None = None
-    cfg_scale: float = DEFAULT_CFG_SCALE
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     device: str = "auto"
     warmup: int = 2
     seed: int = 0
@@ -69,7 +69,7 @@ def bench_sample(cfg: SampleBenchConfig) -> dict[str, Any]:
     if not 1 <= timed <= cfg.steps or cfg.batch < 1:
         raise UserError(f"timed steps must lie in [1, {cfg.steps}] and the batch be at least 1")
     model = build_model(cfg.model, cfg.input_size, cfg.num_classes, device).eval()
-    guided = cfg.cfg_scale != 1.0
+    guided = cfg.guidance_scale != 1.0
     if guided and model.null_class is None:
         raise UserError("guidance needs a class-conditional model (num_classes > 1)")
     gflop_per_image = forward_gflop_per_image(model)
@@ -84,7 +84,7 @@ def bench_sample(cfg: SampleBenchConfig) -> dict[str, Any]:
 
     def run(n: int) -> torch.Tensor:
         return sample(
-            denoiser, shape, labels=labels, sampler="ddpm", steps=n, guidance_scale=cfg.cfg_scale,
+            denoiser, shape, labels=labels, sampler="ddpm", steps=n, guidance_scale=cfg.guidance_scale,
             null_label=model.null_class, seeds=seeds, progress=False, device=device,
         )  # fmt: skip
 

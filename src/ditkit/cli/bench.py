@@ -110,7 +110,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--timed-steps", type=int, default=None,
         help="time this many steps and report per-step time x --steps (default: the whole chain)",
     )  # fmt: skip
-    s.add_argument("--cfg-scale", type=float, default=4.0, help="guidance scale; 1 disables it (default 4)")
+    s.add_argument(
+        "--guidance-scale",
+        "--cfg-scale",
+        type=float,
+        default=4.0,
+        help="guidance scale; 1 disables it (default 4)",
+    )
     s.add_argument(
         "--cuda-graph", choices=["on", "off"], default="on", help="replay the forward as a CUDA graph"
     )
@@ -280,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
             result = bench_sample(
                 SampleBenchConfig(
                     **common, cuda_graph=args.cuda_graph == "on", steps=args.steps,
-                    timed_steps=args.timed_steps, cfg_scale=args.cfg_scale,
+                    timed_steps=args.timed_steps, guidance_scale=args.guidance_scale,
                 )
             )  # fmt: skip
     text = json.dumps(result, indent=2)
