@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,7 +86,10 @@ def test_resume_from_an_explicit_checkpoint_and_changed_options(tmp_path):
 
 
 def test_resume_without_checkpoint_starts_fresh_and_time_budget_stops(tmp_path):
+    """A run cut before its first checkpoint (its train_config.json written) starts again on --resume."""
     cfg = _options(tmp_path, "run", 50)
+    Path(cfg.out).mkdir(parents=True)
+    cfg.save(cfg.out)
     cfg.time_budget_minutes = 1e-6  # expires during the first step
     result = train(cfg, resume=True, progress=False)
     assert result.stopped == "time budget" and result.step == 1

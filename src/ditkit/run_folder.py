@@ -68,9 +68,10 @@ def resolve_resume(resume: str | os.PathLike[str] | bool | None, out: str | os.P
     """The checkpoint to resume from.
 
     Args:
-        resume: False/None (start fresh), True or "latest" (the newest checkpoint in `out`, or a
-            fresh start when there is none, so one command serves both the first launch and every
-            relaunch after preemption), or a checkpoint folder / run folder.
+        resume: False/None (start fresh), True or "latest" (the newest checkpoint in `out`, or None
+            when the run there has none yet, so that a run cut before its first checkpoint starts
+            again; `check_resume_target` refuses an `out` holding no run), or a checkpoint folder /
+            run folder.
     """
     if resume is None or resume is False:
         return None
@@ -86,6 +87,17 @@ def resolve_resume(resume: str | os.PathLike[str] | bool | None, out: str | os.P
             "pass a checkpoint folder or a run folder holding checkpoints/"
         )
     return latest
+
+
+def check_resume_target(resume: str | os.PathLike[str] | bool | None, out: str | os.PathLike[str]) -> None:
+    """Refuse a bare --resume where `out` holds no run (no train_config.json): a typo'd folder must not
+    start a new run. A run cut before its first checkpoint (its options written) starts again."""
+    bare = resume is True or resume == "latest"
+    if bare and not (Path(out) / RUN_CONFIG_FILE).is_file() and latest_checkpoint(out) is None:
+        raise UserError(
+            f"--resume: there is no run in {out} to resume (no {RUN_CONFIG_FILE}); check the folder's "
+            "name, or drop --resume to start a new run there"
+        )
 
 
 def newest_in_run(path: str | os.PathLike[str]) -> Path | None:

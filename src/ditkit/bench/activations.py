@@ -1,6 +1,7 @@
 """Bytes of activations a DiT keeps for backward, counted on any device (the CPU included).
 
-`saved_activation_bytes` runs one training-mode forward and counts every storage the forward
+`saved_activation_bytes` (in `ditkit.training.memory`, whose check refuses a run that cannot fit
+before its model is built) runs one training-mode forward and counts every storage the forward
 created that is still alive once the forward is done, while the loss (and so the autograd graph)
 is kept: that is exactly what backward will need, however it is kept:
 - without checkpointing: the tensors autograd nodes saved (`saved_tensors_hooks` would see them);
@@ -19,145 +20,29 @@ copies under autocast), to project a larger batch.
 from __future__ import annotations
 
 import dataclasses
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
-from ditkit.bench.train import synthetic_batch
 from ditkit.errors import UserError
-from ditkit.model.compilation import is_compiled
 from ditkit.model.dit import DiT
-from ditkit.model.precision import autocast, check_precision
+from ditkit.training.memory import SavedBytes, saved_activation_bytes
+
+__all__ = [
+    "SavedBytes",
+    "activation_memory",
+    "format_activation_table",
+    "measure_row",
+    "saved_activation_bytes",
+]
 
 # The rows of the memory table: no checkpointing, then the two checkpoint policies on every block.
 POLICIES = ("none", "full", "selective")
 # Batch size the table projects to: the global batch of the DiT paper (Sec. 4) on one GPU (issue 7).
 PROJECT_BATCH = 256
 MIB, GIB = 2**20, 2**30
-OTHER = "other"  # label of the storages created outside the transformer blocks
-
-
-def _storage_key(t: Tensor) -> int:
-    return t.untyped_storage()._cdata
-
-
-class _StorageTracker(TorchDispatchMode):
-    """Weakly records every storage an ATen op creates while active, with the label current then.
-
-    A storage is new when no tensor argument of the op shares it (views and in-place results
-    share their input's storage and are not recorded again).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.label = OTHER
-        self.records: dict[int, tuple[StorageWeakRef, int, str]] = {}
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        inputs = {_storage_key(t) for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
-        out = func(*args, **kwargs)
-        for t in tree_leaves(out):
-            if isinstance(t, Tensor) and t.device.type != "meta":
-                key = _storage_key(t)
-                if key not in inputs:
-                    storage = t.untyped_storage()
-                    self.records[key] = (StorageWeakRef(storage), storage.nbytes(), self.label)
-        return out
-
-    def live_bytes(self) -> dict[str, int]:
-        """Bytes of the recorded storages still alive, summed per label."""
-        gc.collect()
-        totals: dict[str, int] = {}
-        for ref, nbytes, label in self.records.values():
-            if not ref.expired():
-                totals[label] = totals.get(label, 0) + nbytes
-        return totals
-
-
-@contextmanager
-def _block_labels(model: DiT, tracker: _StorageTracker) -> Iterator[None]:
-    """Label storages by the block whose forward created them ("block 3"), else OTHER."""
-    handles = []
-    for i, block in enumerate(model.blocks):
-
-        def enter(module: Any, args: Any, i: int = i) -> None:
-            tracker.label = f"block {i}"
-
-        def leave(module: Any, args: Any, out: Any) -> None:
-            tracker.label = OTHER
-
-        handles += [block.register_forward_pre_hook(enter), block.register_forward_hook(leave)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@dataclass
-class SavedBytes:
-    """Bytes kept for backward after one forward: `total`, and how they split by where they were made.
-
-    Attributes:
-        total: all of them.
-        per_block: the part created inside each transformer block (its output included), in order.
-        other: the part created outside the blocks (embeddings, final layer, conditioning).
-    """
-
-    total: int
-    per_block: list[int]
-    other: int
-
-
-def saved_activation_bytes(model: DiT, batch: int, precision: str = "fp32", seed: int = 0) -> SavedBytes:
-    """Bytes of activations `model` keeps for backward after a training forward of `batch` images.
-
-    The model's own checkpointing settings (`config.recompute_blocks`, `config.recompute_policy`)
-    apply; the forward runs in training mode with no labels dropped, on the model's device.
-
-    Args:
-        model: an eager (not compiled) DiT; compiled kernels allocate outside the ATen dispatcher,
-            where they cannot be counted.
-        batch: images in the forward.
-        precision: "fp32", "tf32" or "bf16" (autocast, as the training step runs it).
-        seed: seed of the random inputs (the count does not depend on their values).
-
-    Returns:
-        A `SavedBytes`; `total` is exact for this batch on this device.
-    """
-    if batch < 1:
-        raise UserError(f"batch must be at least 1, got {batch}")
-    if is_compiled(model):
-        raise UserError("count saved activations on an eager model: compiled kernels are not visible")
-    device = next(model.parameters()).device
-    check_precision(precision, device)
-    x, y = synthetic_batch(model, batch, device, seed)  # (B, C, H, W), (B,)
-    g = torch.Generator(device).manual_seed(seed + 1)
-    t = torch.randint(0, 1000, (batch,), device=device, generator=g)
-    keep = torch.zeros(batch, device=device)
-    was_training = model.training
-    model.train()
-    tracker = _StorageTracker()
-    try:
-        with torch.enable_grad(), autocast(precision, device), _block_labels(model, tracker), tracker:
-            out = model(x, t, y, force_drop_ids=keep)
-        loss = out.float().sum()  # keeps the graph alive; the output itself is not an activation
-        del out
-        live = tracker.live_bytes()
-        del loss
-    finally:
-        model.train(was_training)
-    per_block = [live.get(f"block {i}", 0) for i in range(len(model.blocks))]
-    return SavedBytes(total=sum(live.values()), per_block=per_block, other=live.get(OTHER, 0))
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ditkit.model.dit import DiT
 from ditkit.model.flops import count_gflops
 from ditkit.model.presets import get_config
 from ditkit.model.recompute import check_policy
+from ditkit.training.memory import synthetic_batch
 
 # A training image costs one forward and a backward of about twice the forward (the usual count).
 TRAIN_FLOP_MULTIPLIER = 3
@@ -97,17 +98,6 @@ def throughput_metrics(
     tflops = images_per_s * gflop_per_image / 1e3
     mfu = tflops / peak_tflops if peak_tflops else None
     return {"images_per_s": images_per_s, "tflops": tflops, "peak_tflops": peak_tflops, "mfu": mfu}
-
-
-def synthetic_batch(
-    model: DiT, batch: int, device: torch.device, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random latents (B, C, H, W) and labels (B,): the step's cost does not depend on the data."""
-    g = torch.Generator(device).manual_seed(seed)
-    h, w = model.config.size_hw
-    x = torch.randn(batch, model.in_channels, h, w, device=device, generator=g)
-    y = torch.randint(0, max(model.num_classes, 1), (batch,), device=device, generator=g)
-    return x, y
 
 
 def _recompute_blocks(count: int, depth: int) -> int:

@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         nargs="?",
         const="latest",
         metavar="PATH",
-        help="continue from the newest checkpoint in --out (or a fresh start if none), or from PATH (a run "
+        help="continue from the newest checkpoint in --out (an error if --out holds no run), or from PATH (a run "
         "folder or a checkpoint); the run's train_config.json supplies every option not given again",
     )
 
@@ -57,10 +57,11 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     Checked here, before torch is imported, so a bad option fails at once.
     """
-    from ditkit.run_folder import read_run_config
+    from ditkit.run_folder import check_resume_target, read_run_config
     from ditkit.training.config import TrainConfig, resumed_config
 
     given = given_config_values(args, TrainConfig)
+    check_resume_target(args.resume, given["out"])
     saved = read_run_config(args.resume, given["out"])
     if saved is not None:
         return resumed_config(saved, given)

@@ -317,13 +317,14 @@ def run_one(
     evaluators: dict[str, Evaluator] | None = None,
 ) -> None:
     """Train one run to its end (resuming if it was cut) and evaluate each of its evaluation steps."""
-    from ditkit.run_folder import checkpoint_path
+    from ditkit.run_folder import checkpoint_path, latest_checkpoint
     from ditkit.training import train
 
     run_dir, total = Path(plan.config.out), int(plan.config.steps or 0)
     if not trained(plan):
         echo(f"run {plan.name}: training {plan.config.model} {plan.config.model_overrides} for {total} steps")
-        result = train(plan.config, resume=True, progress=options.progress, echo=echo)
+        resume = latest_checkpoint(run_dir) is not None  # continue a cut run, else start it
+        result = train(plan.config, resume=resume, progress=options.progress, echo=echo)
         if result.stopped != "finished" or result.step < total:
             raise UserError(
                 f"run {plan.name} stopped at step {result.step} of {total} ({result.stopped}); "

@@ -37,8 +37,9 @@ def check_resume_options(config: TrainConfig, resume: str | os.PathLike[str] | b
     """Compare the options recorded in the checkpoint to resume (its config.json) with `config`: the one
     check of a resumed run's options, made before anything is built."""
     from ditkit.checkpoints.native import CONFIG_FILE
-    from ditkit.run_folder import resolve_resume
+    from ditkit.run_folder import check_resume_target, resolve_resume
 
+    check_resume_target(resume, config.out)
     path = resolve_resume(resume, config.out)
     if path is None or not (path / CONFIG_FILE).is_file():
         return

@@ -28,6 +28,7 @@ from ditkit.run_folder import checkpoint_path, link_last, resolve_resume
 from ditkit.training.config import TrainConfig
 from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
 from ditkit.training.lr_schedule import schedule_for
+from ditkit.training.memory import check_train_memory
 from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
 from ditkit.training.preflight import preflight
 from ditkit.training.result import SUMMARY_FILE, TrainResult
@@ -72,7 +73,8 @@ def train(
     Args:
         config: the run's options.
         resume: None/False to start fresh (refusing an `out` that holds checkpoints), True/"latest" for
-            the newest checkpoint in `config.out` (fresh start if none), or a checkpoint / run folder.
+            the newest checkpoint in `config.out` (a fresh start if the run there has none yet; an
+            error if `config.out` holds no run), or a checkpoint / run folder.
         progress: show a progress bar (on rank 0).
         echo: where rank 0's messages go.
 
@@ -104,6 +106,16 @@ class Trainer:
         self.total_steps = config.total_steps(self.order.num_items)
         self.precision = default_precision(ctx.device) if config.precision == "auto" else config.precision
         check_precision(self.precision, ctx.device)
+        near = check_train_memory(
+            self.model_config,
+            self.layout.micro_batch,
+            self.precision,
+            ctx.device,
+            world_size=ctx.world_size,
+            parallel=config.parallel,
+        )  # before the model is built: a run that cannot fit is refused, naming the option that fits
+        if near is not None:
+            echo(f"warning: {near}")
         self.compile = default_compile(ctx.device) if config.compile == "auto" else config.compile
         self.lr_schedule = schedule_for(config, self.total_steps)
         if self.data.encoder is not None:
