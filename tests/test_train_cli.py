@@ -132,3 +132,16 @@ def test_sampling_a_samples_file_says_what_it_is(tmp_path, capsys):
     assert main(["sample", str(npz), "--class", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "is a NumPy archive" in err and "not a checkpoint" in err and "enforce" not in err
+
+
+def test_a_closed_pipe_does_not_lose_the_run(tmp_path):
+    """`ditkit train ... 2>&1 | head -1`: the reader leaves after one line, the run still saves (issue 28)."""
+    argv = [a for a in _args(tmp_path, "--steps", "3", "--log-every", "1") if a != "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ditkit", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does once it has its line
+    assert proc.wait(timeout=120) == 141  # the work is done; the status says output was lost
+    assert (tmp_path / "run" / "checkpoints" / "0000003" / "train_state.pt").is_file()
+    assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["step"] == 3

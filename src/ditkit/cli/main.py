@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ditkit.cli.formatting import HelpFormatter, SubcommandParser, add_progress_flags
+from ditkit.cli.streams import SIGPIPE_EXIT, pipe_safe_streams
 from ditkit.cpu_memory import configure_cpu_malloc
 from ditkit.errors import UserError
 
@@ -71,6 +72,14 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with pipe_safe_streams() as streams:
+        code = _main(argv)
+    if code == 0 and any(stream.lost for stream in streams):
+        return SIGPIPE_EXIT  # the work is done and saved; the reader saw only part of what it said
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         configure_cpu_malloc()
@@ -81,27 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return _closed_pipe()
-
-
-def _closed_pipe() -> int:
-    """The reader went away (`ditkit ... | head`): stop quietly, as Unix tools do.
-
-    stdout is pointed at /dev/null so that Python's own flush at exit does not fail again.
-    """
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout without a file descriptor (replaced in tests)
-        pass
-    return SIGPIPE_EXIT
-
-
-# Exit status of a process ended by SIGPIPE (128 + 13), what `yes | head` reports for `yes`.
-SIGPIPE_EXIT = 141
 
 
 if __name__ == "__main__":
