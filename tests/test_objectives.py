@@ -16,7 +16,7 @@ import ditkit
 from ditkit.checkpoints.native import record_extra, save_model
 from ditkit.choices import OBJECTIVES
 from ditkit.errors import UserError
-from ditkit.generation.pipeline import DEFAULT_GUIDANCE_SCALE, DiTPipeline
+from ditkit.generation.pipeline import DiTPipeline
 from ditkit.objectives import (
     OBJECTIVE_TYPES,
     DiffusionObjective,
@@ -112,6 +112,8 @@ class X0Objective:
     preview_sampler: ClassVar[str] = "x0-euler"
     walk_sampler: ClassVar[str] = "x0-euler"
     deterministic_samplers: ClassVar[tuple[str, ...]] = ("x0-euler",)
+    default_guidance_scale: ClassVar[float] = 4.0
+    model_fields: ClassVar[dict[str, Any]] = {}
     guidance_times = (0.0, 1.0)
     guidance_times_help = "times [0, 1]"
 
@@ -122,7 +124,7 @@ class X0Objective:
         return TimeDistribution("uniform", 0.0, 0.9)
 
     def losses(
-        self, model: Any, x: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor
+        self, model: Any, x: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor, drop: Any = None
     ) -> dict[str, Tensor]:
         tt = t.view(-1, 1, 1, 1)
         pred = model((1 - tt) * noise + tt * x, t, labels)[:, : x.shape[1]]
@@ -162,7 +164,11 @@ def test_a_new_objective_plugs_into_training_sampling_and_the_pipeline():
     assert pipe.samplers == ("x0-euler",) and pipe.settings().sampler == "x0-euler"
     images = pipe([1, 2], seeds=[0, 1], output_type="tensor", progress=False)
     direct = sample(
-        model, (2, 1, 8, 8), labels=[1, 2], objective=objective, guidance_scale=DEFAULT_GUIDANCE_SCALE
+        model,
+        (2, 1, 8, 8),
+        labels=[1, 2],
+        objective=objective,
+        guidance_scale=objective.default_guidance_scale,
     )
     torch.testing.assert_close(images, direct)
 

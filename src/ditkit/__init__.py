@@ -77,6 +77,7 @@ _LAZY: dict[str, str] = {
     "Objective": "ditkit.objectives.base",
     "DiffusionObjective": "ditkit.objectives.diffusion",
     "FlowObjective": "ditkit.objectives.flow",
+    "MeanFlowObjective": "ditkit.objectives.meanflow",
     "SamplingSettings": "ditkit.samplers.settings",
     "DiffusionSettings": "ditkit.diffusion.settings",
     "create_transport": "ditkit.transport.transport",

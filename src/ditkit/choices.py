@@ -42,10 +42,15 @@ ACTIVATIONS = ("gelu-tanh", "gelu")
 LOGGERS = ("jsonl", "tensorboard")
 # Training objectives of the DiT backbone: DiT's Gaussian diffusion, or flow matching as in SiT
 # (Ma et al. 2024, arXiv 2401.08740; `ditkit.transport`).
-OBJECTIVES = ("diffusion", "flow")
-# How messages name each objective, and the `TrainConfig` options only it reads (`ditkit.objectives`
-# declares each objective's own from here; the others' options are refused, not ignored).
-OBJECTIVE_DESCRIPTIONS = {"diffusion": "the diffusion objective", "flow": "flow matching"}
+OBJECTIVES = ("diffusion", "flow", "meanflow")
+# How messages name each objective, and the `TrainConfig` options it reads beyond the common ones
+# (`ditkit.objectives` declares each objective's own from here; options no chosen objective reads are
+# refused, not ignored). MeanFlow: Geng et al. 2025, arXiv 2505.13447 (`ditkit.objectives.meanflow`).
+OBJECTIVE_DESCRIPTIONS = {
+    "diffusion": "the diffusion objective",
+    "flow": "flow matching",
+    "meanflow": "MeanFlow",
+}
 OBJECTIVE_OPTIONS = {
     "diffusion": ("noise_schedule", "diffusion_steps", "min_snr_gamma"),
     "flow": (
@@ -58,7 +63,21 @@ OBJECTIVE_OPTIONS = {
         "train_eps",
         "sample_eps",
     ),
+    "meanflow": (
+        "time_sampling",
+        "logit_normal_mean",
+        "logit_normal_std",
+        "meanflow_interval_share",
+        "meanflow_guidance",
+        "meanflow_adaptive_power",
+        "meanflow_jvp",
+    ),
 }
+# How the MeanFlow loss computes its Jacobian-vector product: forward-mode AD (`torch.func.jvp`) or two
+# reverse passes (for modules forward-mode AD cannot run through).
+MEANFLOW_JVP_MODES = ("func", "backward")
+# MeanFlow's sampler: a few jumps along the predicted average velocity.
+MEANFLOW_SAMPLERS = ("meanflow",)
 # SiT's interpolants x_t = alpha_t x1 + sigma_t x0: linear (rectified flow), generalised VP
 # (trigonometric) and the VP path of score-based diffusion (SiT Sec. 2.2 and Table 1).
 PATH_TYPES = ("Linear", "GVP", "VP")
@@ -76,7 +95,7 @@ DETERMINISTIC_FLOW_SAMPLERS = ("dopri5", "euler", "heun")
 # The diffusion samplers (`ditkit.samplers`): ancestral DDPM, DDIM, DPM-Solver++(2M).
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 # Every sampler name, for parsers that take either kind (each objective checks its own).
-SAMPLERS = (*DIFFUSION_SAMPLERS, *FLOW_SAMPLERS)
+SAMPLERS = (*DIFFUSION_SAMPLERS, *FLOW_SAMPLERS, *MEANFLOW_SAMPLERS)
 # The latent channels classifier-free guidance applies to: all, or the official DiT and SiT samplers'
 # first three of four (`ditkit.samplers.guidance`).
 GUIDED_CHANNELS = ("all", "first3")

@@ -30,11 +30,10 @@ from ditkit.distributed import pick_device
 from ditkit.errors import UserError
 from ditkit.model.compilation import apply_compile
 from ditkit.model.cuda_graphs import fast_denoiser
+from ditkit.objectives.base import DIT_GUIDANCE_SCALE
 
 # DDPM steps of the DiT paper's samples and FID evaluations (Sec. 5).
 DIT_SAMPLING_STEPS = 250
-# Guidance scale of the official sampling script's default.
-DEFAULT_GUIDANCE_SCALE = 4.0
 # Chain length of the untimed warm-up calls (they compile and capture graphs).
 WARMUP_CHAIN = 2
 
@@ -46,7 +45,7 @@ class SampleBenchConfig(ModelBenchConfig):
     cuda_graph: bool = True
     steps: int = DIT_SAMPLING_STEPS
     timed_steps: int | None = None
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    guidance_scale: float = DIT_GUIDANCE_SCALE
     device: str = "auto"
     warmup: int = 2
     seed: int = 0

@@ -79,6 +79,8 @@ def check_exportable(config: DiTConfig) -> None:
         raise UserError(
             f"diffusers' DiT only has adaLN-Zero blocks; a {config.block!r} model cannot be exported to diffusers"
         )
+    if config.interval_embedding:
+        raise UserError("diffusers' DiT has one time embedding; a MeanFlow model (two) cannot be exported")
     if h != w:
         raise UserError(f"diffusers' DiT takes square inputs only; this model's input is {h}x{w}")
     if config.mlp_ratio != DIFFUSERS_MLP_RATIO:

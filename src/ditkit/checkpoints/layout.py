@@ -169,6 +169,7 @@ def infer_config(
         num_classes=0,
         learn_sigma=out_channels == 2 * in_channels,
         block=block_design(state_dict, hidden),
+        interval_embedding="h_embedder.mlp.0.weight" in state_dict,  # MeanFlow's second time embedding
     )
     if table is not None:
         classes, null_row, label_note = label_table_classes(

@@ -40,8 +40,6 @@ from ditkit.objectives import Objective, as_objective
 from ditkit.samplers.settings import SamplingSettings
 from ditkit.visual import images_to_uint8, to_pil
 
-# Guidance scale of the DiT paper's sample figures (sample.py's default --cfg-scale).
-DEFAULT_GUIDANCE_SCALE = 4.0
 OutputType = Literal["uint8", "tensor", "pil"]
 
 
@@ -63,7 +61,7 @@ class DiTPipeline:
             model, once, in place. Compiling takes a while; it pays off only over long runs.
         cuda_graph: replay the DiT's forward as a CUDA graph per batch shape (CUDA only).
         sampling: the default sampling settings (a checkpoint's recorded ones); a call's arguments
-            override them; a guidance scale left unset is `DEFAULT_GUIDANCE_SCALE`.
+            override them; a guidance scale left unset is the objective's `default_guidance_scale`.
 
     The model and first stage are moved to `device` and put in eval mode (in place). The pipeline's
     own DiT runs through one cached `fast_denoiser`; a stand-in passed as `model=` to
@@ -205,7 +203,9 @@ class DiTPipeline:
         if "steps" not in given and sampler != base.sampler:
             given["steps"] = None
         s = base.replace(**{**given, "sampler": sampler})
-        return s if s.guidance_scale is not None else s.replace(guidance_scale=DEFAULT_GUIDANCE_SCALE)
+        if s.guidance_scale is None:
+            s = s.replace(guidance_scale=self.objective.default_guidance_scale)
+        return s
 
     @property
     def num_classes(self) -> int:

@@ -46,6 +46,10 @@ class DiTConfig:
         recompute_policy: how those blocks are checkpointed: "full" (keep only each block's input,
             recompute the whole block) or "selective" (also keep the matmul and attention outputs,
             recompute only the elementwise ops); see `ditkit.model.recompute`.
+        interval_embedding: a second timestep embedder for the length h of a time interval, added to
+            the time's embedding (MeanFlow, Geng et al. 2025: the model sees both times); the model is
+            then called with t of shape (B, 2) = (time, interval). Its output layer starts at zero, so
+            a model without it (flow matching) fine-tunes into one that has it unchanged at first.
     """
 
     input_size: int | tuple[int, int] = 32
@@ -63,6 +67,7 @@ class DiTConfig:
     activation: str = "gelu-tanh"
     recompute_blocks: int = 0
     recompute_policy: str = "full"
+    interval_embedding: bool = False
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +139,8 @@ class DiT(nn.Module):
 
         self.x_embedder = PatchEmbed(config.patch_size, config.in_channels, D)
         self.t_embedder = TimestepEmbedder(D)
+        if config.interval_embedding:
+            self.h_embedder = TimestepEmbedder(D)
         if config.conditional:
             self.y_embedder = LabelEmbedder(
                 config.num_classes, D, config.class_dropout_prob, null_row=config.null_class_row
@@ -170,6 +177,11 @@ class DiT(nn.Module):
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         for layer in (_linear(self.t_embedder.mlp[0]), _linear(self.t_embedder.mlp[2])):
             nn.init.normal_(layer.weight, std=0.02)
+        if self.config.interval_embedding:
+            nn.init.normal_(_linear(self.h_embedder.mlp[0]).weight, std=0.02)
+            zero_interval = _linear(self.h_embedder.mlp[2])  # the interval enters at zero (see DiTConfig)
+            nn.init.zeros_(zero_interval.weight)
+            nn.init.zeros_(zero_interval.bias)
         zero_init = [_linear(self.final_layer.adaLN_modulation[-1]), self.final_layer.linear]
         if self.config.block == "adaln-zero":
             zero_init += [_linear(block.get_submodule("adaLN_modulation.1")) for block in self.blocks]
@@ -196,7 +208,9 @@ class DiT(nn.Module):
 
         Args:
             x: (B, C, H, W) noisy inputs.
-            t: (B,) diffusion timesteps (int or float, 0..T-1).
+            t: (B,) diffusion timesteps (int or float, 0..T-1) or flow times; with
+                `interval_embedding`, (B, 2): the time and the length of the interval (a (B,) t means
+                intervals of length 0).
             y: (B,) int64 class labels; `null_class` or None means no class.
             force_drop_ids: optional (B,) mask; where 1, the label is replaced by the null class.
 
@@ -207,10 +221,17 @@ class DiT(nn.Module):
             raise ValueError(f"model expects inputs of size {self.config.size_hw}, got {tuple(x.shape[-2:])}")
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        interval = None
+        if t.ndim == 2:
+            if not self.config.interval_embedding:
+                raise ValueError("this model takes one time per sample; (B, 2) times need interval_embedding")
+            t, interval = t[:, 0], t[:, 1]
         # (B, N, D), made contiguous: the patch embedding's transpose leaves it strided, and blocks
         # compiled by inductor (torch 2.13, CPU) return wrong gradients for a transposed input.
         tokens = (self.x_embedder(x) + self.pos_embed).contiguous()
         c = self.t_embedder(t)  # (B, D)
+        if self.config.interval_embedding:
+            c = c + self.h_embedder(torch.zeros_like(t) if interval is None else interval)
         context = [c]
         if self.config.conditional:
             if y is None:

@@ -3,6 +3,7 @@
 - `base`: the `Objective` protocol;
 - `diffusion`: DiT's Gaussian diffusion and its samplers (`DiffusionObjective`);
 - `flow`: flow matching as in SiT (`FlowObjective`);
+- `meanflow`: MeanFlow's one- and few-step objective (`MeanFlowObjective`);
 - `registry`: the objectives by name, from a run's options or a checkpoint's record;
 - `sampling`: `sample(...)`, the one entry point that applies the noise, labels and guidance around an
   objective's sampler;
@@ -12,6 +13,7 @@
 from ditkit.objectives.base import Objective
 from ditkit.objectives.diffusion import DiffusionObjective
 from ditkit.objectives.flow import FlowObjective
+from ditkit.objectives.meanflow import MeanFlowObjective
 from ditkit.objectives.registry import (
     OBJECTIVE_TYPES,
     as_objective,
@@ -23,6 +25,7 @@ __all__ = [
     "OBJECTIVE_TYPES",
     "DiffusionObjective",
     "FlowObjective",
+    "MeanFlowObjective",
     "Objective",
     "as_objective",
     "objective_from_options",

@@ -20,7 +20,15 @@ from torch import Tensor
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import NoiseSource
 from ditkit.samplers.base import Callback
-from ditkit.transport.time_sampling import TimeDistribution
+
+# Guidance scale of the DiT paper's sample figures (its sample.py's default --cfg-scale).
+DIT_GUIDANCE_SCALE = 4.0
+
+
+class TrainingModel(Protocol):
+    """The model a training loss calls: labels dropped as drawn, or as `drop` (B,) bool says."""
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor | None, /, drop: Tensor | None = None) -> Tensor: ...
 
 
 @runtime_checkable
@@ -36,6 +44,10 @@ class Objective(Protocol):
         preview_sampler: the fixed-step deterministic sampler of training previews.
         walk_sampler: the deterministic sampler of latent walks (the same noise gives the same image).
         deterministic_samplers: the samplers whose image is a function of the starting noise alone.
+        default_guidance_scale: the sampling guidance scale when none is given (DiT's 4; 1 for an
+            objective that folds guidance into training).
+        model_fields: `DiTConfig` fields the objective needs the model to have (e.g. MeanFlow's
+            `interval_embedding`).
         guidance_times: (low, high): the range of the model times a guidance interval is given in.
         guidance_times_help: how those times read, for messages ("timesteps 0..999, noise at 999").
     """
@@ -48,6 +60,8 @@ class Objective(Protocol):
     preview_sampler: ClassVar[str]
     walk_sampler: ClassVar[str]
     deterministic_samplers: ClassVar[tuple[str, ...]]
+    default_guidance_scale: ClassVar[float]
+    model_fields: ClassVar[dict[str, Any]]
 
     @property
     def guidance_times(self) -> tuple[float, float]: ...
@@ -59,21 +73,30 @@ class Objective(Protocol):
         """The steps `sampler` takes when none are given (None: it picks its own)."""
         ...
 
-    def training_times(self) -> int | TimeDistribution:
-        """What the per-sample draws take times from (`ditkit.training.randomness.draw_step`)."""
+    def training_times(self) -> Any:
+        """What the per-sample draws take times from (`ditkit.training.randomness.draw_step`): a chain
+        length, or an object whose `draw(shape, generator)` gives times (a `TimeDistribution`)."""
         ...
 
     def losses(
-        self, model: ModelFn, x: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor
+        self,
+        model: TrainingModel,
+        x: Tensor,
+        labels: Tensor | None,
+        t: Tensor,
+        noise: Tensor,
+        drop: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Per-sample loss terms {"loss", ...}, each (B,), of model(x_t, t, y) for the drawn times and noise.
 
         Args:
-            model: called as model(x_t (B, C, H, W), t (B,), y (B,) or None).
+            model: called as model(x_t (B, C, H, W), t (B,) or (B, k), y (B,) or None), with the labels
+                dropped as drawn; model(..., drop=mask) drops those of `mask` (B,) bool instead.
             x: (B, C, H, W) clean model inputs.
             labels: (B,) int64 labels, or None for an unconditional model.
-            t: (B,) the drawn times (from `training_times`).
+            t: (B,) or (B, k) the drawn times (from `training_times`).
             noise: (B, C, H, W) standard normal noise.
+            drop: (B,) bool, the labels drawn to be dropped (None: none).
         """
         ...
 

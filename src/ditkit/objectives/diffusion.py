@@ -15,7 +15,7 @@ from ditkit.diffusion.noise import NoiseSource
 from ditkit.diffusion.schedule import make_schedule
 from ditkit.diffusion.settings import DiffusionSettings
 from ditkit.errors import UserError
-from ditkit.objectives.base import settings_record
+from ditkit.objectives.base import DIT_GUIDANCE_SCALE, TrainingModel, settings_record
 from ditkit.samplers.base import Callback
 from ditkit.samplers.ddim import sample_ddim
 from ditkit.samplers.ddpm import sample_ddpm
@@ -49,6 +49,8 @@ class DiffusionObjective:
     preview_sampler: ClassVar[str] = "ddim"
     walk_sampler: ClassVar[str] = "ddim"
     deterministic_samplers: ClassVar[tuple[str, ...]] = ("ddim", "dpm++2m")  # ddim with eta 0
+    default_guidance_scale: ClassVar[float] = DIT_GUIDANCE_SCALE
+    model_fields: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -94,7 +96,13 @@ class DiffusionObjective:
         return int(self.process.num_timesteps)
 
     def losses(
-        self, model: ModelFn, x: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor
+        self,
+        model: TrainingModel,
+        x: Tensor,
+        labels: Tensor | None,
+        t: Tensor,
+        noise: Tensor,
+        drop: Tensor | None = None,
     ) -> dict[str, Tensor]:
         return self.process.training_losses(model, x, t, noise, labels)
 

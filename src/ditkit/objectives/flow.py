@@ -12,7 +12,7 @@ from ditkit.choices import DETERMINISTIC_FLOW_SAMPLERS, FLOW_SAMPLERS, OBJECTIVE
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import NoiseSource
 from ditkit.errors import UserError
-from ditkit.objectives.base import settings_record
+from ditkit.objectives.base import DIT_GUIDANCE_SCALE, TrainingModel, settings_record
 from ditkit.objectives.diffusion import unknown_sampler
 from ditkit.samplers.base import Callback
 from ditkit.transport.settings import DEFAULT_FLOW_STEPS, LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD, FlowSettings
@@ -47,6 +47,8 @@ class FlowObjective:
     preview_sampler: ClassVar[str] = "euler"
     walk_sampler: ClassVar[str] = "dopri5"
     deterministic_samplers: ClassVar[tuple[str, ...]] = DETERMINISTIC_FLOW_SAMPLERS
+    default_guidance_scale: ClassVar[float] = DIT_GUIDANCE_SCALE
+    model_fields: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -99,7 +101,13 @@ class FlowObjective:
         )
 
     def losses(
-        self, model: ModelFn, x: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor
+        self,
+        model: TrainingModel,
+        x: Tensor,
+        labels: Tensor | None,
+        t: Tensor,
+        noise: Tensor,
+        drop: Tensor | None = None,
     ) -> dict[str, Tensor]:
         def called(x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
             return model(x_t, t, y)

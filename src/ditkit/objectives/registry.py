@@ -10,9 +10,12 @@ from ditkit.errors import UserError
 from ditkit.objectives.base import Objective
 from ditkit.objectives.diffusion import DiffusionObjective
 from ditkit.objectives.flow import FlowObjective
+from ditkit.objectives.meanflow import MeanFlowObjective
 
 # Name -> implementation; the names are `ditkit.choices.OBJECTIVES` (the CLI's choice list).
-OBJECTIVE_TYPES: dict[str, Any] = {cls.name: cls for cls in (DiffusionObjective, FlowObjective)}
+OBJECTIVE_TYPES: dict[str, Any] = {
+    cls.name: cls for cls in (DiffusionObjective, FlowObjective, MeanFlowObjective)
+}
 assert tuple(OBJECTIVE_TYPES) == OBJECTIVES, "ditkit.choices.OBJECTIVES lists the registered objectives"
 
 

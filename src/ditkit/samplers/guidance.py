@@ -64,7 +64,8 @@ class ClassifierFreeGuidance:
             raise UserError("classifier-free guidance needs class labels")
         active = None
         if self.interval is not None:
-            active = (t >= self.interval[0]) & (t <= self.interval[1])  # (B,)
+            times = t if t.ndim == 1 else t[:, 0]  # (B, 2) times: the time and an interval (MeanFlow)
+            active = (times >= self.interval[0]) & (times <= self.interval[1])  # (B,)
             if not bool(active.any()):
                 return self.model(x, t, y)
         null = torch.full_like(y, self.null_label)

@@ -16,6 +16,7 @@ from ditkit.choices import (
     LOGGERS,
     LOSS_WEIGHTS,
     LR_SCHEDULES,
+    MEANFLOW_JVP_MODES,
     NOISE_SCHEDULES,
     OBJECTIVE_DESCRIPTIONS,
     OBJECTIVE_OPTIONS,
@@ -41,6 +42,9 @@ OFFICIAL_EMA_DECAY = 0.9999
 OFFICIAL_CLASS_DROPOUT = 0.1
 # AdamW's default betas, which DiT keeps.
 ADAM_BETAS = (0.9, 0.999)
+# MeanFlow (Geng et al. 2025, Table 1): 25% of the samples on an interval r != t, adaptive weight power 1.
+MEANFLOW_INTERVAL_SHARE = 0.25
+MEANFLOW_ADAPTIVE_POWER = 1.0
 # Min-SNR-gamma loss weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
 # Strategy"): the paper's recommended gamma.
 MIN_SNR_GAMMA = 5.0
@@ -49,6 +53,7 @@ MIN_SNR_GAMMA = 5.0
 MODEL_DATA = "model and data"
 DIFFUSION = "diffusion"
 FLOW = "flow matching (--objective flow)"
+MEANFLOW = "MeanFlow (--objective meanflow)"
 OPTIMISATION = "optimisation"
 RUN = "run"
 
@@ -121,6 +126,14 @@ class TrainConfig:
         logit_normal_std: standard deviation of n (SD3's best: 1).
         train_eps: training time cut-off (default: SiT's for the path and prediction).
         sample_eps: sampling time cut-off, stored for sampling (default: SiT's).
+        meanflow_interval_share: the share of samples trained on an interval (r != t) rather than on the
+            instantaneous velocity (MeanFlow's best on ImageNet: 0.25).
+        meanflow_guidance: classifier-free guidance scale folded into MeanFlow's training target (1: none;
+            the model then samples guided in one step at guidance 1).
+        meanflow_adaptive_power: p of MeanFlow's adaptive loss weight 1 / (||error||^2 + 1e-3)^p (0: plain
+            squared error; the paper's best: 1).
+        meanflow_jvp: how the loss's Jacobian-vector product is computed: "func" (forward-mode AD,
+            torch.func.jvp) or "backward" (two reverse passes, where forward-mode AD cannot run).
         seed: seeds the model init, data order and every training draw.
         ckpt_every: checkpoint period in steps (0: only at the end; one is always written at the end).
         log_every: period in steps of the metrics.jsonl lines (0: only at the end).
@@ -177,6 +190,10 @@ class TrainConfig:
     logit_normal_std: float = option(LOGIT_NORMAL_STD, group=FLOW)
     train_eps: float | None = option(None, group=FLOW)
     sample_eps: float | None = option(None, group=FLOW)
+    meanflow_interval_share: float = option(MEANFLOW_INTERVAL_SHARE, group=MEANFLOW)
+    meanflow_guidance: float = option(1.0, group=MEANFLOW)
+    meanflow_adaptive_power: float = option(MEANFLOW_ADAPTIVE_POWER, group=MEANFLOW)
+    meanflow_jvp: str = option("func", choices=MEANFLOW_JVP_MODES, group=MEANFLOW)
     seed: int = option(0, group=OPTIMISATION)
     ckpt_every: int = option(5000, group=RUN)
     log_every: int = option(50, group=RUN)
@@ -202,6 +219,16 @@ class TrainConfig:
         self._check_objective_options()
         if not 0.0 < self.decay_fraction <= 1.0:
             raise UserError(f"--decay-fraction must lie in (0, 1], got {self.decay_fraction}")
+        if not 0.0 <= self.meanflow_interval_share <= 1.0:
+            raise UserError(
+                f"--meanflow-interval-share must lie in [0, 1], got {self.meanflow_interval_share}"
+            )
+        if not self.meanflow_guidance >= 1.0:
+            raise UserError(f"--meanflow-guidance must be 1 (none) or more, got {self.meanflow_guidance}")
+        if not self.meanflow_adaptive_power >= 0.0:
+            raise UserError(
+                f"--meanflow-adaptive-power must be 0 or more, got {self.meanflow_adaptive_power}"
+            )
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise UserError(f"--min-snr-gamma must be positive, got {self.min_snr_gamma}")
         if self.parallel == "fsdp" and self.compile == "model":
@@ -255,6 +282,7 @@ class TrainConfig:
             changed = [n for n in names if n not in mine and getattr(self, n) != defaults[n]]
             if not changed:
                 continue
+            owners = [o for o, own in OBJECTIVE_OPTIONS.items() if set(changed) <= set(own)]
             flags = ", ".join("--" + name.replace("_", "-") for name in changed)
             verb, it = ("applies", "it") if len(changed) == 1 else ("apply", "them")
             fix = (
@@ -262,7 +290,8 @@ class TrainConfig:
                 if self.objective == defaults["objective"]
                 else f"drop {it} for --objective {self.objective}"
             )
-            raise UserError(f"{flags} {verb} to {OBJECTIVE_DESCRIPTIONS[owner]} only; {fix}")
+            whose = " or ".join(OBJECTIVE_DESCRIPTIONS[o] for o in owners)
+            raise UserError(f"{flags} {verb} to {whose} only; {fix}")
 
     def total_steps(self, num_items: int) -> int:
         """Steps of the whole run: `steps`, or `epochs` full passes of num_items // global_batch steps."""
@@ -316,6 +345,7 @@ RESUME_INVARIANT = (
     "noise_schedule",
     "diffusion_steps",
     *(name for name in OBJECTIVE_OPTIONS["flow"] if name != "sample_eps"),  # sample_eps: sampling only
+    *(name for name in OBJECTIVE_OPTIONS["meanflow"] if name.startswith("meanflow_")),
     "seed",
 )
 

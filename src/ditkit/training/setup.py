@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT, DiTConfig
 from ditkit.objectives import objective_from_options
+from ditkit.objectives.registry import objective_type
 from ditkit.training.config import TrainConfig
 from ditkit.training.ema import EMA
 from ditkit.training.step import TrainStep
@@ -101,6 +102,7 @@ def dit_config(config: TrainConfig, sample_shape: tuple[int, int, int], num_clas
         recompute_policy=config.recompute_policy,
     )
     fields.update(config.model_overrides)
+    fields.update(objective_type(config.objective).model_fields)  # what the objective needs of the model
     try:
         return get_config(config.model, **fields)
     except (TypeError, ValueError) as err:

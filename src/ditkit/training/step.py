@@ -31,16 +31,17 @@ def loss_terms(
 ) -> dict[str, Tensor]:
     """Per-sample loss terms {"loss"(, "mse", "vb")}, each (B,), of `model` on given draws (with grad).
 
-    The model is called as model(x_t, t, y, force_drop_ids=draws.drop) (labels dropped as drawn),
-    or model(x_t, t) when `labels` is None.
+    The model is called as model(x_t, t, y, force_drop_ids=draws.drop) (labels dropped as drawn; an
+    objective may pass another mask as `drop=`), or model(x_t, t) when `labels` is None.
     """
 
-    def denoiser(x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+    def denoiser(x_t: Tensor, t: Tensor, y: Tensor | None, drop: Tensor | None = None) -> Tensor:
         if y is None:
             return model(x_t, t)
-        return model(x_t, t, y, force_drop_ids=draws.drop)
+        return model(x_t, t, y, force_drop_ids=draws.drop if drop is None else drop)
 
-    return objective.losses(denoiser, x, labels, draws.t, draws.noise)
+    drop = draws.drop if labels is not None else None
+    return objective.losses(denoiser, x, labels, draws.t, draws.noise, drop=drop)
 
 
 def forward_backward(
