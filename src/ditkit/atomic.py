@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from ditkit.errors import UserError
+
 
 def fsync_path(path: str | os.PathLike[str]) -> None:
     """Flush a file's or a folder's content and metadata to disk (a no-op where folders cannot be opened)."""
@@ -94,3 +96,19 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     else:
         os.replace(tmp, target)
         fsync_path(target.parent)
+
+
+def check_output_folder(path: str | os.PathLike[str], flag: str = "--out") -> None:
+    """Refuse, before any work, an output folder that cannot be one: `path` or a folder above it is
+    a file. A missing folder is fine (it is created when the results are written).
+
+    Raises:
+        UserError: naming `flag`, the file in the way, and what to do.
+    """
+    target = Path(path)
+    for place in (target, *target.parents):
+        if place.is_dir():
+            return
+        if place.exists():
+            where = "is a file" if place == target else f"is inside {place}, which is a file"
+            raise UserError(f"{flag} {target} {where}; name a folder (a new one is created)")

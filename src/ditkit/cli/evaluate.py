@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give a REFERENCE.npz (Inception metrics) and/or --fashion-mnist (offline metric)")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    device = args.device or str(pick_device("auto", local_rank=None))
+    device = str(pick_device(args.device or "auto", local_rank=None))  # one line for a missing GPU
     result: dict[str, object] = {"samples": str(args.samples)}
     if args.reference is not None:
         result["reference"] = str(args.reference)

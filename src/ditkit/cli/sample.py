@@ -196,7 +196,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint:
         raise UserError("give a checkpoint (or --list-classes)")
     given = given_sampling(args)
+    from ditkit.atomic import check_output_folder
     from ditkit.distributed import init_distributed, launched_by_torchrun, shutdown
+
+    # before the model is loaded and the sampling done, not after
+    if args.num is not None and args.fid_out:
+        check_output_folder(args.fid_out, "--fid-out")
+    else:
+        check_output_folder(args.out)
 
     # Sampling only needs a barrier: gloo works beside CUDA and on CPU-only machines alike.
     ctx = init_distributed(args.device or "auto", backend="gloo")

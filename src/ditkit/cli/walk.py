@@ -56,8 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ditkit.atomic import check_output_folder
     from ditkit.generation.walks import make_walks, save_walks
 
+    check_output_folder(args.out)  # before the walk is sampled, not after
     given = given_sampling(args)
     pipe = open_pipeline(args, args.device)
     seeds = args.seeds or ([0, 1, 2] if args.mode == "noise" else [0])

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from ditkit.atomic import check_output_folder
 from ditkit.errors import UserError
 from ditkit.training.config import TrainConfig, check_resumable
 
@@ -21,6 +22,7 @@ def preflight(config: TrainConfig, resume: str | os.PathLike[str] | bool | None)
     from ditkit.model.presets import get_config
     from ditkit.training.metrics import check_logger
 
+    check_output_folder(config.out)
     get_config(config.model)  # an unknown preset names itself and `ditkit models`
     fields = {f for f in DiTConfig.__dataclass_fields__ if f != "name"}
     unknown = sorted(set(config.model_overrides) - fields)

@@ -1,0 +1,84 @@
+"""A new user's mistakes get one line naming the problem and the fix, before any work (issue 28)."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+from helpers import sampling_dit, write_fake_fmnist
+
+from ditkit.checkpoints import save_model
+from ditkit.cli.main import main
+
+IDENTITY = {"first_stage": {"kind": "identity", "channels": 1}}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_model(sampling_dit(), path, extra=IDENTITY)
+    return path
+
+
+def _one_line(argv, capsys, message, code=2):
+    assert main([str(a) for a in argv]) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert message in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "walk", "serve"])
+def test_cuda_without_a_gpu_is_one_line(command, checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if command == "evaluate":
+        samples = tmp_path / "s.npz"
+        np.savez(samples, np.zeros((4, 28, 28, 1), np.uint8))
+        argv = ["evaluate", samples, "--fashion-mnist", "--device", "cuda"]
+    else:
+        argv = [command, checkpoint, "--device", "cuda"] + (["--mode", "noise"] if command == "walk" else [])
+    _one_line(argv, capsys, "--device cuda was asked for but no GPU is visible; use --device cpu")
+
+
+def _forbid_loading(monkeypatch):
+    from ditkit.generation import pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loaded the model before checking --out")
+
+    monkeypatch.setattr(pipeline.DiTPipeline, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [
+        (["--out", "{file}"], "--out"),
+        (["--out", "{file}/grid"], "--out"),
+        (["--num", "4", "--fid-out", "{file}"], "--fid-out"),
+    ],
+)
+def test_sample_refuses_a_file_as_output_folder_before_sampling(
+    extra, flag, checkpoint, tmp_path, capsys, monkeypatch
+):
+    _forbid_loading(monkeypatch)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = ["sample", checkpoint, "--steps", "2", *(e.format(file=afile) for e in extra)]
+    _one_line(argv, capsys, f"{flag} {afile}")
+
+
+def test_walk_refuses_a_file_as_output_folder_before_sampling(checkpoint, tmp_path, capsys, monkeypatch):
+    _forbid_loading(monkeypatch)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _one_line(["walk", checkpoint, "--mode", "noise", "--out", afile], capsys, "is a file; name a folder")
+
+
+def test_train_refuses_a_file_as_out(tmp_path, capsys):
+    data = write_fake_fmnist(tmp_path / "fmnist")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = ["train", "--model", "DiT-T/2", "--data", "fashion-mnist", "--data-dir", data, "--image-size", "8"]
+    argv += ["--steps", "1", "--global-batch", "8", "--device", "cpu", "--out", afile]
+    _one_line(argv, capsys, f"--out {afile} is a file")
