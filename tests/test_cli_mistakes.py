@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -82,3 +81,23 @@ def test_train_refuses_a_file_as_out(tmp_path, capsys):
     argv = ["train", "--model", "DiT-T/2", "--data", "fashion-mnist", "--data-dir", data, "--image-size", "8"]
     argv += ["--steps", "1", "--global-batch", "8", "--device", "cpu", "--out", afile]
     _one_line(argv, capsys, f"--out {afile} is a file")
+
+
+def test_convert_refuses_a_file_name_it_would_make_a_folder_of(checkpoint, tmp_path, capsys):
+    dst = tmp_path / "out.pt"
+    _one_line(["convert", checkpoint, dst], capsys, "not a .pt file; name a folder")
+    assert not dst.exists()
+    _one_line(
+        ["convert", checkpoint, tmp_path / "x.safetensors", "--to", "diffusers"], capsys, "writes a folder"
+    )
+
+
+def test_convert_does_not_overwrite_without_a_word(checkpoint, tmp_path, capsys):
+    dst = tmp_path / "out"
+    assert main(["convert", str(checkpoint), str(dst)]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in dst.iterdir()}
+    capsys.readouterr()
+    _one_line(["convert", checkpoint, dst], capsys, "already exists; choose a new name, or pass --overwrite")
+    assert {p.name: p.stat().st_mtime_ns for p in dst.iterdir()} == before
+    _one_line(["convert", dst, dst, "--overwrite"], capsys, "is the checkpoint being converted")
+    assert main(["convert", str(checkpoint), str(dst), "--overwrite"]) == 0

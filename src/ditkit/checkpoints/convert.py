@@ -13,6 +13,10 @@ from ditkit.errors import UserError
 from ditkit.first_stage.sd_vae import SD_VAE_DOWNSAMPLE
 
 TARGETS = ("ditkit", "diffusers", "diffusers-pipeline")
+# Endings of single weight files that `convert` does not write (it writes a folder, or .safetensors):
+# a destination named so is a mistake, not a folder to create under that name.
+FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".npz", ".json")
+SAFETENSORS = ".safetensors"
 
 
 def convert_checkpoint(
@@ -24,6 +28,7 @@ def convert_checkpoint(
     config: ConfigArg = None,
     vae: Any = None,
     scheduler: str = "ddim",
+    overwrite: bool = False,
 ) -> list[str]:
     """Convert `src` (any checkpoint `load_checkpoint` reads) and write `dst`.
 
@@ -38,12 +43,18 @@ def convert_checkpoint(
         vae: the first stage for a pipeline: a VAE folder or file, "sd-vae-ft-ema", a Hub id or an
             AutoencoderKL; default: the SD VAE the checkpoint records in extra["first_stage"].
         scheduler: "ddim" or "ddpm", for a pipeline.
+        overwrite: replace an existing `dst` (refused otherwise).
 
     Returns:
         Lines to tell the user: what was written and what was assumed.
+
+    Raises:
+        UserError: an unknown target, a destination named like a file convert does not write, or one
+            that exists (without `overwrite`); checked before the source is read.
     """
     if to not in TARGETS:
         raise UserError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
+    check_destination(src, dst, to, overwrite)
     raw = read_checkpoint(src)
     name = choose_weights(raw, which)
     model, cfg, notes = model_from_raw(raw, name, config)
@@ -70,6 +81,27 @@ def convert_checkpoint(
         extra=raw.extra,
     )
     return [f"wrote {Path(dst)} ({to}, {_weights(name)}, {_shape(cfg)})", *notes, *export_notes(model)]
+
+
+def check_destination(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], to: str, overwrite: bool
+) -> None:
+    """Refuse a destination convert would get wrong: a file name it does not write, the source itself,
+    or (without `overwrite`) anything already there."""
+    target = Path(dst)
+    suffix = target.suffix.lower()
+    if suffix == SAFETENSORS and to != "ditkit":
+        raise UserError(f"--to {to} writes a folder, not {target.name}; name a folder")
+    if suffix in FILE_SUFFIXES:
+        stem = target.with_suffix("")
+        raise UserError(
+            f"convert writes a folder (or one .safetensors file), not a {suffix} file; name a folder "
+            f"({stem}) or {stem}{SAFETENSORS}"
+        )
+    if target.exists() and Path(src).exists() and target.resolve() == Path(src).resolve():
+        raise UserError(f"{target} is the checkpoint being converted; write to a new name")
+    if target.exists() and not overwrite:
+        raise UserError(f"{target} already exists; choose a new name, or pass --overwrite to replace it")
 
 
 def _weights(name: str) -> str:

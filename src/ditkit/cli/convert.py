@@ -48,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="VAE for --to diffusers-pipeline: a diffusers VAE folder or weights file, sd-vae-ft-ema, "
         "sd-vae-ft-mse or a Hub id (default: the first stage the checkpoint records)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists (refused otherwise)")
     p.add_argument("--scheduler", default="ddim", choices=["ddim", "ddpm"], help="pipeline scheduler")
     size = p.add_mutually_exclusive_group()
     size.add_argument(
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         config=overrides,
         vae=args.vae,
         scheduler=args.scheduler,
+        overwrite=args.overwrite,
     ):
         print(line)
     return 0
