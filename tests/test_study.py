@@ -251,7 +251,8 @@ def test_objectives_study_waits_for_the_objective_option():
 
     if "objective" in {f.name for f in dataclasses.fields(TrainConfig)}:
         spec = builtin_study("objectives")
-        assert [r.values["objective"] for r in spec.runs()] == ["diffusion", "flow"]
+        assert [r.values["objective"] for r in spec.runs()] == ["diffusion", "flow", "meanflow"]
+        assert spec.eval.sampler["meanflow"] == "meanflow" and spec.eval.sample_steps["meanflow"] == 2
     else:
         with pytest.raises(UserError, match="needs the trainer's `objective` option"):
             builtin_study("objectives")

@@ -36,6 +36,8 @@ CPU_EVAL: dict[str, Any] = {
     "batch_size": 250,
 }
 CPU_GUIDANCE_SCALES = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
+# MeanFlow's jumps in the objectives study: two, its better few-step setting (Geng et al. 2025, Table 2).
+MEANFLOW_STUDY_JUMPS = 2
 
 # GPU: the paper's 12 models (Table 4) at 50K of its 400K steps, FID-10K with its sampler (250 DDPM steps).
 GPU_STEPS = 50_000
@@ -111,10 +113,12 @@ def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
         if cpu:
             base.update(hidden_size=CPU_BLOCK_WIDTH[0], num_heads=CPU_BLOCK_WIDTH[1])
         axes = {"objective": list(OBJECTIVES)}
-        # each objective's own sampler at the same number of model evaluations (Heun: 2 per step)
-        evals.update(sampler={"diffusion": evals["sampler"], "flow": "heun"})
-        evals.update(sample_steps={"diffusion": evals["sample_steps"], "flow": evals["sample_steps"] // 2})
-        what = "diffusion (DDPM) vs flow matching on the same backbone"
+        # each objective's own sampler: diffusion and flow at the same number of model evaluations
+        # (Heun: 2 per step), MeanFlow in the two jumps it is made for
+        evals.update(sampler={"diffusion": evals["sampler"], "flow": "heun", "meanflow": "meanflow"})
+        steps = evals["sample_steps"]
+        evals.update(sample_steps={"diffusion": steps, "flow": steps // 2, "meanflow": MEANFLOW_STUDY_JUMPS})
+        what = "diffusion vs flow matching vs MeanFlow on the same backbone"
     data = "Fashion-MNIST 28x28 pixels (CPU preset)" if cpu else "ImageNet-256 latents (GPU preset)"
     return spec_from_dict(
         {"name": name, "description": f"{what}; {data}.", "base": base, "axes": axes, "eval": evals},

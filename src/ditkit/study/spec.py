@@ -30,6 +30,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+from ditkit.choices import GUIDED_CHANNELS, OBJECTIVES
 from ditkit.errors import UserError
 from ditkit.samplers.settings import SamplingSettings
 from ditkit.training.config import TrainConfig
@@ -43,12 +44,9 @@ RESERVED_FIELDS = ("out", "keep_checkpoints")
 ABBREVIATIONS = {"hidden_size": "w", "patch_size": "p", "depth": "d", "num_heads": "h", "global_batch": "b"}
 VALUE_ONLY = ("model", "block", "objective", "noise_schedule", "data")
 SPEC_KEYS = ("name", "description", "base", "axes", "eval")
-GUIDED_CHANNELS = ("all", "first3")
 # The guidance scale's key in spec files' [eval] tables and in the evaluation records and results rows
 # (written since the first studies; `guidance_scale` is its name in the code).
 GUIDANCE_KEY = "cfg_scale"
-# Training objectives (TrainConfig.objective, where ditkit has flow matching).
-OBJECTIVES = ("diffusion", "flow")
 
 
 @dataclass(frozen=True)
