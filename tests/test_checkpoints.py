@@ -190,7 +190,7 @@ def _not_a_dit(tmp_path, case):
             r"has no DiT weights: missing keys x_embedder\.proj\.weight.*is this a DiT checkpoint\?",
         ),
         ("list", "holds a list, not a state dict"),
-        ("text", "cannot read .* as a PyTorch checkpoint"),
+        ("text", "is not a PyTorch checkpoint \\(it is a text file\\)"),
         ("truncated", "cannot read .* as a PyTorch checkpoint"),
         ("missing", "does not exist"),
         ("folder", "is a folder but neither a ditkit checkpoint"),

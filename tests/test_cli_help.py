@@ -64,16 +64,17 @@ def test_top_level_help_has_examples():
     assert "examples:" in text and "ditkit train --model" in text and "ditkit sample runs/x" in text
 
 
-def test_unknown_flag_shows_the_subcommands_usage_and_a_suggestion(capsys):
+def test_unknown_flag_is_one_line_with_a_suggestion_and_the_subcommands_help(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--out", "x", "--steps", "1", "--learning-rate", "1e-3"])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: ditkit train") and "did you mean --lr?" in err
+    assert err.startswith("error: ") and "did you mean --lr?" in err and "see `ditkit train --help`" in err
+    assert err.count("\n") == 1  # one line, not argparse's usage block before it (issue 28)
     with pytest.raises(SystemExit):
         main(["sample", "ckpt", "--num-per-klass", "2"])
     err = capsys.readouterr().err
-    assert err.startswith("usage: ditkit sample") and "did you mean --num-per-class?" in err
+    assert "did you mean --num-per-class?" in err and "see `ditkit sample --help`" in err
 
 
 def test_suggestions_and_plurals():

@@ -101,3 +101,82 @@ def test_convert_does_not_overwrite_without_a_word(checkpoint, tmp_path, capsys)
     assert {p.name: p.stat().st_mtime_ns for p in dst.iterdir()} == before
     _one_line(["convert", dst, dst, "--overwrite"], capsys, "is the checkpoint being converted")
     assert main(["convert", str(checkpoint), str(dst), "--overwrite"]) == 0
+
+
+def test_an_interrupted_run_says_how_to_continue_and_exits_non_zero(tmp_path, capsys, monkeypatch):
+    """Ctrl+C (the trainer saved a checkpoint first): the status is 130 and the line names --resume."""
+    import ditkit.training
+    from ditkit.training.result import TrainResult
+
+    out = tmp_path / "run"
+
+    def interrupted(config, resume=None, progress=True):
+        return TrainResult(out, 3, 10, out / "checkpoints" / "0000003", "SIGINT", None, 1.0, 3.0)
+
+    monkeypatch.setattr(ditkit.training, "train", interrupted)
+    argv = ["train", "--model", "DiT-T/2", "--data", "fashion-mnist", "--steps", "10", "--out", str(out)]
+    assert main(argv) == 130
+    said = capsys.readouterr().out
+    assert f"continue with: ditkit train --out {out} --resume" in said
+
+
+def test_a_negative_guidance_scale_is_refused(checkpoint, capsys):
+    _one_line(["sample", checkpoint, "--guidance-scale", "-1"], capsys, "guidance")
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b""])
+def test_a_text_file_as_checkpoint_says_what_it_is(content, tmp_path, capsys):
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    err = _one_line(["sample", path], capsys, f"{path} is not a PyTorch checkpoint")
+    assert "(101)" not in err and ("text file" in err or "empty" in err)
+
+
+def test_a_switch_shows_no_default_in_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert "(default: True)" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["walk", "ckpt", "--mode", "seed"], "invalid choice: 'seed'"),
+        (["sample"], "give a checkpoint"),
+        (["sample", "ckpt", "--steps", "many"], "invalid"),
+        (["train", "--out", "x", "--globl-batch", "8"], "did you mean --global-batch?"),
+    ],
+)
+def test_argparse_errors_are_one_line_pointing_to_help(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "usage:" not in err and message in err, err
+    if message != "give a checkpoint":
+        assert f"see `ditkit {argv[0]} --help`" in err
+
+
+def test_counts_read_right_for_one(tmp_path, checkpoint, capsys):
+    from ditkit.errors import UserError
+    from ditkit.training.data_order import BatchLayout
+
+    with pytest.raises(UserError) as err:
+        BatchLayout.create(8, 1, 3)
+    assert "processes" not in str(err.value)
+    assert main(["walk", str(checkpoint), "--mode", "noise", "--class", "1", "--seed", "0", "--seed", "1",
+                 "--frames", "2", "--steps", "2", "--out", str(tmp_path / "w")]) == 0  # fmt: skip
+    assert "1 strip and 1 GIF" in capsys.readouterr().out
+
+
+def test_a_study_without_description_has_no_empty_line():
+    from ditkit.study.results import markdown
+    from ditkit.study.spec import spec_from_dict
+
+    spec = spec_from_dict(
+        {"name": "one", "base": {"model": "DiT-T/2", "steps": 2}, "axes": {"lr": [1e-3]}}, "test"
+    )
+    page = markdown(spec, spec.runs(), [], [])
+    assert "\n\n\n" not in page and "1 run (" in page

@@ -55,10 +55,40 @@ def load_torch_file(path: Path) -> Any:
             "with torch.save"
         ) from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as err:
+        kind = _not_a_checkpoint(path)
+        if kind is not None:
+            raise UserError(
+                f"{path} is not a PyTorch checkpoint ({kind}); give a .pt/.pth file, a ditkit folder or a "
+                "diffusers folder"
+            ) from None
         reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        if reason.strip().isdigit():  # a bare code from the unpickler says nothing to a user
+            reason = type(err).__name__
         raise UserError(
             f"cannot read {path} as a PyTorch checkpoint ({reason}); is the file complete and a .pt/.pth file?"
         ) from None
+
+
+# How the files torch.save writes begin: a zip archive (torch >= 1.6), or a pickle (protocol 2+).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What `path` is when it cannot be a file torch.save wrote ("a text file", "empty"), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if not head:
+        return "the file is empty"
+    if head.startswith(_TORCH_MAGIC):
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "neither a zip archive nor a pickle"
+    return "it is a text file"
 
 
 def _plain_args(args: Any) -> dict[str, Any]:

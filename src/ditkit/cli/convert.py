@@ -19,7 +19,7 @@ EPILOG = """examples:
   ditkit convert dit-xl-256/ hf-pipeline/ --to diffusers-pipeline --vae ./sd-vae-ft-ema
   ditkit convert hf-pipeline/ back/                              # a diffusers folder -> ditkit
   ditkit convert custom.pt out/ --num-heads 8 --input-size 16 32 # when shapes do not tell
-  ditkit convert no-dropout.pt out/ --num-classes 1000           # a label table without the null row
+  ditkit convert no-dropout.pt no-dropout/ --num-classes 1000    # a label table without the null row
 
 Sources: a ditkit folder or .safetensors, an official .pt (plain state dict or train.py's
 {model, ema, opt, args}), a diffusers DiTPipeline or DiTTransformer2DModel folder.

@@ -6,7 +6,9 @@ import argparse
 import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
+
+from ditkit.errors import plural as plural  # counted words live beside UserError, for every layer
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -20,6 +22,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if not action.option_strings or text == argparse.SUPPRESS or re.search(r"\bdefault\b", text):
             return text
         unset = action.default in (None, argparse.SUPPRESS) or action.default is False  # "(default: None)"
+        if isinstance(action, argparse._StoreConstAction):  # a switch (--no-cuda-graph): its name says it
+            return text
         if unset or (isinstance(action.default, list | tuple) and not action.default):  # says nothing
             return text
         if isinstance(action.default, list | tuple):
@@ -28,7 +32,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class SubcommandParser(argparse.ArgumentParser):
-    """A subcommand's parser: an unknown option is reported with *this* usage and a close match."""
+    """A subcommand's parser: an unknown option is reported with a close match, and every parse error
+    in one line that points to *this* command's --help (not argparse's usage block before it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -142,8 +150,3 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """`1 image`, `2 images` (`many` for irregular plurals)."""
-    return f"{count} {word if count == 1 else many or word + 's'}"

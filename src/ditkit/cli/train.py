@@ -70,6 +70,8 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import shlex
+    import signal
 
     config = config_from_args(args)
     from ditkit.training import train
@@ -90,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"trained {steps} ({result.steps_per_second:.2f} steps/s){loss}; checkpoint {result.checkpoint}"
         )
-    else:
-        print(
-            f"stopped at step {result.step} of {result.total_steps} ({result.stopped}; {steps}){loss}; "
-            f"checkpoint {result.checkpoint}"
-        )
+        return 0
+    print(
+        f"stopped at step {result.step} of {result.total_steps} ({result.stopped}; {steps}){loss}; "
+        f"checkpoint {result.checkpoint}; continue with: ditkit train --out {shlex.quote(str(result.out))} "
+        "--resume"
+    )
+    if result.stopped in signal.Signals.__members__:  # interrupted: the status says so (128 + signal)
+        return 128 + signal.Signals[result.stopped].value
     return 0

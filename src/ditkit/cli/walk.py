@@ -79,5 +79,7 @@ def run(args: argparse.Namespace) -> int:
     paths = save_walks(walks, args.out, f"{args.mode}_walk", args.gif_ms, args.bounce)
     for walk in walks:
         print(f"walk: {walk.title} ({plural(len(walk.images), 'frame')})")
-    print(f"wrote {paths[0]} and {plural(len(paths) - 1, 'strip/GIF', 'strips/GIFs')} in {paths[0].parent}/")
+    print(
+        f"wrote {paths[0]}, {plural(len(walks), 'strip')} and {plural(len(walks), 'GIF')} in {paths[0].parent}/"
+    )
     return 0

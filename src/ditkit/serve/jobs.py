@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ditkit.atomic import atomic_path
-from ditkit.errors import UserError
+from ditkit.errors import UserError, plural
 from ditkit.generation.images import save_gif, to_pil
 from ditkit.generation.pipeline import DiTPipeline
 from ditkit.generation.save import sample_to_folder
@@ -222,7 +222,7 @@ def generate(
         shown = enlarge(image, shown_scale(*image.shape[:2]))
         gallery.append((shown, f"{name}seed {entry['seed']} · {how}"))
     archive = _zip(out_dir, [saved.record, *saved.images], out_dir / SAMPLES_ZIP)
-    summary = f"{count} image{'s' if count != 1 else ''}, seeds {s.seed}..{s.seed + count - 1} ({how})"
+    summary = f"{plural(count, 'image')}, seeds {s.seed}..{s.seed + count - 1} ({how})"
     return GenerateResult(gallery, [saved.grid, archive], s.seed, summary)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ditkit.atomic import atomic_write_text
+from ditkit.errors import plural
 from ditkit.study.evaluate import METRIC_KEYS, METRIC_LABELS
 from ditkit.study.spec import GUIDANCE_KEY, RunPlan, StudySpec
 
@@ -138,9 +139,8 @@ def markdown(
     lines = [
         f"# Study `{spec.name}`",
         "",
-        spec.description,
-        "",
-        f"{len(plans)} runs ({len(done)} evaluated so far); axes: "
+        *([spec.description, ""] if spec.description else []),
+        f"{plural(len(plans), 'run')} ({len(done)} evaluated so far); axes: "
         + ", ".join(f"{k} = {v}" for k, v in spec.axes.items())
         + ".",
         f"Every run is evaluated at {', '.join(f'{f:.0%}' for f in e.fractions)} of its steps with the same "
@@ -190,5 +190,5 @@ def plan_table(spec: StudySpec) -> str:
                 "train_compute_flops": train_compute(gflops, cfg.global_batch, steps),
             }
         )
-    head = f"study {spec.name}: {spec.description}\n\n"
+    head = f"study {spec.name}" + (f": {spec.description}" if spec.description else "") + "\n\n"
     return head + table(rows, list(rows[0]))

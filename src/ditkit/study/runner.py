@@ -31,7 +31,7 @@ except ImportError:  # not POSIX: the runs are dealt out up front
     fcntl = None  # type: ignore[assignment]
 
 from ditkit.atomic import atomic_write_text
-from ditkit.errors import UserError
+from ditkit.errors import UserError, plural
 from ditkit.study.evaluate import Evaluator
 from ditkit.study.spec import RunPlan, StudySpec, spec_from_dict
 
@@ -167,7 +167,8 @@ def run_study(
     claim_folder(spec, options)
     jobs = options.jobs if options.jobs is not None else default_jobs(options.device, len(plans))
     echo(
-        f"study {spec.name}: {len(plans)} runs -> {options.out}" + (f" ({jobs} workers)" if jobs > 1 else "")
+        f"study {spec.name}: {plural(len(plans), 'run')} -> {options.out}"
+        + (f" ({jobs} workers)" if jobs > 1 else "")
     )
     if jobs > 1:
         _run_workers(options, jobs, echo)

@@ -44,9 +44,10 @@ class BatchLayout:
         local = global_batch // world_size
         micro = local if micro_batch is None else micro_batch
         if local % micro:
+            who = f"each of the {world_size} processes gets" if world_size > 1 else "the step takes"
             raise UserError(
-                f"each of the {world_size} processes gets {local} samples per step, which --micro-batch "
-                f"{micro} does not divide; pick a divisor of {local}"
+                f"{who} {local} samples per step, which --micro-batch {micro} does not divide; "
+                f"pick a divisor of {local}"
             )
         return cls(global_batch, world_size, micro)
 
