@@ -30,6 +30,10 @@ FLIP_MODES = ("random", "none")
 # Optimizers: AdamW (DiT) or Muon on the blocks' weight matrices with AdamW on the rest
 # (`ditkit.training.muon`).
 OPTIMIZERS = ("adamw", "muon")
+# Weight sets of a checkpoint: the EMA (what DiT samples with) or the raw training weights.
+WEIGHT_SETS = ("ema", "model")
+# Named sets of parameters `ditkit train --freeze` takes besides module names (`ditkit.training.freeze`).
+FREEZE_PRESETS = ("all-but-adaln",)
 # Learning-rate schedules: constant (DiT) or warmup-stable-decay (`ditkit.training.lr_schedule`).
 LR_SCHEDULES = ("constant", "wsd")
 # Conditioning designs of a DiT block compared in the paper (Sec. 3.2, Fig. 5; `ditkit.model.blocks`).

@@ -39,11 +39,12 @@ from ditkit.checkpoints.official import (
     num_heads_from_args,
     official_weight_sets,
 )
+from ditkit.choices import WEIGHT_SETS
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT, DiTConfig
 from ditkit.run_folder import newest_in_run
 
-WEIGHT_CHOICES = ("ema", "model")
+WEIGHT_CHOICES = WEIGHT_SETS
 ConfigArg = DiTConfig | Mapping[str, Any] | None
 
 

@@ -13,6 +13,7 @@ from ditkit.choices import (
     COMPILE_MODES,
     DEFAULT_DIFFUSION_STEPS,
     FLIP_MODES,
+    FREEZE_PRESETS,
     LOGGERS,
     LOSS_WEIGHTS,
     LR_SCHEDULES,
@@ -28,6 +29,7 @@ from ditkit.choices import (
     PREDICTIONS,
     RECOMPUTE_POLICIES,
     TIME_SAMPLINGS,
+    WEIGHT_SETS,
 )
 from ditkit.errors import UserError
 from ditkit.options import check_choices, from_record, option
@@ -54,6 +56,7 @@ MODEL_DATA = "model and data"
 DIFFUSION = "diffusion"
 FLOW = "flow matching (--objective flow)"
 MEANFLOW = "MeanFlow (--objective meanflow)"
+FINETUNE = "fine-tuning (--init)"
 OPTIMISATION = "optimisation"
 RUN = "run"
 
@@ -78,6 +81,18 @@ class TrainConfig:
             encoded every step (slow: prefer `ditkit prepare`). Default: identity for Fashion-MNIST,
             DiT's sd-vae-ft-ema for folders; a cache always uses its own.
         flip: horizontal flips: "random" (DiT) or "none".
+        init: start this new run (fresh optimizer, step 0, its own options) from the weights of a
+            checkpoint: a ditkit run or checkpoint folder, an official or SiT .pt file or a diffusers
+            folder. The EMA starts from the same weights; a new class count rebuilds the label table.
+        init_weights: the checkpoint's weight set --init starts from: "ema" (falls back to the only set
+            of a file holding one) or "model" (the raw training weights).
+        init_class_map: a JSON file {"new class": source class} (names or label indices) whose source
+            rows start the new label table's rows; classes it leaves out start as DiT's (normal, std 0.02).
+        init_digest: the sha256 of the weights --init started from (written by the run; a new run given
+            one refuses a checkpoint whose weights differ).
+        freeze: parameters left out of training (requires_grad False, not in the optimizer): module
+            names separated by commas (x_embedder,pos_embed; blocks.0; blocks.*.attn) or
+            "all-but-adaln" (train only the blocks' adaLN modulations and the final layer).
         global_batch: samples per optimizer step over all processes.
         micro_batch: samples per forward pass on each process (default: global batch / processes);
             smaller values accumulate gradients over several passes.
@@ -156,6 +171,11 @@ class TrainConfig:
     image_size: int | None = option(None, group=MODEL_DATA)
     first_stage: str | None = option(None, group=MODEL_DATA)
     flip: str = option("random", choices=FLIP_MODES, group=MODEL_DATA)
+    init: str | None = option(None, group=FINETUNE, metavar="CHECKPOINT")
+    init_weights: str = option("ema", choices=WEIGHT_SETS, group=FINETUNE)
+    init_class_map: str | None = option(None, group=FINETUNE, metavar="FILE")
+    init_digest: str | None = option(None, group=FINETUNE, cli=False)
+    freeze: str | None = option(None, group=FINETUNE, metavar="PARTS")
     global_batch: int = option(OFFICIAL_GLOBAL_BATCH, group=OPTIMISATION)
     micro_batch: int | None = option(None, group=OPTIMISATION)
     optimizer: str = option("adamw", choices=OPTIMIZERS, group=OPTIMISATION)
@@ -214,6 +234,7 @@ class TrainConfig:
         """Raise UserError for options that cannot work together."""
         check_choices(self)
         self.flow_settings()  # checks the eps values
+        self._check_init_options()
         if not self.logit_normal_std > 0:
             raise UserError(f"--logit-normal-std must be positive, got {self.logit_normal_std}")
         self._check_objective_options()
@@ -269,6 +290,23 @@ class TrainConfig:
                 raise UserError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise UserError(f"--time-budget-minutes must be positive, got {self.time_budget_minutes}")
+
+    def _check_init_options(self) -> None:
+        if self.init is None:
+            given = [n for n in ("init_class_map", "init_digest") if getattr(self, n) is not None]
+            if self.init_weights != "ema":
+                given.insert(0, "init_weights")
+            if given:
+                flags = ", ".join("--" + n.replace("_", "-") for n in given)
+                verb = "applies" if len(given) == 1 else "apply"
+                raise UserError(f"{flags} {verb} to a run started from a checkpoint; add --init CHECKPOINT")
+        if self.freeze is not None:
+            parts = [part.strip() for part in self.freeze.split(",")]
+            if not all(parts):
+                raise UserError(
+                    f"--freeze takes module names separated by commas (x_embedder,pos_embed) or one of "
+                    f"{', '.join(FREEZE_PRESETS)}; got {self.freeze!r}"
+                )
 
     def flow_settings(self) -> FlowSettings:
         """The flow objective these options describe (meaningful when objective is "flow")."""
@@ -327,6 +365,10 @@ RESUME_INVARIANT = (
     "image_size",
     "first_stage",
     "flip",
+    "init",
+    "init_weights",
+    "init_class_map",
+    "freeze",
     "global_batch",
     "optimizer",
     "lr",

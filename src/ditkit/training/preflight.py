@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ditkit.atomic import check_output_folder
 from ditkit.errors import UserError
 from ditkit.training.config import TrainConfig, check_resumable
 
+if TYPE_CHECKING:
+    from ditkit.training.finetune import InitSource
 
-def preflight(config: TrainConfig, resume: str | os.PathLike[str] | bool | None) -> None:
-    """Raise UserError for a bad preset, model override, logger or resume target, without building anything."""
+
+def preflight(config: TrainConfig, resume: str | os.PathLike[str] | bool | None) -> InitSource | None:
+    """Raise UserError for a bad preset, model override, logger, resume target or --init checkpoint,
+    without building anything; returns the --init checkpoint read (None without one, or on resume)."""
     from ditkit.model.dit import DiTConfig
     from ditkit.model.presets import get_config
     from ditkit.training.metrics import check_logger
@@ -33,6 +38,26 @@ def preflight(config: TrainConfig, resume: str | os.PathLike[str] | bool | None)
         )
     check_logger(config.logger)  # a missing extra is named now, not after the model is built
     check_resume_options(config, resume)
+    return check_init(config, resume)
+
+
+def check_init(config: TrainConfig, resume: str | os.PathLike[str] | bool | None) -> InitSource | None:
+    """Read the --init checkpoint's config (a folder's weights wait) and refuse one whose weights
+    cannot fit the run's model, before the data is opened. None without --init, and when the run
+    continues from a checkpoint of its own (the --init weights are then in it)."""
+    from ditkit.run_folder import resolve_resume
+    from ditkit.training.finetune import check_fits, read_init_source
+    from ditkit.training.setup import dit_config
+
+    if config.init is None or resolve_resume(resume, config.out) is not None:
+        return None
+    source = read_init_source(config.init, config.init_weights)
+    src = source.config
+    # The run's model on the checkpoint's input shape and classes: what the data will set may differ
+    # (positions and label table are refitted); everything else must agree.
+    planned = dit_config(config, (src.in_channels, *src.size_hw), src.num_classes)
+    check_fits(source, planned, config.model)
+    return source
 
 
 def check_resume_options(config: TrainConfig, resume: str | os.PathLike[str] | bool | None) -> None:

@@ -129,8 +129,9 @@ def fused_supported(device: torch.device, params: Iterable[nn.Parameter]) -> boo
 
 def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over all parameters, as DiT (frozen ones, the positional table, never get a gradient), or
-    Muon on the blocks' weight matrices and AdamW on the rest (`--optimizer muon`)."""
-    params = list(model.parameters())
+    Muon on the blocks' weight matrices and AdamW on the rest (`--optimizer muon`). With `--freeze`
+    only the trainable parameters (the run's own layout, so no older checkpoint is concerned)."""
+    params = [p for p in model.parameters() if p.requires_grad or config.freeze is None]
     if config.optimizer == "muon":
         from ditkit.training.muon import MuonAdamW, muon_parameters
 
@@ -192,12 +193,18 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def checkpoint_extra(config: TrainConfig, data: DataSetup, step: int) -> dict[str, Any]:
-    """Metadata stored with the weights: what `ditkit sample` needs, and the run's options."""
-    return {
+def checkpoint_extra(
+    config: TrainConfig, data: DataSetup, step: int, init: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Metadata stored with the weights: what `ditkit sample` needs, the run's options, and the
+    checkpoint the run started from (`init`: path, weight set, sha256; see `finetune.InitSource.record`)."""
+    extra = {
         "first_stage": data.first_stage,
         **objective_from_options(config).record(),
         "class_names": list(data.info.class_names),
         "image_size": int(data.info.image_size),
         "train": {"step": step, "config": config.to_dict()},
     }
+    if init is not None:
+        extra["init"] = init
+    return extra

@@ -27,6 +27,8 @@ from ditkit.model.precision import check_precision, default_precision
 from ditkit.run_folder import checkpoint_path, link_last, resolve_resume
 from ditkit.training.config import TrainConfig
 from ditkit.training.data_order import BatchLayout, DataOrder, iterate_micro_batches
+from ditkit.training.finetune import InitPlan, InitSource, plan_init, read_init_source, recorded_init
+from ditkit.training.freeze import check_freeze, freeze_lines
 from ditkit.training.lr_schedule import schedule_for
 from ditkit.training.memory import check_train_memory
 from ditkit.training.metrics import LOSS_CURVE_FILE, MetricsLog, plot_loss_curve
@@ -84,10 +86,10 @@ def train(
     Raises:
         UserError: bad options or data, an unreadable checkpoint, or a non-finite loss.
     """
-    preflight(config, resume)  # cheap checks first: nothing built, loaded or downloaded yet
+    init = preflight(config, resume)  # cheap checks first: nothing built, loaded or downloaded yet
     ctx = D.init_distributed(config.device)
     try:
-        trainer = Trainer(config, ctx, echo if ctx.rank == 0 else (lambda _: None))
+        trainer = Trainer(config, ctx, echo if ctx.rank == 0 else (lambda _: None), init=init)
         return trainer.run(resume, progress=progress and ctx.rank == 0)
     finally:
         D.shutdown(ctx)
@@ -96,11 +98,21 @@ def train(
 class Trainer:
     """The pieces of one run and its loop; build with `train()` unless embedding it."""
 
-    def __init__(self, config: TrainConfig, ctx: D.DistContext, echo: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        ctx: D.DistContext,
+        echo: Callable[[str], None],
+        init: InitSource | None = None,
+    ) -> None:
+        """`init`: the --init checkpoint as `preflight` read it (read when the run starts otherwise)."""
         self.config, self.ctx, self.echo = config, ctx, echo
         self.out = Path(config.out)
         self.data = build_data(config, echo)
         self.model_config = model_config(config, self.data)
+        self.init = None if init is None else self._plan_init(init)
+        self.init_record: dict[str, Any] | None = None  # where the run started, kept in its checkpoints
+        check_freeze(self.model_config, config.freeze)
         self.order = DataOrder(len(self.data.dataset), config.global_batch, config.seed)  # type: ignore[arg-type]
         self.layout = BatchLayout.create(config.global_batch, ctx.world_size, config.micro_batch)
         self.total_steps = config.total_steps(self.order.num_items)
@@ -125,8 +137,13 @@ class Trainer:
     def _build(self, checkpoint: Any) -> None:
         cfg = self.config
         raw = build_model(self.model_config, cfg.seed, self.ctx.device)
+        fresh: list[str] = []
         if checkpoint is not None:
             raw.load_state_dict(checkpoint.model)
+        elif self.init is not None:  # a new run from another checkpoint's weights (the EMA starts there too)
+            self.init_record, fresh = self.init.start(raw, cfg, self.echo)
+        for line in freeze_lines(raw, cfg.freeze, fresh):  # before DDP wraps it: frozen stays out
+            self.echo(line)
         apply_compile(raw, self.compile)  # in place: parameters and state-dict keys are unchanged
         self.raw = raw
         self.model = D.wrap_model(raw, cfg.parallel, self.ctx)
@@ -142,6 +159,10 @@ class Trainer:
         self.step = 0
         if checkpoint is not None:
             self._restore(checkpoint)
+
+    def _plan_init(self, source: InitSource) -> InitPlan:
+        cfg = self.config
+        return plan_init(source, self.model_config, cfg.model, cfg.init_class_map, self.data.info.class_names)
 
     def _restore(self, checkpoint: Any) -> None:
         state = checkpoint.state
@@ -165,6 +186,10 @@ class Trainer:
                     f"{self.out} already holds checkpoints; pass --resume to continue that run or choose a new --out"
                 )
         checkpoint = load_training_checkpoint(path) if path is not None else None
+        if checkpoint is not None and self.config.init is not None:  # where the run started, recorded
+            self.init_record = recorded_init(checkpoint.path, self.config)
+        elif self.config.init is not None and self.init is None:  # a Trainer built without train()
+            self.init = self._plan_init(read_init_source(self.config.init, self.config.init_weights))
         self.elapsed_before = 0.0
         self._build(checkpoint)
         self.last_checkpoint = path
@@ -352,7 +377,7 @@ class Trainer:
             }
             sharded = self.config.parallel == "fsdp" and self.ctx.world_size > 1
             holder = weights_holder(self.raw, self.model_config, model_sd, sharded)
-            extra = checkpoint_extra(self.config, self.data, self.step)
+            extra = checkpoint_extra(self.config, self.data, self.step, self.init_record)
             save_training_checkpoint(path, holder, ema_sd, state, extra)
             link_last(path)
             prune_checkpoints(self.out, self.config.keep_checkpoints)
