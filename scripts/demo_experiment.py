@@ -25,29 +25,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ditkit.checkpoints.loader import WEIGHT_CHOICES
 from ditkit.cpu_memory import configure_cpu_malloc
 from ditkit.data.fashion_mnist import load_fashion_mnist
 from ditkit.demo.recipe import DEMO_RECIPE
 from ditkit.evaluation.fmnist_classifier import load_fmnist_classifier, score_fmnist_samples
+from ditkit.evaluation.knn import knn_predict
 from ditkit.evaluation.npz_io import write_npz
 from ditkit.generation.pipeline import DiTPipeline
 from ditkit.run_folder import latest_checkpoint
 from ditkit.samplers.settings import SamplingSettings
 from ditkit.training import train
-
-# The independent check: a k-nearest-neighbour vote on raw pixels.
-KNN_K = 5
-
-
-def knn_predict(images: np.ndarray, train_x: torch.Tensor, train_y: np.ndarray) -> np.ndarray:
-    """Labels (N,) by a KNN_K vote of the nearest training images in pixel space; images uint8 (N, 28, 28)."""
-    q = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255)
-    dist = (q**2).sum(1, keepdim=True) - 2 * q @ train_x.T + (train_x**2).sum(1)
-    votes = train_y[dist.topk(KNN_K, largest=False).indices.numpy()]  # (N, k)
-    return np.array([np.bincount(v, minlength=10).argmax() for v in votes])
 
 
 def main() -> None:
@@ -97,7 +86,6 @@ def main() -> None:
     labels = np.repeat(np.arange(10), a.per_class)
     classifier = load_fmnist_classifier()
     train_images, train_labels = load_fashion_mnist(None, split="train")
-    train_x = torch.from_numpy(train_images.reshape(len(train_images), -1).astype(np.float32) / 255)
     for g in (float(x) for x in a.guidance.split(",")):
         cpu0 = time.process_time()
         settings = SamplingSettings(a.sampler, a.sample_steps, g, guidance_interval=interval)
@@ -110,7 +98,7 @@ def main() -> None:
         )[..., 0]
         sample_cpu = time.process_time() - cpu0
         scores = score_fmnist_samples(images, labels, classifier=classifier)
-        knn = knn_predict(images, train_x, np.asarray(train_labels))
+        knn = knn_predict(images, train_images, np.asarray(train_labels))
         result[f"g{g}"] = {
             "agreement": scores["agreement"],
             "frechet_distance": scores["frechet_distance"],
