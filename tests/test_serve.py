@@ -298,3 +298,90 @@ def test_the_first_click_with_the_pages_defaults_works(tmp_path, objective, reco
     assert walk["sampler"] == ("heun" if recorded else pipe.objective.walk_sampler)  # deterministic: kept
     if objective == "flow":  # the browser sends dopri5's empty steps box as 0: it takes no steps
         assert jobs.request_settings(pipe.objective, defaults, 4.0, "dopri5", 0).steps is None
+
+
+# ---- one request's work is bounded, and Stop ends it within one model call (issue 28) -------------------
+
+
+@pytest.mark.parametrize(
+    "per_class, steps, message",
+    [
+        (1, 100_000, "at most 1000 steps"),
+        (16, 999, "16 images x 999 steps is more than this server's 4000 image-steps"),
+    ],
+)
+def test_a_request_too_large_is_refused_before_sampling(pipe, tmp_path, per_class, steps, message):
+    limits = jobs.Limits(max_steps=1000, max_image_steps=4000)
+    with pytest.raises(UserError, match=message) as err:
+        jobs.generate(pipe, tmp_path, ["coat"], per_class, asked(4.0, "ddim", steps), limits=limits)
+    assert "\n" not in str(err.value) and not (tmp_path / "grid.png").exists()
+    assert "at most 4 images at 999 steps" in str(err.value) or steps > 1000
+
+
+def test_a_walk_too_large_and_a_bad_frame_time_are_refused_before_sampling(pipe, tmp_path):
+    small = jobs.Limits(max_image_steps=100)
+    settings = asked(4.0, "ddim", 50)
+    with pytest.raises(UserError, match="image-steps"):
+        jobs.walk(pipe, tmp_path, "noise", ["coat"], "0, 1, 2", 8, settings, loop=False, duration_ms=50,
+                  limits=small)  # fmt: skip
+    for bad in (0, 2.5, 10**9):
+        with pytest.raises(UserError, match="GIF frame time"):
+            jobs.walk(pipe, tmp_path, "noise", ["coat"], "0, 1", 2, settings, loop=False, duration_ms=bad)
+    assert not any(tmp_path.iterdir())
+
+
+def _counted(pipe, on_call):
+    """`pipe` with its denoiser counting calls (and calling `on_call(n)` before call n)."""
+    calls = []
+    model_fn = pipe.model_fn
+
+    def counting(model=None):
+        denoise = model_fn(model)
+
+        def call(*args, **kwargs):
+            calls.append(1)
+            on_call(len(calls))
+            return denoise(*args, **kwargs)
+
+        return call
+
+    pipe.model_fn = counting
+    return calls
+
+
+def test_stop_ends_the_sampling_loop_within_one_model_call(tmp_path):
+    """The Stop button of the request's own page session stops it before the next model call; another
+    session's Stop does nothing."""
+    pipe = DiTPipeline(sampling_dit(), class_names=NAMES, device="cpu")
+    switch = jobs.StopSwitch()
+
+    def stop_during_call(n):
+        if n == 2:
+            assert not switch.stop("someone else")
+            assert switch.stop("me")
+
+    calls = _counted(pipe, stop_during_call)
+    switch.install(pipe)
+    with switch.running("me"), pytest.raises(jobs.Stopped, match="stopped"):
+        jobs.generate(pipe, tmp_path / "a", ["coat"], 1, asked(1.0, "ddim", 20))
+    assert len(calls) == 2  # the call under way finished; no other began
+    with switch.running("me"):  # the next request runs in full
+        jobs.generate(pipe, tmp_path / "b", ["coat"], 1, asked(1.0, "ddim", 3))
+    assert len(calls) == 5
+
+
+def test_a_solver_that_picks_its_own_steps_is_stopped_past_the_budget(tmp_path):
+    pipe = DiTPipeline(sampling_dit(), class_names=NAMES, device="cpu", objective="flow")
+    switch = jobs.StopSwitch(jobs.Limits(max_image_steps=2))
+    calls = _counted(pipe, lambda n: None)
+    switch.install(pipe)
+    with switch.running("me"), pytest.raises(jobs.Stopped, match="model evaluations"):
+        jobs.generate(pipe, tmp_path, ["coat"], 1, asked(1.0, "dopri5", None))
+    assert len(calls) <= jobs.ROWS_PER_IMAGE_STEP * 2
+
+
+def test_serve_flags_bound_the_work(monkeypatch):
+    from ditkit.cli.main import build_parser
+
+    args = build_parser().parse_args(["serve", "ckpt", "--max-steps", "50", "--max-image-steps", "800"])
+    assert (args.max_steps, args.max_image_steps) == (50, 800)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ditkit.cli.formatting import add_command
+from ditkit.cli.formatting import add_command, positive_int
 from ditkit.cli.sample import add_pipeline_arguments, open_pipeline
 from ditkit.cli.sampling_flags import add_sampling_arguments, given_sampling
 
@@ -22,12 +22,20 @@ needs the serve extra: pip install 'ditkit[serve]' (make serve installs it and s
 The page has a Generate tab (classes by name, images per class, guidance, sampler, steps, seed; a gallery
 and downloads) and a Walk tab (noise and class-embedding walks as a GIF and a strip); its sampling fields
 start from the flags given, else the checkpoint's recorded settings. Requests run one at a time; up to
---max-queue more wait. Nothing is fetched from the network and no analytics are sent.
+--max-queue more wait. A request may ask for at most --max-steps steps and --max-image-steps images x
+steps; its Stop button ends it before the next model call. Nothing is fetched from the network and no analytics are sent.
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ditkit.serve.server import DEFAULT_BATCH_SIZE, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PORT
+    from ditkit.serve.server import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_HOST,
+        DEFAULT_MAX_IMAGE_STEPS,
+        DEFAULT_MAX_QUEUE,
+        DEFAULT_MAX_STEPS,
+        DEFAULT_PORT,
+    )
 
     p = add_command(subparsers, "serve", run, SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument("checkpoint", help="checkpoint file or folder")
@@ -45,6 +53,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_BATCH_SIZE,
         help="images per forward pass, bounding memory",
     )
+    p.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=DEFAULT_MAX_STEPS,
+        help="the most sampling steps one request may ask for",
+    )
+    p.add_argument(
+        "--max-image-steps",
+        type=positive_int,
+        default=DEFAULT_MAX_IMAGE_STEPS,
+        help="the most images x steps one request may ask for (a solver that picks its own steps is "
+        "stopped past a few times this many model evaluations)",
+    )
     add_sampling_arguments(p)  # the page's starting values
     add_pipeline_arguments(p)
     p.add_argument("--device", help="device (default: cuda when present, else cpu)")
@@ -53,6 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ditkit.errors import UserError
     from ditkit.extras import require_extra
+    from ditkit.serve.jobs import Limits
     from ditkit.serve.server import serve
 
     if not 0 < args.port < 65536:
@@ -70,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         max_queue=args.max_queue,
         batch_size=args.batch_size,
+        limits=Limits(args.max_steps, args.max_image_steps),
     )
     return 0

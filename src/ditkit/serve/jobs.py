@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from ditkit.generation.save import sample_to_folder
 from ditkit.generation.walks import Walk, class_walk, noise_walk, save_walks
 from ditkit.objectives import Objective
 from ditkit.samplers.settings import SamplingSettings
+from ditkit.serve.server import DEFAULT_MAX_IMAGE_STEPS, DEFAULT_MAX_STEPS
 from ditkit.visual import DEFAULT_PADDING, display_scale, save_grid, upscale_nearest
 
 # Limits of one request, so that one user cannot take the server's memory or time (the queue runs one
@@ -36,6 +39,11 @@ MAX_PER_CLASS = 16
 MAX_IMAGES = 64
 MAX_WALK_POINTS = 8
 MAX_FRAMES = 32
+# Model rows one request may evaluate, per image-step of its budget: guidance doubles the rows of a
+# call and a second-order step makes two calls. Bounds the samplers that pick their own steps (dopri5).
+ROWS_PER_IMAGE_STEP = 4
+# A GIF stores each frame's time in hundredths of a second, in 16 bits.
+MAX_GIF_FRAME_MS = 10 * (2**16 - 1)
 # Largest seed the page accepts or draws (the seeds of `ditkit sample` are any non-negative int).
 MAX_SEED = 2**31 - 1
 # Images are enlarged (nearest neighbour, integer factor) until their longer side reaches this many
@@ -46,6 +54,96 @@ DISPLAY_MIN_SIDE = 256
 STRIP_MAX_WIDTH = 768
 WALK_STEM = "walk"
 SAMPLES_ZIP = "samples.zip"  # the download of the single PNGs and samples.json
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The most work one request may ask for (see DEFAULT_MAX_STEPS, DEFAULT_MAX_IMAGE_STEPS)."""
+
+    max_steps: int = DEFAULT_MAX_STEPS
+    max_image_steps: int = DEFAULT_MAX_IMAGE_STEPS
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.max_image_steps < 1:
+            raise UserError("--max-steps and --max-image-steps must be at least 1")
+
+    def check(self, images: int, steps: int | None) -> None:
+        """Refuse a request of `images` images at `steps` steps (None: its sampler picks them) that
+        exceeds the limits, in one line saying what fits; before anything is sampled."""
+        if steps is None:
+            return  # an adaptive solver: bounded while it runs, by `StopSwitch`
+        if steps > self.max_steps:
+            raise UserError(f"this server samples at most {self.max_steps} steps; ask for fewer than {steps}")
+        if images * steps > self.max_image_steps:
+            most = max(1, self.max_image_steps // steps)
+            raise UserError(
+                f"{plural(images, 'image')} x {steps} steps is more than this server's "
+                f"{self.max_image_steps} image-steps per request; ask for at most {most} images at "
+                f"{steps} steps, or fewer steps"
+            )
+
+
+class Stopped(UserError):
+    """The request was stopped (its Stop button, or its budget spent) between two model calls."""
+
+
+class StopSwitch:
+    """Stops the running request between two model calls: the page's Stop button, and the budget of
+    model rows a request may evaluate (what bounds a solver that picks its own steps).
+
+    `install` wraps the pipeline's denoiser (`DiTPipeline.model_fn`, through which every sampler calls
+    the model) once; requests run one at a time (the page's queue), each inside `running`.
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.owner: str | None = None
+        self._rows = 0
+
+    def install(self, pipe: DiTPipeline) -> None:
+        model_fn = pipe.model_fn
+
+        def stoppable_model_fn(model: Any = None) -> Callable[..., Any]:
+            denoise = model_fn(model)
+
+            def call(x: Any, *args: Any, **kwargs: Any) -> Any:
+                self._before_call(int(x.shape[0]))
+                return denoise(x, *args, **kwargs)
+
+            return call
+
+        pipe.model_fn = stoppable_model_fn  # type: ignore[method-assign]
+
+    def _before_call(self, rows: int) -> None:
+        if self._stop.is_set():
+            raise Stopped("stopped")
+        self._rows += rows
+        budget = ROWS_PER_IMAGE_STEP * self.limits.max_image_steps
+        if self._rows > budget:
+            raise Stopped(f"stopped: the request took more than this server's {budget} model evaluations")
+
+    @contextmanager
+    def running(self, owner: str | None) -> Iterator[None]:
+        """The request of `owner` (a page session) runs; `stop(owner)` stops it."""
+        with self._lock:
+            self.owner, self._rows = owner, 0
+            self._stop.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.owner = None
+                self._stop.clear()
+
+    def stop(self, owner: str | None) -> bool:
+        """Stop the running request if it is `owner`'s (one user cannot stop another's); True if so."""
+        with self._lock:
+            if self.owner is None or self.owner != owner:
+                return False
+            self._stop.set()
+            return True
 
 
 @dataclass
@@ -120,6 +218,15 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def check_duration(duration_ms: float | int | None) -> int:
+    """A GIF frame time in whole milliseconds, 1..MAX_GIF_FRAME_MS (checked before a walk is sampled)."""
+    if duration_ms is None or float(duration_ms) != int(duration_ms):
+        raise UserError(f"the GIF frame time must be a whole number of milliseconds, got {duration_ms}")
+    if not 1 <= int(duration_ms) <= MAX_GIF_FRAME_MS:
+        raise UserError(f"the GIF frame time must lie in 1..{MAX_GIF_FRAME_MS} ms, got {int(duration_ms)}")
+    return int(duration_ms)
+
+
 def check_steps(steps: float | int | None) -> int | None:
     """Sampling steps as an int >= 1; None (an empty field) means the sampler's default."""
     if steps is None:
@@ -185,12 +292,14 @@ def generate(
     *,
     batch_size: int | None = None,
     extra: dict[str, Any] | None = None,
+    limits: Limits | None = None,
 ) -> GenerateResult:
     """Draw `per_class` images of each class with `sample_to_folder` into `out_dir` (image i: seed + i).
 
     Args:
         settings: how to sample (see `request_settings`); image i uses seed `settings.seed + i`.
         extra: plain data recorded in samples.json beside the settings.
+        limits: the most work the request may ask for (default `Limits()`).
 
     Raises:
         UserError: a bad request (unknown class, too many images...), in one line.
@@ -202,6 +311,7 @@ def generate(
     if not 1 <= per_class <= MAX_PER_CLASS or count > MAX_IMAGES:
         raise UserError(f"ask for 1..{MAX_PER_CLASS} images per class and at most {MAX_IMAGES} in all")
     s = pipe.settings(settings)
+    (limits or Limits()).check(count, shown_steps(pipe, s))
     saved = sample_to_folder(
         pipe,
         chosen,
@@ -266,22 +376,28 @@ def walk(
     settings: SamplingSettings,
     *,
     loop: bool,
-    duration_ms: int,
+    duration_ms: float | int | None,
     batch_size: int | None = None,
+    limits: Limits | None = None,
 ) -> WalkResult:
     """One noise walk (one class, a path of seeds) or one class walk (a path of classes, one seed).
 
     Args:
         settings: how to sample each frame (see `request_settings`; its seed is not used: `seeds_text`'s are).
+        limits: the most work the request may ask for (default `Limits()`).
 
     Raises:
         UserError: a bad request, in one line.
     """
+    duration = check_duration(duration_ms)
     chosen = _classes(pipe, classes) if mode == "class" or pipe.num_classes else None
     seeds = parse_seeds(seeds_text)
     if not 2 <= int(frames) <= MAX_FRAMES:
         raise UserError(f"frames per segment must lie in 2..{MAX_FRAMES}, got {frames}")
     s = pipe.settings(settings)
+    points = len(seeds) if mode == "noise" else len(chosen or [])
+    segments = max(points - 1, 1) + int(bool(loop))
+    (limits or Limits()).check(segments * (int(frames) - 1) + 1, shown_steps(pipe, s))
     # The sampler is named, so the walk keeps it (a noise walk refuses a stochastic one).
     options: dict[str, Any] = dict(
         loop=bool(loop), sampler=s.sampler, settings=s, batch_size=batch_size, progress=True
@@ -302,8 +418,8 @@ def walk(
         result = class_walk(pipe, chosen, seeds[0], int(frames), **options)
     else:
         raise UserError(f"walk mode must be noise or class, got {mode!r}")
-    _, strip, gif = save_walks([result], out_dir, WALK_STEM, int(duration_ms))
-    shown_gif, shown_strip = _display_copies(result.images, out_dir / "display", int(duration_ms))
+    _, strip, gif = save_walks([result], out_dir, WALK_STEM, duration)
+    shown_gif, shown_strip = _display_copies(result.images, out_dir / "display", duration)
     how = _how(pipe, s)
     return WalkResult(
         shown_gif, shown_strip, [gif, strip], f"{result.title} ({len(result.images)} frames, {how})"

@@ -88,7 +88,8 @@ def _answer(outputs: int, job: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]
     except Exception as err:
         if not isinstance(err, UserError):
             traceback.print_exc(file=sys.stderr)
-        return (*[gr.skip()] * (outputs - 1), status_html(error_line(err), error=True))
+        stopped = isinstance(err, jobs.Stopped)  # asked for (the Stop button), or the budget spent
+        return (*[gr.skip()] * (outputs - 1), status_html(error_line(err), error=not stopped))
 
 
 def device_note(pipe: DiTPipeline, checkpoint: str) -> str:
@@ -155,14 +156,20 @@ def build_page(
     workspace: Workspace,
     batch_size: int | None,
     defaults: SamplingSettings | None = None,
+    limits: jobs.Limits | None = None,
 ) -> gr.Blocks:
     """The Blocks of the page; call `.queue(...)` and `.launch(...)` on it (see `ditkit.serve.server`).
 
     Args:
         defaults: the sampling settings the forms start from and the requests build on (default:
             `pipe.settings()`, the checkpoint's recorded ones).
+        limits: the most work one request may ask for (default `jobs.Limits()`); the page's Stop
+            button and these limits stop a request between two model calls (`jobs.StopSwitch`,
+            installed on `pipe`).
     """
     defaults = pipe.settings(defaults)
+    switch = jobs.StopSwitch(limits)
+    switch.install(pipe)
     first = [jobs.class_choices(pipe)[0][1]] if pipe.num_classes else []
     extra = {"checkpoint": checkpoint, "precision": pipe.precision}
     with gr.Blocks(title="ditkit serve", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as page:
@@ -189,7 +196,9 @@ def build_page(
                             elem_id="generate-seed",
                         )
                         random_seed = gr.Checkbox(False, label="random seed", elem_id="generate-random")
-                    go = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                    with gr.Row():
+                        go = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                        stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
                     status = gr.HTML(elem_id="generate-status")
                 with gr.Column(scale=2):
                     gallery = gr.Gallery(
@@ -211,6 +220,7 @@ def build_page(
             steps: float | None,
             seed: float | None,
             random_seed: bool,
+            request: gr.Request,
             progress: gr.Progress = TRACK_TQDM,
         ) -> tuple[Any, ...]:
             def job() -> tuple[Any, ...]:
@@ -224,20 +234,40 @@ def build_page(
                     asked,
                     batch_size=batch_size,
                     extra=extra,
+                    limits=switch.limits,
                 )
                 return out.gallery, [str(p) for p in out.files], used, status_html(out.summary)
 
-            return _answer(4, job)
+            with switch.running(_session(request)):
+                return _answer(4, job)
 
-        go.click(
+        event = go.click(
             on_generate,
             [classes, per_class, guidance, sampler, steps, seed, random_seed],
             [gallery, files, seed, status],
             concurrency_id=CONCURRENCY_ID,
             concurrency_limit=1,
         )
-        _walk_tab(pipe, workspace, batch_size, first, walk_settings(pipe, defaults))
+        _stop_button(stop, switch, event, status)
+        _walk_tab(pipe, workspace, batch_size, first, walk_settings(pipe, defaults), switch)
     return page
+
+
+def _session(request: gr.Request | None) -> str | None:
+    """The page session a request comes from (one browser tab)."""
+    return getattr(request, "session_hash", None)
+
+
+def _stop_button(stop: gr.Button, switch: jobs.StopSwitch, event: Any, status: gr.HTML) -> None:
+    """Stop this tab's request: drop it from the queue, or end its sampling before the next model call
+    (another user's request is not touched)."""
+
+    def on_stop(request: gr.Request) -> str:
+        running = switch.stop(_session(request))
+        return status_html("stopping after the current model call" if running else "stopped")
+
+    # Not queued: it must run while the request it stops holds the queue's one slot.
+    stop.click(on_stop, None, status, cancels=[event], queue=False)
 
 
 def _walk_tab(
@@ -246,6 +276,7 @@ def _walk_tab(
     batch_size: int | None,
     first: list[str],
     defaults: SamplingSettings,
+    switch: jobs.StopSwitch,
 ) -> None:
     with gr.Tab("Walk"):
         with gr.Row():
@@ -281,7 +312,9 @@ def _walk_tab(
                     loop = gr.Checkbox(False, label="loop back to the first point")
                     duration = gr.Number(DEFAULT_GIF_DURATION_MS, precision=0, label="GIF frame time (ms)")
                 guidance, sampler, steps = _sampling_controls(pipe, defaults, "walk")
-                go = gr.Button("Walk", variant="primary", elem_id="walk-button")
+                with gr.Row():
+                    go = gr.Button("Walk", variant="primary", elem_id="walk-button")
+                    stop = gr.Button("Stop", variant="stop", elem_id="walk-stop")
                 status = gr.HTML(elem_id="walk-status")
             with gr.Column(scale=2):
                 gif = gr.Image(
@@ -314,11 +347,10 @@ def _walk_tab(
         sampler: str,
         steps: float | None,
         duration: float | None,
+        request: gr.Request,
         progress: gr.Progress = TRACK_TQDM,
     ) -> tuple[Any, ...]:
         def job() -> tuple[Any, ...]:
-            if duration is None or duration < 1:
-                raise UserError(f"the GIF frame time must be at least 1 ms, got {duration}")
             out = jobs.walk(
                 pipe,
                 workspace.new("walk"),
@@ -328,17 +360,20 @@ def _walk_tab(
                 int(frames),
                 jobs.request_settings(pipe.objective, defaults, guidance, sampler, steps),
                 loop=loop,
-                duration_ms=int(duration),
+                duration_ms=duration,
                 batch_size=batch_size,
+                limits=switch.limits,
             )
             return str(out.gif), str(out.strip), [str(p) for p in out.files], status_html(out.summary)
 
-        return _answer(4, job)
+        with switch.running(_session(request)):
+            return _answer(4, job)
 
-    go.click(
+    event = go.click(
         on_walk,
         [mode, classes, seeds, frames, loop, guidance, sampler, steps, duration],
         [gif, strip, files, status],
         concurrency_id=CONCURRENCY_ID,
         concurrency_limit=1,
     )
+    _stop_button(stop, switch, event, status)

@@ -23,6 +23,7 @@ from ditkit.extras import require_extra
 if TYPE_CHECKING:
     from ditkit.generation.pipeline import DiTPipeline
     from ditkit.samplers.settings import SamplingSettings
+    from ditkit.serve.jobs import Limits
 
 DEFAULT_HOST = "127.0.0.1"
 # Gradio's customary port.
@@ -31,6 +32,11 @@ DEFAULT_PORT = 7860
 DEFAULT_MAX_QUEUE = 16
 # Images per forward pass: bounds the memory one request takes whatever its size.
 DEFAULT_BATCH_SIZE = 16
+# The work of one request, so that no request holds the one model slot for long (the operator sets them:
+# `ditkit serve --max-steps --max-image-steps`): sampling steps, and images x steps. 1000 is a diffusion
+# model's whole chain (DiT's T); 64 images x 250 steps is the page's largest grid at DiT's FID sampler.
+DEFAULT_MAX_STEPS = 1000
+DEFAULT_MAX_IMAGE_STEPS = 64 * 250
 # Set before Gradio is imported: its telemetry and the PyPI version check read them at import and launch.
 OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
@@ -44,10 +50,12 @@ def serve(
     port: int = DEFAULT_PORT,
     max_queue: int = DEFAULT_MAX_QUEUE,
     batch_size: int | None = DEFAULT_BATCH_SIZE,
+    limits: Limits | None = None,
 ) -> None:
     """Serve the page for `pipe` at http://host:port/ until Ctrl+C or SIGTERM; results live in a temp folder.
 
-    `settings` are the sampling settings the page starts from (default: the checkpoint's, `pipe.settings()`).
+    `settings` are the sampling settings the page starts from (default: the checkpoint's, `pipe.settings()`);
+    `limits` the most work one request may ask for (default `ditkit.serve.jobs.Limits()`).
 
     Raises:
         UserError: Gradio missing, or the port cannot be bound.
@@ -58,7 +66,7 @@ def serve(
 
     root = Path(tempfile.mkdtemp(prefix="ditkit-serve-"))
     try:
-        page = build_page(pipe, checkpoint, Workspace(root), batch_size, settings)
+        page = build_page(pipe, checkpoint, Workspace(root), batch_size, settings, limits)
         page.queue(max_size=max_queue, default_concurrency_limit=1)
         try:
             page.launch(
