@@ -68,13 +68,21 @@ def test_step_0_weights_and_ema_are_the_checkpoints(tmp_path, source_run, weight
     assert lines[0].startswith(f"starting from {tmp_path / 'src'}") and f"{weights} weights" in lines[0]
 
 
-def test_official_pt_files_start_a_run(tmp_path):
-    official = random_tiny_dit(in_channels=1)  # DiT-T/2's shape on 8x8 one-channel inputs, 10 classes
-    torch.save(official.state_dict(), tmp_path / "DiT-T-2.pt")
-    config = tiny_config(tmp_path, out=str(tmp_path / "ft"), init=str(tmp_path / "DiT-T-2.pt"))
+@pytest.mark.parametrize("kind", ["official", "diffusers"])
+def test_official_pt_files_and_diffusers_folders_start_a_run(tmp_path, kind):
+    from ditkit.checkpoints import export_diffusers
+
+    released = random_tiny_dit(in_channels=1)  # DiT-T/2's shape on 8x8 one-channel inputs, 10 classes
+    if kind == "official":
+        path = tmp_path / "DiT-T-2.pt"
+        torch.save(released.state_dict(), path)
+    else:
+        path = export_diffusers(released, tmp_path / "hf", pipeline=False)
+    config = tiny_config(tmp_path, out=str(tmp_path / "ft"), init=str(path))
     trainer = started(config)
-    assert_state_equal(dict(trainer.raw.state_dict()), dict(official.state_dict()))
-    assert trainer.init is not None and trainer.init.source.raw.kind == "official"
+    assert_state_equal(dict(trainer.raw.state_dict()), dict(released.state_dict()))
+    assert trainer.init is not None and trainer.init.source.raw.kind == kind
+    assert config.init_digest == weights_sha256(released.state_dict())  # the weights', not the file's
 
 
 def test_the_run_records_where_it_started(tmp_path, source_run):
@@ -258,3 +266,20 @@ def test_an_init_run_resumes_exactly(tmp_path, source_run):
     assert json.loads((tmp_path / "resumed" / RUN_CONFIG_FILE).read_text())["init_digest"] == digest
     extra = json.loads((resumed.checkpoint / "config.json").read_text())["extra"]
     assert extra["init"]["sha256"] == digest
+
+
+def test_the_command_line_starts_and_resumes_an_init_run(tmp_path, source_run, capsys):
+    from ditkit.cli.main import main
+
+    base = tiny_config(tmp_path)
+    command = ["train", "--model", "DiT-T/2", "--data", "fashion-mnist", "--data-dir", str(base.data_dir)]
+    command += ["--image-size", "8", "--global-batch", "8", "--device", "cpu", "--objective", "flow"]
+    out = str(tmp_path / "cli")
+    init = ["--init", str(tmp_path / "src"), "--init-weights", "model", "--freeze", "all-but-adaln"]
+    assert main([*command, *init, "--steps", "1", "--out", out, "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "cli" / RUN_CONFIG_FILE).read_text())
+    assert saved["init_weights"] == "model" and saved["freeze"] == "all-but-adaln" and saved["init_digest"]
+    assert main(["train", "--out", out, "--resume", "--steps", "2", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "cli" / RUN_CONFIG_FILE).read_text()) == {**saved, "steps": 2}
+    assert main(["train", "--out", out, "--resume", "--init-weights", "ema", "--no-progress"]) == 2
+    assert "--init-weights model (now ema)" in capsys.readouterr().err
