@@ -283,3 +283,21 @@ def test_the_command_line_starts_and_resumes_an_init_run(tmp_path, source_run, c
     assert json.loads((tmp_path / "cli" / RUN_CONFIG_FILE).read_text()) == {**saved, "steps": 2}
     assert main(["train", "--out", out, "--resume", "--init-weights", "ema", "--no-progress"]) == 2
     assert "--init-weights model (now ema)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"bee": "tabby"}, "records no class names; give its label index instead of 'tabby'"),
+        ({"bee": 10}, "10 is no class of"),
+        ({"wasp": 1}, "wasp"),
+    ],
+)
+def test_class_maps_that_cannot_work_are_refused_before_building(tmp_path, mapping, message, monkeypatch):
+    save_model(random_tiny_dit(in_channels=3), tmp_path / "src")  # 10 classes, no names recorded
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    monkeypatch.setattr("ditkit.training.trainer.build_model", lambda *a: pytest.fail("built the model"))
+    config = _folder_config(tmp_path, tmp_path / "src", init_class_map=str(tmp_path / "map.json"))
+    with pytest.raises(UserError, match="--init-class-map") as err:
+        train(config, progress=False)
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -89,7 +89,17 @@ def read_init_source(path: str, which: str) -> InitSource:
 def _fix(name: str, value: Any) -> str:
     if name == "learn_sigma":
         return "--learn-sigma" if value else "--no-learn-sigma"
-    return f"--set {name}={json.dumps(value)}"
+    return f"--set {name}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def _is_preset(config: DiTConfig) -> bool:
+    """Whether `config` has its preset's shape (not a preset changed by --set)."""
+    from ditkit.model.presets import PRESETS, get_config
+
+    if config.name not in PRESETS:
+        return False
+    preset = get_config(config.name)
+    return all(getattr(preset, n) == getattr(config, n) for n in FITTING_FIELDS if n != "learn_sigma")
 
 
 def check_fits(source: InitSource, target: DiTConfig, preset: str) -> None:
@@ -116,7 +126,7 @@ def check_fits(source: InitSource, target: DiTConfig, preset: str) -> None:
     else:
         sets = " ".join(_fix(n, getattr(src, n)) for n in differ if n != "in_channels")
         fix = f"use {sets}"
-        if src.name is not None and src.name != preset:
+        if src.name is not None and src.name != preset and _is_preset(src):
             fix = f"use --model {src.name} (or {sets})"
     raise UserError(f"cannot start from {source.path}: {what}; {fix}")
 
@@ -148,11 +158,16 @@ def class_rows(
     theirs = model_class_names(names if isinstance(names, list) else None, source.config.num_classes)
     rows: dict[int, int] = {}
     for new, old in given.items():
+        if theirs is None and not str(old).lstrip("-").isdigit():
+            raise UserError(
+                f"--init-class-map {map_file}: {source.path} records no class names; give its label "
+                f"index instead of {old!r}"
+            )
         try:
             key = ours.resolve(new)
             value = int(old) if theirs is None else theirs.resolve(str(old))
-        except (UserError, ValueError) as err:
-            raise UserError(f"--init-class-map {map_file}: {new!r}: {err}") from None
+        except UserError as err:
+            raise UserError(f"--init-class-map {map_file}: {err}") from None
         if not 0 <= value < source.config.num_classes:
             raise UserError(
                 f"--init-class-map {map_file}: {old!r} is no class of {source.path} "
@@ -350,6 +365,11 @@ class InitPlan:
         and echo the report; returns the checkpoints' "init" record and the names of the new tensors."""
         report, digest = start_from(self.source, model, self.rows, config.init_digest)
         config.init_digest = digest
+        theirs = self.source.raw.extra.get("objective")
+        if isinstance(theirs, str) and theirs != config.objective:
+            report.notes.append(
+                f"the checkpoint was trained with --objective {theirs}, this run: {config.objective}"
+            )
         for line in report.lines(self.source, digest):
             echo(line)
         return self.source.record(digest), report.new
