@@ -90,6 +90,27 @@ def test_two_processes_match_one_with_flow_matching(tmp_path):
     assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-5)
 
 
+@pytest.mark.parametrize("jvp", ["auto", "backward"])
+def test_two_processes_match_one_with_meanflow(tmp_path, jvp):
+    # Under torchrun the Jacobian-vector product takes two reverse passes through the DDP-wrapped model
+    # ("auto"; forward-mode AD cannot run through DDP): the gradients average as for one process, whose
+    # forward-mode run gives the same (tests/test_meanflow.py compares the two routes).
+    meanflow = {
+        "objective": "meanflow",
+        "meanflow_guidance": 2.0,
+        "meanflow_interval_share": 0.5,
+        "meanflow_jvp": jvp,
+    }
+    single = train(tiny_config(tmp_path, out=str(tmp_path / "one"), steps=2, **meanflow), progress=False)
+    two = tiny_config(tmp_path, out=str(tmp_path / "two"), steps=2, **meanflow)
+    flags = ["--objective", "meanflow", "--meanflow-guidance", "2", "--meanflow-interval-share", "0.5"]
+    _torchrun(two, "ddp", *flags, "--meanflow-jvp", jvp)
+    a = load_training_checkpoint(single.checkpoint)
+    b = load_training_checkpoint(checkpoint_path(two.out, 2))
+    assert_state_equal(a.model, b.model, exact=False)
+    assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-5)
+
+
 def test_two_processes_match_one_with_muon(tmp_path):
     # Every rank orthogonalises the same all-reduced gradients, so DDP computes one process's update.
     muon = {"optimizer": "muon"}

@@ -78,8 +78,9 @@ OBJECTIVE_OPTIONS = {
     ),
 }
 # How the MeanFlow loss computes its Jacobian-vector product: forward-mode AD (`torch.func.jvp`) or two
-# reverse passes (for modules forward-mode AD cannot run through).
-MEANFLOW_JVP_MODES = ("func", "backward")
+# reverse passes (for modules forward-mode AD cannot run through, such as DDP's wrapper); "auto": the
+# first in one process, the second under torchrun.
+MEANFLOW_JVP_MODES = ("auto", "func", "backward")
 # MeanFlow's sampler: a few jumps along the predicted average velocity.
 MEANFLOW_SAMPLERS = ("meanflow",)
 # SiT's interpolants x_t = alpha_t x1 + sigma_t x0: linear (rectified flow), generalised VP

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ditkit import distributed as D
 from ditkit.choices import MEANFLOW_JVP_MODES, MEANFLOW_SAMPLERS, OBJECTIVE_OPTIONS
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import NoiseSource
@@ -82,7 +83,17 @@ def jvp_backward(
     return out, tangent
 
 
-JVP_FUNCTIONS = dict(zip(MEANFLOW_JVP_MODES, (jvp_func, jvp_backward), strict=True))
+JVP_FUNCTIONS = {"func": jvp_func, "backward": jvp_backward}
+
+
+def jvp_route(mode: str) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The JVP function of a mode: "auto" is forward-mode AD in one process and two reverse passes under
+    torchrun, whose DDP wrapper forward-mode AD cannot run through."""
+    if mode == "auto":
+        mode = "backward" if D.is_distributed() else "func"
+    elif mode == "func" and D.is_distributed():
+        raise UserError("forward-mode AD cannot run through DDP; use --meanflow-jvp backward (or auto)")
+    return JVP_FUNCTIONS[mode]
 
 
 class MeanFlowObjective:
@@ -94,7 +105,7 @@ class MeanFlowObjective:
         interval_share: the share of samples with a non-empty interval (the paper's best: 0.25).
         guidance: classifier-free guidance scale folded into the target (1: none).
         adaptive_power: p of the adaptive weight (0: the plain squared error).
-        jvp: "func" (forward-mode AD) or "backward" (two reverse passes).
+        jvp: "func" (forward-mode AD), "backward" (two reverse passes) or "auto" (see `jvp_route`).
     """
 
     name: ClassVar[str] = "meanflow"
@@ -117,10 +128,10 @@ class MeanFlowObjective:
         interval_share: float = 0.25,
         guidance: float = 1.0,
         adaptive_power: float = 1.0,
-        jvp: str = "func",
+        jvp: str = "auto",
     ) -> None:
-        if jvp not in JVP_FUNCTIONS:
-            raise UserError(f"unknown jvp mode {jvp!r}; choose one of {', '.join(JVP_FUNCTIONS)}")
+        if jvp not in MEANFLOW_JVP_MODES:
+            raise UserError(f"unknown jvp mode {jvp!r}; choose one of {', '.join(MEANFLOW_JVP_MODES)}")
         self.times = IntervalTimes(
             TimeDistribution(time_sampling, 0.0, 1.0, logit_normal_mean, logit_normal_std), interval_share
         )
@@ -186,7 +197,7 @@ class MeanFlowObjective:
         # Attention in PyTorch's math kernel: the fused CPU kernels have neither forward-mode AD nor a
         # second derivative.
         with sdpa_kernel(SDPBackend.MATH):
-            u, du_dt = JVP_FUNCTIONS[self.jvp](average_velocity, z, times, v, tangent_times)
+            u, du_dt = jvp_route(self.jvp)(average_velocity, z, times, v, tangent_times)
         target = (v + h.view(shape) * du_dt).detach()
         error = ((u - target) ** 2).flatten(1)  # (B, C*H*W)
         squared = error.sum(dim=1)  # ||u - target||^2, the paper's norm

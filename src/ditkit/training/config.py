@@ -148,7 +148,8 @@ class TrainConfig:
         meanflow_adaptive_power: p of MeanFlow's adaptive loss weight 1 / (||error||^2 + 1e-3)^p (0: plain
             squared error; the paper's best: 1).
         meanflow_jvp: how the loss's Jacobian-vector product is computed: "func" (forward-mode AD,
-            torch.func.jvp) or "backward" (two reverse passes, where forward-mode AD cannot run).
+            torch.func.jvp), "backward" (two reverse passes, where forward-mode AD cannot run, e.g.
+            through DDP) or "auto" (func in one process, backward under torchrun).
         seed: seeds the model init, data order and every training draw.
         ckpt_every: checkpoint period in steps (0: only at the end; one is always written at the end).
         log_every: period in steps of the metrics.jsonl lines (0: only at the end).
@@ -213,7 +214,7 @@ class TrainConfig:
     meanflow_interval_share: float = option(MEANFLOW_INTERVAL_SHARE, group=MEANFLOW)
     meanflow_guidance: float = option(1.0, group=MEANFLOW)
     meanflow_adaptive_power: float = option(MEANFLOW_ADAPTIVE_POWER, group=MEANFLOW)
-    meanflow_jvp: str = option("func", choices=MEANFLOW_JVP_MODES, group=MEANFLOW)
+    meanflow_jvp: str = option("auto", choices=MEANFLOW_JVP_MODES, group=MEANFLOW)
     seed: int = option(0, group=OPTIMISATION)
     ckpt_every: int = option(5000, group=RUN)
     log_every: int = option(50, group=RUN)
