@@ -180,3 +180,39 @@ def test_a_study_without_description_has_no_empty_line():
     )
     page = markdown(spec, spec.runs(), [], [])
     assert "\n\n\n" not in page and "1 run (" in page
+
+
+# One name per concept across the subcommands; the old spelling parses, hidden, for one release.
+SAME_CONCEPT = [
+    ("sample", "--num-samples", "--num", "num"),
+    ("study", "--num-samples", "--samples", "samples"),
+    ("reference", "--num-samples", "--num-images", "num_images"),
+    ("reference", "--image-size", "--resolution", "image_size"),
+    ("demo", "--num-per-class", "--per-class", "per_class"),
+    ("sample", "--num-per-class", None, "num_per_class"),
+]
+
+
+@pytest.mark.parametrize(("command", "flag", "old", "dest"), SAME_CONCEPT)
+def test_one_name_per_concept_old_spelling_hidden(command, flag, old, dest, capsys):
+    from ditkit.cli.main import build_parser
+
+    parser = build_parser()
+    base = {"sample": ["ckpt"], "study": ["guidance"], "reference": ["--fashion-mnist", "--out", "r.npz"]}
+    for spelling in filter(None, (flag, old)):
+        args = parser.parse_args([command, *base.get(command, []), spelling, "7"])
+        assert getattr(args, dest) == 7
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert flag in text
+    if old is not None:
+        assert f"{old} " not in text and f"{old}\n" not in text and f"{old}," not in text
+
+
+def test_a_required_flag_shows_no_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    out_help = text[text.index("  --out OUT") :].split("\n  --")[0]
+    assert "default" not in out_help

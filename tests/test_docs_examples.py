@@ -204,15 +204,15 @@ SHRINK: dict[str, dict[str, str]] = {
     "train": {"--steps": "2", "--global-batch": "16"},
     "sample": {"--steps": "2", "--num-per-class": "1"},
     "walk": {"--steps": "2", "--frames": "3"},
-    "demo": {"--steps": "2", "--per-class": "1"},
+    "demo": {"--steps": "2", "--num-per-class": "1"},
     "prepare": {"--limit": "16"},
-    "study": {"--steps": "2", "--samples": "2"},
+    "study": {"--steps": "2", "--num-samples": "2"},
 }
 # Sampling steps are not added: a flow model's default sampler (dopri5) is adaptive and takes none.
 ADD_IF_MISSING = {
-    "demo": ("--steps", "--per-class"),
+    "demo": ("--steps", "--num-per-class"),
     "prepare": ("--limit",),
-    "study": ("--steps", "--samples"),
+    "study": ("--steps", "--num-samples"),
 }
 
 
@@ -234,7 +234,7 @@ def shrink(argv: list[str]) -> list[str]:
 def test_shrink_changes_only_counts():
     argv = ["ditkit", "train", "--steps", "1200", "--global-batch", "128", "--out", "runs/x"]
     assert shrink(argv) == ["ditkit", "train", "--steps", "2", "--global-batch", "16", "--out", "runs/x"]
-    assert shrink(["ditkit", "demo"]) == ["ditkit", "demo", "--steps", "2", "--per-class", "1"]
+    assert shrink(["ditkit", "demo"]) == ["ditkit", "demo", "--steps", "2", "--num-per-class", "1"]
 
 
 def _tiny_checkpoint(path: Path, num_classes: int = 1000) -> None:
@@ -267,7 +267,8 @@ def stand_ins(tmp_path_factory):
     quiet = ["--quiet"]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         assert (
-            main(["demo", "--steps", "2", "--per-class", "1", "--out", str(root / "runs/demo"), *quiet]) == 0
+            main(["demo", "--steps", "2", "--num-per-class", "1", "--out", str(root / "runs/demo"), *quiet])
+            == 0
         )
         train = ["train", "--model", "DiT-T/4", "--data", "fashion-mnist", "--image-size", "28"]
         train += ["--first-stage", "identity", "--global-batch", "8", "--steps", "2"]

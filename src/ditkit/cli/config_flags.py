@@ -95,7 +95,7 @@ def add_config_arguments(
             kwargs["metavar"] = spec.metavar
         text = (spec.help or docs.get(f.name) or "").replace("%", "%%")
         shown = show_default(field_default(f), flags)
-        if shown is not None:
+        if shown is not None and not spec.required:  # a required flag has no default to show
             text = f"{text} (default: {shown})".lstrip()
         groups[spec.group].add_argument(
             *flags, dest=f.name, default=argparse.SUPPRESS, required=spec.required, help=text, **kwargs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ditkit.choices import OBJECTIVES
-from ditkit.cli.formatting import add_command, add_data_dir_flag, positive_int
+from ditkit.cli.formatting import add_command, add_data_dir_flag, add_hidden_alias, positive_int
 
 SUMMARY = "train, sample and measure a small DiT on Fashion-MNIST (CPU, minutes)"
 DESCRIPTION = (
@@ -16,7 +16,7 @@ EPILOG = """examples:
   ditkit demo                                    # Fashion-MNIST from Debian's dataset-fashion-mnist package
   ditkit demo --data-dir /usr/share/datasets/fashion-mnist --out runs/demo
   ditkit demo --seed 1 --out runs/demo-seed1     # another training seed
-  ditkit demo --steps 50 --per-class 10 --out runs/smoke   # a quick smoke run (far below the bar)
+  ditkit demo --steps 50 --num-per-class 10 --out runs/smoke   # a quick smoke run (far below the bar)
   ditkit demo --objective meanflow --out runs/demo-meanflow   # MeanFlow: samples in one jump
 
 It trains a small class-conditional DiT on 28x28 pixels, draws samples of every class, and measures
@@ -33,7 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out", default="runs/demo", help="output folder (default runs/demo; an earlier demo is replaced)"
     )
     p.add_argument("--steps", type=positive_int, help="override the recipe's training steps")
-    p.add_argument("--per-class", type=positive_int, default=100, help="samples per class")
+    p.add_argument(
+        "--num-per-class", dest="per_class", type=positive_int, default=100, help="samples per class"
+    )
+    add_hidden_alias(p, "--per-class", "per_class", type=positive_int)  # the old name, for one release
     p.add_argument("--seed", type=int, help="training seed (default: the recipe's)")
     p.add_argument(
         "--objective",

@@ -36,7 +36,7 @@ COMMANDS: dict[str, str] = {
 
 
 EPILOG = """examples:
-  ditkit demo --steps 50 --per-class 10 --out runs/smoke    # train, sample and score a tiny DiT (CPU)
+  ditkit demo --steps 50 --num-per-class 10 --out runs/smoke # train, sample and score a tiny DiT (CPU)
   ditkit models --all                                       # presets with parameters and Gflops
   ditkit train --model DiT-XS/4 --data fashion-mnist --image-size 28 --steps 1000 --out runs/x
   ditkit sample runs/x --class sneaker --out samples/       # the run's newest checkpoint

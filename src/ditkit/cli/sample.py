@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from ditkit.choices import COMPILE_CHOICES, OBJECTIVES, PRECISION_MODES
-from ditkit.cli.formatting import add_command, plural, positive_int
+from ditkit.cli.formatting import add_command, add_hidden_alias, plural, positive_int
 from ditkit.cli.sampling_flags import add_sampling_arguments, given_sampling
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ SUMMARY = "generate images from a checkpoint (grid, PNGs, or an FID-scale .npz)"
 DESCRIPTION = (
     "Generate class-conditional images from any checkpoint ditkit loads (ditkit, official "
     ".pt, diffusers). Classes are given by index or by name (ImageNet's 1000 names with their synonyms "
-    "ship with ditkit). Writes a grid PNG, the single images and samples.json; with --num, writes "
+    "ship with ditkit). Writes a grid PNG, the single images and samples.json; with --num-samples, writes "
     "resumable shards and a samples.npz in the ADM evaluator's layout."
 )
 EPILOG = """examples:
@@ -31,9 +31,8 @@ EPILOG = """examples:
   ditkit sample runs/flow --class 3 --sampler heun --steps 25   # or dopri5 (the default), euler, sde-euler
 
   # FID-50K (ADM layout, resumable; any number of processes gives the same images):
-  ditkit sample DiT-XL-2-256x256.pt --num 50000 --guidance-scale 1.5 --guided-channels first3 --fid-out fid/
+  ditkit sample DiT-XL-2-256x256.pt --num-samples 50000 --guidance-scale 1.5 --guided-channels first3 --fid-out fid/
   torchrun --nproc-per-node 8 -m ditkit sample DiT-XL-2-256x256.pt --num-samples 50000 --compile blocks --fid-out fid/
-  (torchrun reads a bare --num as an abbreviation of its own --numa-binding: use --num-samples there)
 
 sampling flags left out take the checkpoint's recorded settings (a run that records what it was evaluated
 with, as the demo's, is sampled as its report shows), else the defaults above; --cfg-scale is another
@@ -131,7 +130,7 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
         default="none",
         choices=COMPILE_CHOICES,
         help="torch.compile the DiT's blocks or whole model; the compile time at the start only pays "
-        "off over long runs such as --num 50000",
+        "off over long runs such as --num-samples 50000",
     )
     p.add_argument(
         "--no-cuda-graph",
@@ -162,12 +161,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="samples", help="output folder for the grid and PNGs")
     fid = p.add_argument_group("FID-scale sampling")
     fid.add_argument(
-        "--num",
         "--num-samples",
         dest="num",
         type=int,
-        help="number of samples (e.g. 50000): writes shards and samples.npz (under torchrun write --num-samples)",
+        help="number of samples (e.g. 50000): writes shards and samples.npz",
     )
+    add_hidden_alias(p, "--num", "num", type=int)  # the old name, for one release
     fid.add_argument("--fid-out", help="folder of the shards and samples.npz (default: OUT/fid)")
     fid.add_argument(
         "--labels",

@@ -16,7 +16,7 @@ EPILOG = """examples:
   ditkit study blocks --data-dir /usr/share/datasets/fashion-mnist --out runs/study-blocks
   ditkit study guidance --out runs/study-guidance
   # a quick smoke run of a preset: fewer steps and samples
-  ditkit study guidance --out runs/smoke --steps 40 --samples 20
+  ditkit study guidance --out runs/smoke --steps 40 --num-samples 20
   # the paper's grid on ImageNet-256 latents (GPUs; one run per GPU side by side)
   ditkit prepare /data/imagenet/train --out runs/cache
   ditkit study scaling --scale gpu --data runs/cache --out runs/study-imagenet \\
@@ -33,7 +33,7 @@ samples_<step>.npz, eval_<step>.json), results.json, results.md and PNG plots.
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from ditkit.cli.config_flags import key_value
-    from ditkit.cli.formatting import add_command, add_data_dir_flag
+    from ditkit.cli.formatting import add_command, add_data_dir_flag, add_hidden_alias
 
     p = add_command(subparsers, "study", run, SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument(
@@ -50,7 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--scale", default="cpu", choices=["cpu", "gpu"], help="built-in presets: cpu (default) or gpu"
     )
     p.add_argument("--steps", type=int, help="override the training steps of every run (e.g. a smoke run)")
-    p.add_argument("--samples", type=int, help="override the number of samples per evaluation")
+    p.add_argument(
+        "--num-samples", dest="samples", type=int, help="override the number of samples per evaluation"
+    )
+    add_hidden_alias(p, "--samples", "samples", type=int)  # the old name, for one release
     p.add_argument(
         "--set",
         dest="overrides",

@@ -53,7 +53,7 @@ class FolderImages:
                 if (size := _image_size(path)) != first:
                     raise UserError(
                         f"{path} is {size[0]}x{size[1]} but {self.paths[0]} is {first[0]}x{first[1]}; "
-                        "pass --resolution N to centre-crop every image to N x N"
+                        "pass --image-size N to centre-crop every image to N x N"
                     )
 
     def __len__(self) -> int:

@@ -34,7 +34,7 @@ class SamplingSettings:
         steps: sampling steps (default: the recorded ones for the recorded sampler, else the sampler's:
             250 ddpm, 50 ddim, 20 dpm++2m; 50 euler, 25 heun, 250 sde-*; dopri5 is adaptive and takes none)
         guidance_scale: classifier-free guidance scale; 1 disables it (default: the checkpoint's recorded
-            scale, else 4.0 as DiT's figures, or 1.5, the paper's best FID, for `ditkit sample --num`)
+            scale, else 4.0 as DiT's figures, or 1.5, the paper's best FID, for `ditkit sample --num-samples`)
         guided_channels: the channels guidance applies to: "all" or "first3" (the official DiT and SiT
             samplers' behaviour)
         guidance_interval: guide only at model times in [T_MIN, T_MAX]: diffusion timesteps 0..T-1 (noise
