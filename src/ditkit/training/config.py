@@ -88,8 +88,8 @@ class TrainConfig:
             of a file holding one) or "model" (the raw training weights).
         init_class_map: a JSON file {"new class": source class} (names or label indices) whose source
             rows start the new label table's rows; classes it leaves out start as DiT's (normal, std 0.02).
-        init_digest: the sha256 of the weights --init started from (written by the run; a new run given
-            one refuses a checkpoint whose weights differ).
+        init_digest: the sha256 the --init weights must have (a checkpoint whose weights differ is
+            refused); the run writes the digest of the weights it started from to train_config.json.
         freeze: parameters left out of training (requires_grad False, not in the optimizer): module
             names separated by commas (x_embedder,pos_embed; blocks.0; blocks.*.attn) or
             "all-but-adaln" (train only the blocks' adaLN modulations and the final layer).
@@ -175,7 +175,7 @@ class TrainConfig:
     init: str | None = option(None, group=FINETUNE, metavar="CHECKPOINT")
     init_weights: str = option("ema", choices=WEIGHT_SETS, group=FINETUNE)
     init_class_map: str | None = option(None, group=FINETUNE, metavar="FILE")
-    init_digest: str | None = option(None, group=FINETUNE, cli=False)
+    init_digest: str | None = option(None, group=FINETUNE, metavar="SHA256")
     freeze: str | None = option(None, group=FINETUNE, metavar="PARTS")
     global_batch: int = option(OFFICIAL_GLOBAL_BATCH, group=OPTIMISATION)
     micro_batch: int | None = option(None, group=OPTIMISATION)

@@ -329,23 +329,6 @@ def _fold_null_row(
     )
 
 
-def start_from(
-    source: InitSource, model: DiT, rows: dict[int, int] | None, expected_digest: str | None
-) -> tuple[InitReport, str]:
-    """Load the checkpoint's weights, fitted, into the freshly built `model`; also the report and the
-    weights' sha256 (which must equal `expected_digest` when one is given)."""
-    weights = source.state_dict()
-    digest = weights_sha256(weights)
-    if expected_digest is not None and digest != expected_digest:
-        raise UserError(
-            f"the weights of {source.path} have sha256 {digest[:16]}..., not the recorded "
-            f"{expected_digest[:16]}...: the checkpoint changed; drop init_digest to start from it anyway"
-        )
-    fitted, report = fit_weights(weights, source.config, model.state_dict(), model.config, rows)
-    model.load_state_dict(fitted)
-    return report, digest
-
-
 @dataclass
 class InitPlan:
     """What a new run takes from its --init checkpoint, checked against the run's model and data.
@@ -353,35 +336,54 @@ class InitPlan:
     Attributes:
         source: the checkpoint.
         rows: the label rows `--init-class-map` copies ({new label: source label}), or None.
+        weights: the checkpoint's chosen weight set (released once loaded into the model).
+        digest: their sha256 (`weights_sha256`).
     """
 
     source: InitSource
     rows: dict[int, int] | None
+    weights: StateDict
+    digest: str
 
     def start(
         self, model: DiT, config: TrainConfig, echo: Callable[[str], None]
     ) -> tuple[dict[str, Any], list[str]]:
         """Load the fitted weights into the fresh `model`, record their sha256 in `config.init_digest`
         and echo the report; returns the checkpoints' "init" record and the names of the new tensors."""
-        report, digest = start_from(self.source, model, self.rows, config.init_digest)
-        config.init_digest = digest
+        fitted, report = fit_weights(
+            self.weights, self.source.config, model.state_dict(), model.config, self.rows
+        )
+        model.load_state_dict(fitted)
+        self.weights = {}  # the model holds them now
+        config.init_digest = self.digest
         theirs = self.source.raw.extra.get("objective")
         if isinstance(theirs, str) and theirs != config.objective:
             report.notes.append(
                 f"the checkpoint was trained with --objective {theirs}, this run: {config.objective}"
             )
-        for line in report.lines(self.source, digest):
+        for line in report.lines(self.source, self.digest):
             echo(line)
-        return self.source.record(digest), report.new
+        return self.source.record(self.digest), report.new
 
 
 def plan_init(
-    source: InitSource, target: DiTConfig, preset: str, map_file: str | None, class_names: Sequence[str]
+    source: InitSource, target: DiTConfig, config: TrainConfig, class_names: Sequence[str]
 ) -> InitPlan:
-    """Refuse a checkpoint that cannot fit the run's model (now that the data set its channels), and
-    read the class map; nothing is built."""
-    check_fits(source, target, preset)
-    return InitPlan(source, class_rows(map_file, class_names, source))
+    """Refuse, before the model is built, a checkpoint that cannot fit the run's model (now that the
+    data set its channels), a class map that cannot work, or weights whose sha256 is not the
+    `--init-digest` given; reads the weights."""
+    check_fits(source, target, config.model)
+    rows = class_rows(config.init_class_map, class_names, source)
+    weights = source.state_dict()
+    digest = weights_sha256(weights)
+    expected = config.init_digest
+    if expected is not None and digest != expected:
+        raise UserError(
+            f"the weights of {source.path} have sha256 {digest[:16]}..., not the {expected[:16]}... that "
+            "--init-digest (or the run's train_config.json) expects: the checkpoint changed; start from the "
+            "one that has them, or a new run without --init-digest"
+        )
+    return InitPlan(source, rows, weights, digest)
 
 
 def recorded_init(checkpoint: str | Path, config: TrainConfig) -> dict[str, Any] | None:

@@ -161,8 +161,7 @@ class Trainer:
             self._restore(checkpoint)
 
     def _plan_init(self, source: InitSource) -> InitPlan:
-        cfg = self.config
-        return plan_init(source, self.model_config, cfg.model, cfg.init_class_map, self.data.info.class_names)
+        return plan_init(source, self.model_config, self.config, self.data.info.class_names)
 
     def _restore(self, checkpoint: Any) -> None:
         state = checkpoint.state
