@@ -44,7 +44,6 @@ from ditkit.errors import UserError
 from ditkit.model.dit import DiT, DiTConfig
 from ditkit.run_folder import newest_in_run
 
-WEIGHT_CHOICES = WEIGHT_SETS
 ConfigArg = DiTConfig | Mapping[str, Any] | None
 
 
@@ -139,8 +138,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
 
 def choose_weights(raw: RawCheckpoint, which: str) -> str:
     """The weight set to load: `which` if present; "ema" falls back to the only (or raw) weights."""
-    if which not in WEIGHT_CHOICES:
-        raise UserError(f"unknown weights {which!r}; choose one of {', '.join(WEIGHT_CHOICES)}")
+    if which not in WEIGHT_SETS:
+        raise UserError(f"unknown weights {which!r}; choose one of {', '.join(WEIGHT_SETS)}")
     if which in raw.weights:
         return which
     if SINGLE_WEIGHTS in raw.weights:
