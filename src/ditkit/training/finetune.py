@@ -322,6 +322,8 @@ def _fold_null_row(
         report.notes.append("the checkpoint has no null row (trained without label dropout) to keep")
         return
     out[TIME_OUT_BIAS] = out[TIME_OUT_BIAS] + src[n_src].to(out[TIME_OUT_BIAS].dtype)
+    report.loaded.remove(TIME_OUT_BIAS)  # counted as resized instead
+    report.loaded_params -= out[TIME_OUT_BIAS].numel()
     exact = "" if target.block in ("adaln-zero", "adaln") else " (exact for adaLN blocks only)"
     report.resized.append(
         f"{TIME_OUT_BIAS}: the null-class row added, so the unconditional model starts as the "
