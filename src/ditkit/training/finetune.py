@@ -30,6 +30,7 @@ from ditkit.checkpoints.layout import RawCheckpoint, StateDict
 from ditkit.checkpoints.loader import choose_weights, read_checkpoint, resolve_config
 from ditkit.errors import UserError
 from ditkit.model.dit import DiT, DiTConfig
+from ditkit.training.class_map import class_rows
 from ditkit.training.config import TrainConfig
 
 LABEL_TABLE = "y_embedder.embedding_table.weight"
@@ -129,52 +130,6 @@ def check_fits(source: InitSource, target: DiTConfig, preset: str) -> None:
         if src.name is not None and src.name != preset and _is_preset(src):
             fix = f"use --model {src.name} (or {sets})"
     raise UserError(f"cannot start from {source.path}: {what}; {fix}")
-
-
-def class_rows(
-    map_file: str | None,
-    class_names: Sequence[str],
-    source: InitSource,
-) -> dict[int, int] | None:
-    """The label rows `--init-class-map` copies ({new label: source label}), or None without a map.
-
-    Keys name the run's classes (a name of the data's, or a label index); values the checkpoint's (a
-    label index, or a name: the checkpoint's recorded class names, ImageNet's for a 1000-class model).
-    """
-    from ditkit.generation.class_names import ClassNames, model_class_names
-
-    if map_file is None:
-        return None
-    try:
-        given = json.loads(Path(map_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"--init-class-map {map_file}: cannot read it as JSON ({err})") from None
-    if not isinstance(given, dict) or not all(isinstance(v, str | int) for v in given.values()):
-        raise UserError(f'--init-class-map {map_file} must hold one object {{"new class": source class}}')
-    if not source.config.conditional:
-        raise UserError(f"--init-class-map: {source.path} is unconditional and has no classes to map from")
-    ours = ClassNames.from_names(list(class_names))
-    names = source.raw.extra.get("class_names")
-    theirs = model_class_names(names if isinstance(names, list) else None, source.config.num_classes)
-    rows: dict[int, int] = {}
-    for new, old in given.items():
-        if theirs is None and not str(old).lstrip("-").isdigit():
-            raise UserError(
-                f"--init-class-map {map_file}: {source.path} records no class names; give its label "
-                f"index instead of {old!r}"
-            )
-        try:
-            key = ours.resolve(new)
-            value = int(old) if theirs is None else theirs.resolve(str(old))
-        except UserError as err:
-            raise UserError(f"--init-class-map {map_file}: {err}") from None
-        if not 0 <= value < source.config.num_classes:
-            raise UserError(
-                f"--init-class-map {map_file}: {old!r} is no class of {source.path} "
-                f"({source.config.num_classes} classes)"
-            )
-        rows[key] = value
-    return rows
 
 
 @dataclass
@@ -375,7 +330,7 @@ def plan_init(
     data set its channels), a class map that cannot work, or weights whose sha256 is not the
     `--init-digest` given; reads the weights."""
     check_fits(source, target, config.model)
-    rows = class_rows(config.init_class_map, class_names, source)
+    rows = class_rows(config.init_class_map, class_names, source.config, source.raw.extra, source.path)
     weights = source.state_dict()
     digest = weights_sha256(weights)
     expected = config.init_digest
