@@ -385,3 +385,103 @@ def test_serve_flags_bound_the_work(monkeypatch):
 
     args = build_parser().parse_args(["serve", "ckpt", "--max-steps", "50", "--max-image-steps", "800"])
     assert (args.max_steps, args.max_image_steps) == (50, 800)
+
+
+def _start_server(tmp_path, *extra):
+    """`ditkit serve` on a tiny checkpoint in a subprocess whose temp folder is tmp_path/tmp."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from ditkit.checkpoints import save_model
+
+    save_model(sampling_dit(), tmp_path / "ckpt", extra={"first_stage": {"kind": "identity", "channels": 1}})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "tmp").mkdir()
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115  # closed by the caller's process end
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
+    command = [sys.executable, "-m", "ditkit", "serve", str(tmp_path / "ckpt"), "--port", str(port), *extra]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 180
+    while "Ctrl+C stops" not in (tmp_path / "server.log").read_text():
+        assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+        time.sleep(0.2)
+    return process, f"http://127.0.0.1:{port}/"
+
+
+@pytest.mark.slow
+def test_stopping_the_server_during_a_job_exits_cleanly_and_leaves_no_files(tmp_path):
+    """Ctrl+C while a request samples: the request stops at its next model call, the server exits 0
+    (no SIGABRT), and nothing stays in the temp folder (Gradio's copies included)."""
+    pytest.importorskip("gradio")
+    import signal
+    import time
+
+    from gradio_client import Client
+
+    process, url = _start_server(tmp_path, "--max-steps", "100000", "--max-image-steps", "10000000")
+    try:
+        client = Client(url, verbose=False)
+        job = client.submit(["1", "2", "3", "4"], 16, 4.0, "ddpm", 1000, 0, False, api_name="/on_generate")
+        deadline = time.monotonic() + 120
+        while job.status().code.name not in ("PROCESSING", "PROGRESS"):  # sampling began (~a minute)
+            assert time.monotonic() < deadline and not job.done(), (job.status(), job.done() and job.result())
+            time.sleep(0.2)
+        time.sleep(2)
+        client.close()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = (tmp_path / "server.log").read_text()
+    assert code == 0, output[-2000:]
+    assert "stopping" in output and "terminate called" not in output
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_api_refuses_uploads_and_wrong_types_in_one_line_and_hides_the_path(tmp_path):
+    pytest.importorskip("gradio")
+    import urllib.error
+    import urllib.request
+
+    process, url = _start_server(tmp_path)
+    try:
+        page = urllib.request.urlopen(url, timeout=30).read().decode()
+        assert str(tmp_path) not in page  # the page names the checkpoint, not where it lies
+        body = b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.bin"\r\n\r\n'
+        body += b"0" * 100_000 + b"\r\n--x--\r\n"
+        request = urllib.request.Request(
+            f"{url}gradio_api/upload", data=body, headers={"Content-Type": "multipart/form-data; boundary=x"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code in (400, 413)
+        from gradio_client import Client
+
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception) as wrong:
+            client.predict({"not": "a list"}, "four", 4.0, "ddpm", 3, 0, False, api_name="/on_generate")
+        assert "None" not in str(wrong.value) and str(wrong.value).strip()
+        client.close()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_page_messages_name_fields_not_flags_and_do_not_echo_long_input(pipe, tmp_path):
+    pytest.importorskip("gradio")
+    from ditkit.serve.page import error_line, served_name
+
+    assert error_line(UserError("dopri5 chooses its own steps; drop --steps, or pick euler")) == (
+        "dopri5 chooses its own steps; clear the steps field, or pick euler"
+    )
+    with pytest.raises(UserError, match="at most 200 characters, not 1,000,000") as err:
+        jobs.generate(pipe, tmp_path, ["x" * 1_000_000], 1, asked(4.0, "ddim", 3))
+    assert len(error_line(err.value)) < 300
+    assert served_name("/home/me/secret/runs/demo/checkpoint") == "demo/checkpoint"
+    assert served_name("/srv/models/DiT-XL-2-256x256.pt") == "DiT-XL-2-256x256.pt"

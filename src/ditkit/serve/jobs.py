@@ -42,6 +42,9 @@ MAX_FRAMES = 32
 # Model rows one request may evaluate, per image-step of its budget: guidance doubles the rows of a
 # call and a second-order step makes two calls. Bounds the samplers that pick their own steps (dopri5).
 ROWS_PER_IMAGE_STEP = 4
+# Longest class name or number the page takes (ImageNet's longest name has under 100 characters): a
+# longer one is refused before the resolver searches for it, and never echoed back whole.
+MAX_CLASS_TEXT = 200
 # A GIF stores each frame's time in hundredths of a second, in 16 bits.
 MAX_GIF_FRAME_MS = 10 * (2**16 - 1)
 # Largest seed the page accepts or draws (the seeds of `ditkit sample` are any non-negative int).
@@ -101,6 +104,8 @@ class StopSwitch:
         self._lock = threading.Lock()
         self.owner: str | None = None
         self._rows = 0
+        self._idle = threading.Event()
+        self._idle.set()
 
     def install(self, pipe: DiTPipeline) -> None:
         model_fn = pipe.model_fn
@@ -130,12 +135,14 @@ class StopSwitch:
         with self._lock:
             self.owner, self._rows = owner, 0
             self._stop.clear()
+            self._idle.clear()
         try:
             yield
         finally:
             with self._lock:
                 self.owner = None
                 self._stop.clear()
+                self._idle.set()
 
     def stop(self, owner: str | None) -> bool:
         """Stop the running request if it is `owner`'s (one user cannot stop another's); True if so."""
@@ -144,6 +151,14 @@ class StopSwitch:
                 return False
             self._stop.set()
             return True
+
+    def stop_all(self, timeout: float) -> bool:
+        """Stop whatever runs and wait up to `timeout` seconds for it to end (the server's shutdown:
+        a sampling thread still inside torch when the process exits aborts it). True once idle."""
+        with self._lock:
+            if self.owner is not None or not self._idle.is_set():
+                self._stop.set()
+        return self._idle.wait(timeout)
 
 
 @dataclass
@@ -278,6 +293,9 @@ def _classes(pipe: DiTPipeline, classes: Sequence[str] | None) -> list[str] | No
     if pipe.num_classes == 0:
         return None
     chosen = [str(c) for c in classes or [] if str(c).strip()]
+    for name in chosen:
+        if len(name) > MAX_CLASS_TEXT:
+            raise UserError(f"a class name has at most {MAX_CLASS_TEXT} characters, not {len(name):,}")
     if not chosen:
         raise UserError("choose at least one class (type a name in the class box)")
     return chosen

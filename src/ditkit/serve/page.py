@@ -71,10 +71,28 @@ def status_html(message: str, error: bool = False) -> str:
     return f'<p class="{css_class}">{"error: " if error else ""}{html.escape(message)}</p>'
 
 
+# The page has fields where the command line has flags: its messages name the field.
+FIELD_NAMES = (
+    ("drop --steps", "clear the steps field"),
+    ("--steps", "the steps field"),
+    ("--class/--all-classes", "the class box"),
+    ("--class", "the class box"),
+    ("--guidance-scale", "the guidance scale"),
+    ("--sampler", "the sampler menu"),
+    ("--seed", "the seed field"),
+)
+# Longest message the page shows; longer ones are cut (they may quote what the user typed).
+MAX_MESSAGE_CHARS = 300
+
+
 def error_line(err: BaseException) -> str:
-    """The one line a failed request shows: the message of a `UserError`, a short note otherwise."""
+    """The one line a failed request shows: the message of a `UserError` (naming the page's fields, not
+    the command line's flags), a short note otherwise."""
     if isinstance(err, UserError):
-        return str(err)
+        message = str(err)
+        for flag, field in FIELD_NAMES:
+            message = message.replace(flag, field)
+        return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 3] + "..."
     if isinstance(err, torch.OutOfMemoryError):
         return "out of memory: ask for fewer images at once, or start the server with a smaller --batch-size"
     first = (str(err).strip().splitlines() or [""])[0][:200]
@@ -92,12 +110,22 @@ def _answer(outputs: int, job: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]
         return (*[gr.skip()] * (outputs - 1), status_html(error_line(err), error=not stopped))
 
 
+def served_name(checkpoint: str) -> str:
+    """What the page calls the checkpoint: its name, not where it lies on the server."""
+    path = Path(checkpoint)
+    if path.name in ("last", "checkpoint") or path.name.isdigit():  # runs/x/checkpoints/0001000
+        parts = [p for p in path.parts if p not in ("checkpoints",)]
+        return "/".join(parts[-2:])
+    return path.name or checkpoint
+
+
 def device_note(pipe: DiTPipeline, checkpoint: str) -> str:
-    """The line under the title: what is served, where it runs and in which precision."""
+    """The line under the title: what is served (its name, not its path on the server), where it runs
+    and in which precision."""
     height, width = pipe.image_size
     classes = f"{pipe.num_classes} classes" if pipe.num_classes else "unconditional"
     return (
-        f"**{html.escape(checkpoint)}**: {height}x{width} images, {classes} · "
+        f"**{html.escape(served_name(checkpoint))}**: {height}x{width} images, {classes} · "
         f"device **{pipe.device}** · precision **{pipe.precision}** · one request at a time, others queue"
     )
 
@@ -157,6 +185,7 @@ def build_page(
     batch_size: int | None,
     defaults: SamplingSettings | None = None,
     limits: jobs.Limits | None = None,
+    switch: jobs.StopSwitch | None = None,
 ) -> gr.Blocks:
     """The Blocks of the page; call `.queue(...)` and `.launch(...)` on it (see `ditkit.serve.server`).
 
@@ -166,12 +195,14 @@ def build_page(
         limits: the most work one request may ask for (default `jobs.Limits()`); the page's Stop
             button and these limits stop a request between two model calls (`jobs.StopSwitch`,
             installed on `pipe`).
+        switch: the `jobs.StopSwitch` to install (default: a new one with `limits`); the server keeps it
+            to stop the running request before it exits.
     """
     defaults = pipe.settings(defaults)
-    switch = jobs.StopSwitch(limits)
+    switch = switch or jobs.StopSwitch(limits)
     switch.install(pipe)
     first = [jobs.class_choices(pipe)[0][1]] if pipe.num_classes else []
-    extra = {"checkpoint": checkpoint, "precision": pipe.precision}
+    extra = {"checkpoint": served_name(checkpoint), "precision": pipe.precision}
     with gr.Blocks(title="ditkit serve", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as page:
         gr.Markdown("## ditkit · DiT playground")
         gr.Markdown(device_note(pipe, checkpoint), elem_id="device-note")

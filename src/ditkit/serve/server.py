@@ -37,6 +37,11 @@ DEFAULT_BATCH_SIZE = 16
 # model's whole chain (DiT's T); 64 images x 250 steps is the page's largest grid at DiT's FID sampler.
 DEFAULT_MAX_STEPS = 1000
 DEFAULT_MAX_IMAGE_STEPS = 64 * 250
+# How long shutting down waits for the running request to stop (it stops before its next model call).
+STOP_WAIT_S = 60
+# What the page accepts as an upload: nothing (it has no upload field; Gradio's upload route stays
+# open to anyone otherwise).
+MAX_UPLOAD = "1kb"
 # Set before Gradio is imported: its telemetry and the PyPI version check read them at import and launch.
 OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
@@ -61,12 +66,15 @@ def serve(
         UserError: Gradio missing, or the port cannot be bound.
     """
     require_extra("serve", "ditkit serve")
-    os.environ.update(OFFLINE_ENVIRONMENT)
+    root = Path(tempfile.mkdtemp(prefix="ditkit-serve-"))
+    # Gradio's copies of the files it serves go under `root` too, so that stopping removes them all.
+    os.environ.update(OFFLINE_ENVIRONMENT, GRADIO_TEMP_DIR=str(root / "gradio"))
+    from ditkit.serve.jobs import StopSwitch
     from ditkit.serve.page import CSS, Workspace, build_page
 
-    root = Path(tempfile.mkdtemp(prefix="ditkit-serve-"))
+    switch = StopSwitch(limits)
     try:
-        page = build_page(pipe, checkpoint, Workspace(root), batch_size, settings, limits)
+        page = build_page(pipe, checkpoint, Workspace(root), batch_size, settings, limits, switch)
         page.queue(max_size=max_queue, default_concurrency_limit=1)
         try:
             page.launch(
@@ -75,7 +83,8 @@ def serve(
                 prevent_thread_lock=True,
                 quiet=True,
                 share=False,
-                show_error=False,
+                show_error=True,  # Gradio's own one-line reason for a malformed API call
+                max_file_size=MAX_UPLOAD,
                 footer_links=[],
                 run_history=False,
                 ssr_mode=False,
@@ -102,6 +111,10 @@ def serve(
         except KeyboardInterrupt:
             print("stopping", flush=True)
         finally:
+            # The running request ends before its next model call: a sampling thread still inside torch
+            # when the interpreter exits aborts the process.
+            if not switch.stop_all(STOP_WAIT_S):
+                print(f"note: the running request did not stop within {STOP_WAIT_S} s", flush=True)
             page.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
