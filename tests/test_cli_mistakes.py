@@ -216,3 +216,36 @@ def test_a_required_flag_shows_no_default(capsys):
     text = capsys.readouterr().out
     out_help = text[text.index("  --out OUT") :].split("\n  --")[0]
     assert "default" not in out_help
+
+
+# ---- dead ends offline (issue 28, item 11) ----------------------------------------------------------------
+
+
+def test_models_at_a_pixel_size_names_the_pixel_space_flags(capsys):
+    _one_line(["models", "--image-size", "28"], capsys, "--downsample 1 --in-channels 1")
+
+
+def test_a_vae_out_of_reach_names_the_pixel_space_option(monkeypatch):
+    from ditkit import hub
+    from ditkit.errors import UserError
+    from ditkit.first_stage import sd_vae
+
+    def not_cached(repo, local_files_only):
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(sd_vae, "_hub_pretrained", not_cached)
+    monkeypatch.setattr(hub, "hub_unreachable_reason", lambda: "HF_HUB_OFFLINE is set")
+    with pytest.raises(UserError, match="--first-stage identity") as err:
+        sd_vae._from_hub("stabilityai/sd-vae-ft-ema")
+    assert "\n" not in str(err.value)
+
+
+def test_the_readme_says_where_the_official_model_comes_from():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    first_use = readme.index("DiT-XL-2-256x256.pt")
+    assert (
+        "https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt"
+        in readme[first_use - 200 : first_use + 400]
+    )

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.image_size % args.downsample:
         raise UserError(
-            f"image size {args.image_size} is not a multiple of the downsampling {args.downsample}"
+            f"image size {args.image_size} is not a multiple of the downsampling {args.downsample}; for a "
+            "pixel-space model (no VAE, e.g. Fashion-MNIST) pass --downsample 1 --in-channels 1 (or 3)"
         )
     rows = model_table(
         input_size=args.image_size // args.downsample,

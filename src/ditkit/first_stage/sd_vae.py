@@ -192,7 +192,10 @@ def _from_hub(repo: str) -> Any:
         return _hub_pretrained(repo, local_files_only=True)
     except (OSError, ValueError):
         pass
-    local_hint = "pass a local VAE folder or a .safetensors/.ckpt file to --first-stage"
+    local_hint = (
+        "pass a local VAE folder or a .safetensors/.ckpt file to --first-stage (or, to train in pixel "
+        "space without a VAE, --first-stage identity)"
+    )
     problem = hub_unreachable_reason()  # asked once: no retries, no log lines
     if problem is not None:
         raise UserError(
