@@ -485,3 +485,42 @@ def test_page_messages_name_fields_not_flags_and_do_not_echo_long_input(pipe, tm
     assert len(error_line(err.value)) < 300
     assert served_name("/home/me/secret/runs/demo/checkpoint") == "demo/checkpoint"
     assert served_name("/srv/models/DiT-XL-2-256x256.pt") == "DiT-XL-2-256x256.pt"
+
+
+# ---- presentation (issue 28, item 4) -----------------------------------------------------------------------
+
+
+def _handler(page, name):
+    return next(f.fn for f in page.fns.values() if getattr(f.fn, "__name__", "") == name)
+
+
+def test_the_gallery_keeps_a_history_and_reuses_a_seed(tmp_path):
+    pytest.importorskip("gradio")
+    from types import SimpleNamespace
+
+    from ditkit.serve.page import Workspace, build_page
+
+    pipe = DiTPipeline(sampling_dit(), class_names=NAMES, device="cpu")
+    page = build_page(pipe, "c", Workspace(tmp_path / "w"), 4)
+    generate, pick = _handler(page, "on_generate"), _handler(page, "on_pick")
+    me = SimpleNamespace(session_hash="me")
+    first = generate(["4"], 1, 4.0, "ddim", 2, 5, False, None, [], me)
+    shown = [(image, caption) for image, caption in first[0]]  # what the browser sends back
+    second = generate(["7"], 2, 4.0, "ddim", 2, 9, False, shown, first[1], me)
+    pictures, kept = second[0], second[1]
+    assert [c.split(" · ")[:2] for _, c in pictures] == [
+        ["sneaker (7)", "seed 9"], ["sneaker (7)", "seed 10"], ["coat (4)", "seed 5"]
+    ]  # fmt: skip
+    assert kept == [{"class": "7", "seed": 9}, {"class": "7", "seed": 10}, {"class": "4", "seed": 5}]
+    classes, per_class, seed, random_seed, status = pick(kept, SimpleNamespace(index=2))
+    assert (classes, per_class, seed, random_seed) == (["4"], 1, 5, False) and "redraws" in status
+
+
+def test_the_walk_strip_is_shown_large_in_rows(pipe, tmp_path):
+    from PIL import Image as PILImage
+
+    out = jobs.walk(pipe, tmp_path, "noise", ["coat"], "0, 1, 2", 8, asked(4.0, "ddim", 2), loop=False,
+                    duration_ms=50)  # fmt: skip
+    with PILImage.open(out.strip) as strip:
+        width, height = strip.size
+    assert height >= jobs.STRIP_FRAME_SIDE and width <= jobs.STRIP_MAX_WIDTH  # 15 frames of 8 px

@@ -261,3 +261,23 @@ def test_the_first_click_with_the_pages_defaults_works(served, expected, browser
     browser.find_element(By.ID, "generate-button").click()
     _wait(browser, lambda d: _status(d, "generate-status"))
     assert _status(browser, "generate-status") == f"4 images, seeds 0..3 ({expected} steps, guidance 4)"
+
+
+@pytest.mark.parametrize("served", ["server", "flow_server"])
+def test_the_first_walk_with_the_pages_defaults_works(served, browser, request):
+    """Walk as the tab opens, nothing changed, on a diffusion and a flow checkpoint (issue 28, item 1);
+    the strip is shown without a label over its first frames, and the tab has a Stop button."""
+    from selenium.webdriver.common.by import By
+
+    _open(browser, request.getfixturevalue(served))
+    browser.find_element(By.XPATH, "//button[@role='tab'][contains(., 'Walk')]").click()
+    assert browser.find_element(By.ID, "walk-stop").is_displayed()
+    browser.find_element(By.ID, "walk-button").click()
+    _wait(browser, lambda d: _status(d, "walk-status"), timeout=4 * RESULT_TIMEOUT_S)
+    status = _status(browser, "walk-status")
+    assert status.startswith("tee: seeds 0 -> 1 -> 2 (15 frames") and not status.startswith("error"), status
+    strip = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#walk-strip img"))[0]
+    assert int(strip.get_attribute("naturalHeight")) >= 96
+    assert not [
+        label for label in browser.find_elements(By.CSS_SELECTOR, "#walk-strip label") if label.is_displayed()
+    ]

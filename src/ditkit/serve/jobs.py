@@ -52,8 +52,10 @@ MAX_SEED = 2**31 - 1
 # Images are enlarged (nearest neighbour, integer factor) until their longer side reaches this many
 # pixels on screen: a 28-pixel Fashion-MNIST image is shown at 280 pixels, a 256-pixel one as it is.
 DISPLAY_MIN_SIDE = 256
-# A walk's strip is enlarged by the largest integer factor that keeps it within this width (the page's
-# result column): a wider picture would be shrunk by the browser, and shrinking pixel art aliases.
+# A walk's frames are shown enlarged (nearest neighbour, integer factor) to at least this many pixels
+# high, in as many rows as it takes to keep within STRIP_MAX_WIDTH (the page's result column): a wider
+# picture would be shrunk by the browser, and shrinking pixel art aliases.
+STRIP_FRAME_SIDE = 96
 STRIP_MAX_WIDTH = 768
 WALK_STEM = "walk"
 SAMPLES_ZIP = "samples.zip"  # the download of the single PNGs and samples.json
@@ -167,12 +169,14 @@ class GenerateResult:
 
     Attributes:
         gallery: (enlarged image, caption) per image, class-major like the grid.
+        images: per image, what redraws it alone: {"class": the class value or None, "seed": its seed}.
         files: the grid PNG and a zip of the single PNGs with samples.json.
         seed: the first seed used (image i used seed + i).
         summary: one line on what was drawn.
     """
 
     gallery: list[tuple[Image.Image, str]]
+    images: list[dict[str, Any]]
     files: list[Path]
     seed: int
     summary: str
@@ -341,7 +345,7 @@ def generate(
         extra=extra,
     )
     how = _how(pipe, s)
-    gallery = []
+    gallery, images = [], []
     for path, entry in zip(saved.images, _record_entries(saved.record), strict=True):
         with Image.open(path) as png:
             image = np.asarray(png)
@@ -349,9 +353,12 @@ def generate(
         name = "" if entry["class"] is None else f"{entry['class_name']} ({entry['class']}) · "
         shown = enlarge(image, shown_scale(*image.shape[:2]))
         gallery.append((shown, f"{name}seed {entry['seed']} · {how}"))
+        images.append(
+            {"class": None if entry["class"] is None else str(entry["class"]), "seed": entry["seed"]}
+        )
     archive = _zip(out_dir, [saved.record, *saved.images], out_dir / SAMPLES_ZIP)
     summary = f"{plural(count, 'image')}, seeds {s.seed}..{s.seed + count - 1} ({how})"
-    return GenerateResult(gallery, [saved.grid, archive], s.seed, summary)
+    return GenerateResult(gallery, images, [saved.grid, archive], s.seed, summary)
 
 
 def _zip(root: Path, files: Sequence[Path], target: Path) -> Path:
@@ -367,10 +374,13 @@ def _display_copies(frames: np.ndarray, folder: Path, duration_ms: int) -> tuple
     count, height, width = frames.shape[:3]
     scale = shown_scale(height, width)
     gif = save_gif(folder / f"{WALK_STEM}.gif", [np.asarray(enlarge(f, scale)) for f in frames], duration_ms)
-    strip_width = count * (width + DEFAULT_PADDING) + DEFAULT_PADDING
-    strip = save_grid(
-        frames, folder / f"{WALK_STEM}.png", count, scale=max(1, STRIP_MAX_WIDTH // strip_width)
-    )
+    one_row = STRIP_MAX_WIDTH // (count * (width + DEFAULT_PADDING) + DEFAULT_PADDING)
+    if one_row * height >= STRIP_FRAME_SIDE:  # one row is large enough
+        strip_scale, columns = one_row, count
+    else:  # more frames: rows of frames at least STRIP_FRAME_SIDE high
+        strip_scale = max(1, STRIP_FRAME_SIDE // height)
+        columns = max(1, min(count, STRIP_MAX_WIDTH // (width * strip_scale + DEFAULT_PADDING)))
+    strip = save_grid(frames, folder / f"{WALK_STEM}.png", columns, scale=strip_scale)  # row by row
     return gif, strip
 
 

@@ -39,8 +39,13 @@ CONCURRENCY_ID = "sampling"
 # The default of the handlers' `progress` argument: Gradio gives each request its own tracker that
 # follows the samplers' tqdm bars (one instance here keeps the default out of the signature, ruff B008).
 TRACK_TQDM = gr.Progress(track_tqdm=True)
+# Images the Generate tab's gallery keeps, newest first, over the session's requests.
+MAX_HISTORY = 64
 CSS = """
 .ditkit-pixels img { image-rendering: pixelated; }
+#generate-gallery .caption-label, #generate-gallery .caption {
+  white-space: normal; max-width: 100%; overflow: visible; text-overflow: clip;
+}
 .ditkit-error { color: #b91c1c; font-weight: 600; margin: 0; }
 .ditkit-ok { margin: 0; }
 """
@@ -232,8 +237,9 @@ def build_page(
                         stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
                     status = gr.HTML(elem_id="generate-status")
                 with gr.Column(scale=2):
+                    history = gr.State([])  # what redraws each shown image: {"class", "seed"}, newest first
                     gallery = gr.Gallery(
-                        label="images (enlarged; captions give class, seed and settings)",
+                        label="images, newest first (enlarged; click one to reuse its class and seed)",
                         columns=4,
                         object_fit="contain",
                         format="png",
@@ -251,6 +257,8 @@ def build_page(
             steps: float | None,
             seed: float | None,
             random_seed: bool,
+            shown: list[Any] | None,
+            kept: list[dict[str, Any]],
             request: gr.Request,
             progress: gr.Progress = TRACK_TQDM,
         ) -> tuple[Any, ...]:
@@ -267,21 +275,50 @@ def build_page(
                     extra=extra,
                     limits=switch.limits,
                 )
-                return out.gallery, [str(p) for p in out.files], used, status_html(out.summary)
+                # the new images first, then the session's earlier ones (kept up to MAX_HISTORY)
+                pictures = [*out.gallery, *_gallery_items(shown)][:MAX_HISTORY]
+                redraw = [*out.images, *kept][:MAX_HISTORY]
+                return pictures, redraw, [str(p) for p in out.files], used, status_html(out.summary)
 
             with switch.running(_session(request)):
-                return _answer(4, job)
+                return _answer(5, job)
 
         event = go.click(
             on_generate,
-            [classes, per_class, guidance, sampler, steps, seed, random_seed],
-            [gallery, files, seed, status],
+            [classes, per_class, guidance, sampler, steps, seed, random_seed, gallery, history],
+            [gallery, history, files, seed, status],
             concurrency_id=CONCURRENCY_ID,
             concurrency_limit=1,
         )
         _stop_button(stop, switch, event, status)
+
+        def on_pick(kept: list[dict[str, Any]], picked: gr.SelectData) -> tuple[Any, ...]:
+            """Reuse the clicked image's class and seed: Generate then redraws it (one image per class)."""
+            index = picked.index if isinstance(picked.index, int) else picked.index[0]
+            if not 0 <= index < len(kept):
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            image = kept[index]
+            chosen = [image["class"]] if image["class"] is not None else gr.skip()
+            note = f"seed {image['seed']} set: Generate redraws this image"
+            return chosen, 1, image["seed"], False, status_html(note)
+
+        gallery.select(on_pick, history, [classes, per_class, seed, random_seed, status], queue=False)
         _walk_tab(pipe, workspace, batch_size, first, walk_settings(pipe, defaults), switch)
     return page
+
+
+def _gallery_items(shown: list[Any] | None) -> list[tuple[Any, str]]:
+    """The gallery's current (image, caption) items as Gradio hands them back to a handler."""
+    items = []
+    for item in shown or []:
+        if isinstance(item, dict):  # Gradio 4/5 style: {"image": ..., "caption": ...}
+            image, caption = item.get("image") or item.get("path"), item.get("caption") or ""
+        else:
+            image, caption = item
+        if isinstance(image, dict):
+            image = image.get("path")
+        items.append((image, caption or ""))
+    return items
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -356,8 +393,10 @@ def _walk_tab(
                     elem_id="walk-gif",
                     elem_classes=["ditkit-pixels"],
                 )
+                gr.Markdown("every frame, left to right and row by row", elem_id="walk-strip-label")
                 strip = gr.Image(
-                    label="strip: every frame, left to right",
+                    label="every frame",
+                    show_label=False,  # a label drawn over the picture would hide its first frames
                     type="filepath",
                     format="png",
                     buttons=["download", "fullscreen"],
