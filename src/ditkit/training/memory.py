@@ -252,19 +252,37 @@ def available_bytes(device: torch.device) -> int | None:
                 found.append(int(line.split()[1]) * 1024)
     except OSError:
         pass
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            limit = open(path, encoding="ascii").read().strip()
-        except OSError:
+    for folder, limit_file, usage_file, cache_key in (
+        ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),  # cgroup v2
+        ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+    ):
+        limit = _read_int(os.path.join(folder, limit_file))
+        if limit is None or limit >= 2**60:  # no limit ("max", or v1's huge number)
             continue
-        if limit.isdigit() and int(limit) < 2**60:
-            usage_file = "memory.current" if path.endswith("max") else "memory.usage_in_bytes"
-            try:
-                used = int(open(os.path.join(os.path.dirname(path), usage_file)).read())
-            except (OSError, ValueError):
-                used = 0
-            found.append(int(limit) - used)
+        used = _read_int(os.path.join(folder, usage_file)) or 0
+        # Page cache the kernel can drop counts as used in the cgroup, not as needed
+        found.append(limit - max(0, used - _cgroup_stat(folder, cache_key)))
     return min(found) if found else None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = open(path, encoding="ascii").read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_stat(folder: str, key: str) -> int:
+    """One counter of a cgroup's memory.stat (0 when absent)."""
+    try:
+        for line in open(os.path.join(folder, "memory.stat"), encoding="ascii"):
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
 
 
 def _gib(n: float) -> str:
