@@ -155,7 +155,8 @@ class TrainConfig:
         log_every: period in steps of the metrics.jsonl lines (0: only at the end).
         sample_every: period in steps of the EMA preview grids (0: never).
         keep_checkpoints: keep only the newest N checkpoints (0: keep all).
-        sample_cfg_scale: guidance scale of the preview grids.
+        sample_cfg_scale: guidance scale of the preview grids (default: the objective's: 4 for diffusion and
+            flow, 1 for MeanFlow, which folds guidance into training).
         sample_steps: steps of the preview grids (DDIM; the Euler ODE for flow models).
         logger: where metrics go besides metrics.jsonl (always written): jsonl (nowhere else) or
             tensorboard (the same scalars and the preview grids as TensorBoard events in
@@ -220,7 +221,7 @@ class TrainConfig:
     log_every: int = option(50, group=RUN)
     sample_every: int = option(0, group=RUN)
     keep_checkpoints: int = option(0, group=RUN)
-    sample_cfg_scale: float = option(4.0, group=RUN)
+    sample_cfg_scale: float | None = option(None, group=RUN)
     sample_steps: int = option(25, group=RUN)
     logger: str = option("jsonl", choices=LOGGERS, group=RUN)
     num_workers: int = option(0, group=RUN)

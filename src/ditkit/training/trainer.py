@@ -395,13 +395,15 @@ class Trainer:
 
                 encoder = first_stage_from_dict(self.data.first_stage)
             path = self.out / SAMPLES_DIR / f"step_{self.step:07d}.png"
+            objective = self.train_step.objective
+            scale = self.config.sample_cfg_scale
             write_preview(
                 path,
                 self.model_config,
                 ema_sd,
                 encoder,
-                self.train_step.objective,
-                guidance_scale=self.config.sample_cfg_scale,
+                objective,
+                guidance_scale=objective.default_guidance_scale if scale is None else scale,
                 steps=self.config.sample_steps,
                 device=self.ctx.device,
             )
