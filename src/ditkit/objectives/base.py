@@ -127,6 +127,27 @@ class Objective(Protocol):
         ...
 
 
+class FlowTimes:
+    """Guidance intervals of objectives whose model times are flow times (data at 1)."""
+
+    guidance_times: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    guidance_times_help: ClassVar[str] = "flow times [0, 1] (data at 1)"
+
+
+def check_named_sampler(objective: Objective, sampler: str, eta: float) -> None:
+    """What every objective checks first: the sampler is one of its own, and eta goes with ddim only."""
+    from ditkit.choices import SAMPLERS
+    from ditkit.errors import UserError
+
+    if sampler not in objective.samplers:
+        why = f"{sampler!r} is not a sampler of {objective.kind} models" if sampler in SAMPLERS else None
+        raise UserError(
+            f"{why or f'unknown sampler {sampler!r}'}; choose one of {', '.join(objective.samplers)}"
+        )
+    if eta != 0.0 and sampler != "ddim":
+        raise UserError(f"eta applies to the ddim sampler only, not {sampler!r}")
+
+
 def check_guidance_interval(objective: Objective, interval: tuple[float, float] | None) -> None:
     """Raise UserError for a guidance interval outside the objective's model times."""
     from ditkit.errors import UserError

@@ -14,8 +14,7 @@ from ditkit.diffusion.gaussian import GaussianDiffusion, ModelFn
 from ditkit.diffusion.noise import NoiseSource
 from ditkit.diffusion.schedule import make_schedule
 from ditkit.diffusion.settings import DiffusionSettings
-from ditkit.errors import UserError
-from ditkit.objectives.base import DIT_GUIDANCE_SCALE, TrainingModel, settings_record
+from ditkit.objectives.base import DIT_GUIDANCE_SCALE, TrainingModel, check_named_sampler, settings_record
 from ditkit.samplers.base import Callback
 from ditkit.samplers.ddim import sample_ddim
 from ditkit.samplers.ddpm import sample_ddpm
@@ -121,10 +120,7 @@ class DiffusionObjective:
         return DEFAULT_STEPS.get(sampler)
 
     def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
-        if sampler not in self.samplers:
-            raise UserError(unknown_sampler(sampler, self))
-        if eta != 0.0 and sampler != "ddim":
-            raise UserError(f"eta applies to the ddim sampler only, not {sampler!r}")
+        check_named_sampler(self, sampler, eta)
 
     def sample(
         self,
@@ -159,16 +155,3 @@ class DiffusionObjective:
             progress=progress,
             callback=callback,
         )
-
-
-def unknown_sampler(sampler: str, objective: Any) -> str:
-    """The one-line message for a sampler the objective does not take."""
-    from ditkit.choices import SAMPLERS
-
-    known = sampler in SAMPLERS
-    why = (
-        f"{sampler!r} is not a sampler of {objective.kind} models"
-        if known
-        else f"unknown sampler {sampler!r}"
-    )
-    return f"{why}; choose one of {', '.join(objective.samplers)}"

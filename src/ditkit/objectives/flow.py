@@ -12,8 +12,13 @@ from ditkit.choices import DETERMINISTIC_FLOW_SAMPLERS, FLOW_SAMPLERS, OBJECTIVE
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import NoiseSource
 from ditkit.errors import UserError
-from ditkit.objectives.base import DIT_GUIDANCE_SCALE, TrainingModel, settings_record
-from ditkit.objectives.diffusion import unknown_sampler
+from ditkit.objectives.base import (
+    DIT_GUIDANCE_SCALE,
+    FlowTimes,
+    TrainingModel,
+    check_named_sampler,
+    settings_record,
+)
 from ditkit.samplers.base import Callback
 from ditkit.transport.settings import DEFAULT_FLOW_STEPS, LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD, FlowSettings
 from ditkit.transport.solvers import check_flow_sampler, sample_flow
@@ -30,7 +35,7 @@ SIT_ARGS = {
 }
 
 
-class FlowObjective:
+class FlowObjective(FlowTimes):
     """Flow matching: the path, the prediction and the training times' distribution.
 
     Args:
@@ -116,22 +121,11 @@ class FlowObjective:
 
     # ---- sampling ----
 
-    @property
-    def guidance_times(self) -> tuple[float, float]:
-        return 0.0, 1.0
-
-    @property
-    def guidance_times_help(self) -> str:
-        return "flow times [0, 1] (data at 1)"
-
     def default_steps(self, sampler: str) -> int | None:
         return DEFAULT_FLOW_STEPS.get(sampler)
 
     def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
-        if sampler not in self.samplers:
-            raise UserError(unknown_sampler(sampler, self))
-        if eta != 0.0:
-            raise UserError(f"eta applies to the ddim sampler only, not {sampler!r}")
+        check_named_sampler(self, sampler, eta)
         if not isinstance(steps, int | None):
             raise UserError("flow samplers take an integer number of steps, and no callback or clipping")
         check_flow_sampler(sampler, steps)

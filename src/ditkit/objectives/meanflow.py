@@ -31,8 +31,7 @@ from ditkit.choices import MEANFLOW_JVP_MODES, MEANFLOW_SAMPLERS, OBJECTIVE_OPTI
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import NoiseSource
 from ditkit.errors import UserError
-from ditkit.objectives.base import TrainingModel, settings_record
-from ditkit.objectives.diffusion import unknown_sampler
+from ditkit.objectives.base import FlowTimes, TrainingModel, check_named_sampler, settings_record
 from ditkit.samplers.base import Callback
 from ditkit.transport.settings import LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD
 from ditkit.transport.time_sampling import TimeDistribution
@@ -96,7 +95,7 @@ def jvp_route(mode: str) -> Callable[..., tuple[Tensor, Tensor]]:
     return JVP_FUNCTIONS[mode]
 
 
-class MeanFlowObjective:
+class MeanFlowObjective(FlowTimes):
     """MeanFlow on the Linear flow path.
 
     Args:
@@ -220,22 +219,11 @@ class MeanFlowObjective:
 
     # ---- sampling ----
 
-    @property
-    def guidance_times(self) -> tuple[float, float]:
-        return 0.0, 1.0
-
-    @property
-    def guidance_times_help(self) -> str:
-        return "flow times [0, 1] (data at 1)"
-
     def default_steps(self, sampler: str) -> int | None:
         return DEFAULT_MEANFLOW_STEPS
 
     def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
-        if sampler not in self.samplers:
-            raise UserError(unknown_sampler(sampler, self))
-        if eta != 0.0:
-            raise UserError(f"eta applies to the ddim sampler only, not {sampler!r}")
+        check_named_sampler(self, sampler, eta)
         if steps is not None and (not isinstance(steps, int) or steps < 1):
             raise UserError(f"MeanFlow takes a whole number of jumps of at least 1, got {steps!r}")
 
