@@ -281,3 +281,35 @@ def test_the_first_walk_with_the_pages_defaults_works(served, browser, request):
     assert not [
         label for label in browser.find_elements(By.CSS_SELECTOR, "#walk-strip label") if label.is_displayed()
     ]
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="passes alone; after the other browser tests on the same server the Stop click is acknowledged "
+    "but the request's 'stopped' answer does not reach the page within 20 s (issue 28, open)",
+)
+def test_stop_ends_a_long_request(server, browser):
+    """The Stop button ends the tab's running request within a model call; the next one runs."""
+    from selenium.webdriver.common.by import By
+
+    _open(browser, server)
+    _set_number(browser, "generate-per-class", 16)
+    _set_number(browser, "generate-steps", 1000)  # 16 images x 1000 steps: tens of seconds here
+    browser.find_element(By.ID, "generate-button").click()
+    time.sleep(3)
+    started = time.monotonic()
+    browser.find_element(By.ID, "generate-stop").click()
+    seen = []
+    while time.monotonic() - started < 20:
+        seen.append(browser.find_element(By.ID, "generate-status").text.strip())
+        if seen[-1] == "stopped":
+            break
+        time.sleep(0.2)
+    assert seen[-1] == "stopped", sorted(set(seen))
+    assert time.monotonic() - started < 10
+    assert not browser.find_elements(By.CSS_SELECTOR, "#generate-gallery img")
+    _set_number(browser, "generate-per-class", 2)
+    _set_number(browser, "generate-steps", 3)
+    browser.find_element(By.ID, "generate-button").click()
+    _wait(browser, lambda d: _status(d, "generate-status"))
+    assert _status(browser, "generate-status") == "2 images, seeds 0..1 (ddpm, 3 steps, guidance 4)"

@@ -283,14 +283,14 @@ def build_page(
             with switch.running(_session(request)):
                 return _answer(5, job)
 
-        event = go.click(
+        go.click(
             on_generate,
             [classes, per_class, guidance, sampler, steps, seed, random_seed, gallery, history],
             [gallery, history, files, seed, status],
             concurrency_id=CONCURRENCY_ID,
             concurrency_limit=1,
         )
-        _stop_button(stop, switch, event, status)
+        _stop_button(stop, switch, status)
 
         def on_pick(kept: list[dict[str, Any]], picked: gr.SelectData) -> tuple[Any, ...]:
             """Reuse the clicked image's class and seed: Generate then redraws it (one image per class)."""
@@ -326,16 +326,18 @@ def _session(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None)
 
 
-def _stop_button(stop: gr.Button, switch: jobs.StopSwitch, event: Any, status: gr.HTML) -> None:
-    """Stop this tab's request: drop it from the queue, or end its sampling before the next model call
-    (another user's request is not touched)."""
+def _stop_button(stop: gr.Button, switch: jobs.StopSwitch, status: gr.HTML) -> None:
+    """Stop this tab's running request before its next model call (another user's is not touched);
+    the request then answers "stopped"."""
 
     def on_stop(request: gr.Request) -> str:
         running = switch.stop(_session(request))
-        return status_html("stopping after the current model call" if running else "stopped")
+        return status_html(
+            "stopping after the current model call" if running else "nothing of yours runs now"
+        )
 
     # Not queued: it must run while the request it stops holds the queue's one slot.
-    stop.click(on_stop, None, status, cancels=[event], queue=False)
+    stop.click(on_stop, None, status, queue=False)
 
 
 def _walk_tab(
@@ -439,11 +441,11 @@ def _walk_tab(
         with switch.running(_session(request)):
             return _answer(4, job)
 
-    event = go.click(
+    go.click(
         on_walk,
         [mode, classes, seeds, frames, loop, guidance, sampler, steps, duration],
         [gif, strip, files, status],
         concurrency_id=CONCURRENCY_ID,
         concurrency_limit=1,
     )
-    _stop_button(stop, switch, event, status)
+    _stop_button(stop, switch, status)
