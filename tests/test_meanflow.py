@@ -218,3 +218,17 @@ def test_a_meanflow_run_trains_resumes_exactly_and_samples_in_one_and_two_jumps(
         == 0
     )
     assert (out / "grid.png").is_file()
+    # FID-scale shards and a latent walk take the same sampler (one jump by default, guidance 1)
+    fid = tmp_path / "fid"
+    assert (
+        main(["sample", str(tmp_path / "whole"), "--num-samples", "6", "--fid-out", str(fid), "--quiet"]) == 0
+    )
+    manifest = json.loads((fid / "manifest.json").read_text())
+    assert manifest["settings"]["sampler"] == "meanflow" and manifest["settings"]["guidance_scale"] == 1.0
+    assert (
+        main(
+            ["walk", str(tmp_path / "whole"), "--mode", "noise", "--class", "1", "--seed", "0", "--seed", "1"]
+            + ["--frames", "3", "--out", str(tmp_path / "walk"), "--quiet"]
+        )
+        == 0
+    )

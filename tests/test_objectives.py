@@ -113,6 +113,7 @@ class X0Objective:
     walk_sampler: ClassVar[str] = "x0-euler"
     deterministic_samplers: ClassVar[tuple[str, ...]] = ("x0-euler",)
     default_guidance_scale: ClassVar[float] = 4.0
+    fid_guidance_scale: ClassVar[float] = 1.5
     model_fields: ClassVar[dict[str, Any]] = {}
     guidance_times = (0.0, 1.0)
     guidance_times_help = "times [0, 1]"

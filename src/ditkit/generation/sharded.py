@@ -41,8 +41,6 @@ from ditkit.visual import images_to_uint8
 DEFAULT_SHARD_SIZE = 1000
 # Number of samples of the FID-50K protocol (ADM, Dhariwal & Nichol 2021; DiT Sec. 5).
 FID_NUM_SAMPLES = 50_000
-# Guidance scale of the DiT paper's best FID (Table 4: DiT-XL/2-G, cfg = 1.50, FID 2.27).
-FID_GUIDANCE_SCALE = 1.5
 LABEL_MODES = ("uniform", "balanced")
 MANIFEST_FILE = "manifest.json"
 PACKED_FILE = "samples.npz"
@@ -57,10 +55,10 @@ _AUTOCAST_PRECISION = {None: "fp32", "torch.bfloat16": "bf16", "torch.float16": 
 def fid_sampling(pipe: DiTPipeline, **given: Any) -> SamplingSettings:
     """The settings of an FID run on `pipe`: the given fields (None: not given) over the checkpoint's
     recorded settings, resolved by `DiTPipeline.settings`; a guidance scale neither given nor recorded is
-    `FID_GUIDANCE_SCALE` (not the figures' 4.0)."""
+    the objective's `fid_guidance_scale` (DiT's 1.5, not the figures' 4.0)."""
     base = pipe.sampling
     if base.guidance_scale is None:
-        base = base.replace(guidance_scale=FID_GUIDANCE_SCALE)
+        base = base.replace(guidance_scale=pipe.objective.fid_guidance_scale)
     return pipe.settings(base, **given)
 
 
@@ -75,7 +73,7 @@ class ShardedSettings:
         shard_size: samples per shard file.
         sampling: how to sample; its seed is sample 0's (sample i uses seed + i) and the label plan is
             drawn from it too. Its sampler None is the pipeline's default and its guidance scale None
-            `FID_GUIDANCE_SCALE`, both recorded by value in the manifest (see `fid_sampling`).
+            the objective's `fid_guidance_scale`, both recorded by value in the manifest (see `fid_sampling`).
     """
 
     num_samples: int = FID_NUM_SAMPLES

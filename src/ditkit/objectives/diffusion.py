@@ -14,7 +14,13 @@ from ditkit.diffusion.gaussian import GaussianDiffusion, ModelFn
 from ditkit.diffusion.noise import NoiseSource
 from ditkit.diffusion.schedule import make_schedule
 from ditkit.diffusion.settings import DiffusionSettings
-from ditkit.objectives.base import DIT_GUIDANCE_SCALE, TrainingModel, check_named_sampler, settings_record
+from ditkit.objectives.base import (
+    DIT_FID_GUIDANCE_SCALE,
+    DIT_GUIDANCE_SCALE,
+    TrainingModel,
+    check_named_sampler,
+    settings_record,
+)
 from ditkit.samplers.base import Callback
 from ditkit.samplers.ddim import sample_ddim
 from ditkit.samplers.ddpm import sample_ddpm
@@ -49,6 +55,7 @@ class DiffusionObjective:
     walk_sampler: ClassVar[str] = "ddim"
     deterministic_samplers: ClassVar[tuple[str, ...]] = ("ddim", "dpm++2m")  # ddim with eta 0
     default_guidance_scale: ClassVar[float] = DIT_GUIDANCE_SCALE
+    fid_guidance_scale: ClassVar[float] = DIT_FID_GUIDANCE_SCALE
     model_fields: ClassVar[dict[str, Any]] = {}
 
     def __init__(

@@ -13,6 +13,7 @@ from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import NoiseSource
 from ditkit.errors import UserError
 from ditkit.objectives.base import (
+    DIT_FID_GUIDANCE_SCALE,
     DIT_GUIDANCE_SCALE,
     FlowTimes,
     TrainingModel,
@@ -53,6 +54,7 @@ class FlowObjective(FlowTimes):
     walk_sampler: ClassVar[str] = "dopri5"
     deterministic_samplers: ClassVar[tuple[str, ...]] = DETERMINISTIC_FLOW_SAMPLERS
     default_guidance_scale: ClassVar[float] = DIT_GUIDANCE_SCALE
+    fid_guidance_scale: ClassVar[float] = DIT_FID_GUIDANCE_SCALE
     model_fields: ClassVar[dict[str, Any]] = {}
 
     def __init__(

@@ -116,6 +116,7 @@ class MeanFlowObjective(FlowTimes):
     walk_sampler: ClassVar[str] = "meanflow"
     deterministic_samplers: ClassVar[tuple[str, ...]] = MEANFLOW_SAMPLERS
     default_guidance_scale: ClassVar[float] = 1.0  # guidance is folded into training
+    fid_guidance_scale: ClassVar[float] = 1.0
     model_fields: ClassVar[dict[str, Any]] = {"interval_embedding": True}
 
     def __init__(
