@@ -18,6 +18,7 @@ from ditkit.errors import UserError
 from ditkit.generation.pipeline import DiTPipeline
 from ditkit.model.dit import DiT
 from ditkit.objectives import FlowObjective, MeanFlowObjective
+from ditkit.objectives.base import TrainingBatch
 from ditkit.objectives.meanflow import ADAPTIVE_WEIGHT_EPS, IntervalTimes
 from ditkit.objectives.sampling import sample
 from ditkit.training.config import TrainConfig
@@ -45,7 +46,7 @@ def test_the_loss_regresses_on_the_identity_evaluated_by_finite_differences():
     model, (x, noise, y) = _model(), _batch()
     objective = MeanFlowObjective(adaptive_power=0.0)
     t = torch.tensor([[0.2, 0.5], [0.6, 0.3], [0.1, 0.0], [0.45, 0.25]], dtype=torch.float64)
-    terms = objective.losses(lambda z, tt, yy, drop=None: model(z, tt, yy), x, y, t, noise)
+    terms = objective.losses(TrainingBatch(lambda z, tt, yy, drop=None: model(z, tt, yy), x, y, t, noise))
     # the target by hand: u(z_t, t, h) + ... with du/dt from central differences along (v, 1, -1)
     start, h = t[:, 0].view(-1, 1, 1, 1), t[:, 1].view(-1, 1, 1, 1)
     z, v = start * x + (1 - start) * noise, x - noise
@@ -83,13 +84,15 @@ def test_with_empty_intervals_the_loss_is_flow_matchings():
     def denoiser(z, tt, yy, drop=None):
         return model(z, tt, yy)
 
-    meanflow = MeanFlowObjective(adaptive_power=0.0).losses(denoiser, x, y, t, noise)
-    flow = FlowObjective().losses(denoiser, x, y, start, noise)
+    meanflow = MeanFlowObjective(adaptive_power=0.0).losses(TrainingBatch(denoiser, x, y, t, noise))
+    flow = FlowObjective().losses(TrainingBatch(denoiser, x, y, start, noise))
     torch.testing.assert_close(meanflow["mse"].float(), flow["loss"], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(
         meanflow["loss"].float(), flow["loss"] * math.prod(SHAPE), rtol=1e-5, atol=1e-6
     )
-    weighted = MeanFlowObjective().losses(denoiser, x, y, t, noise)["loss"]  # p = 1: ||e||^2 / (||e||^2 + c)
+    weighted = MeanFlowObjective().losses(TrainingBatch(denoiser, x, y, t, noise))[
+        "loss"
+    ]  # p = 1: ||e||^2 / (||e||^2 + c)
     norm = flow["loss"] * math.prod(SHAPE)
     torch.testing.assert_close(weighted.float(), norm / (norm + ADAPTIVE_WEIGHT_EPS), rtol=1e-5, atol=1e-7)
 
@@ -125,12 +128,12 @@ def test_the_true_average_velocity_has_zero_loss_and_samples_a_gaussian_in_one_s
     assert (t[:, 1] > 0).any() and (t[:, 1] == 0).any()
     point = GaussianAverageVelocity(mu=0.7, s=0.0)
     loss = MeanFlowObjective(adaptive_power=0.0).losses(
-        lambda z, tt, yy, drop=None: point(z, tt), torch.full_like(x, 0.7), None, t, noise
+        TrainingBatch(lambda z, tt, yy, drop=None: point(z, tt), torch.full_like(x, 0.7), None, t, noise)
     )
     assert loss["mse"].max() < 1e-12  # zero up to float32 rounding (the loss reads the output in float32)
     wrong = GaussianAverageVelocity(mu=0.7, s=0.05)  # not the data's: a loss well above zero
     off = MeanFlowObjective(adaptive_power=0.0).losses(
-        lambda z, tt, yy, drop=None: wrong(z, tt), torch.full_like(x, 0.7), None, t, noise
+        TrainingBatch(lambda z, tt, yy, drop=None: wrong(z, tt), torch.full_like(x, 0.7), None, t, noise)
     )
     assert off["mse"].mean() > 1e-4
     truth = GaussianAverageVelocity(mu=0.7, s=0.3).eval()
@@ -175,27 +178,9 @@ def test_options_and_samplers_are_checked_in_one_line():
 @pytest.mark.slow
 def test_a_meanflow_run_trains_resumes_exactly_and_samples_in_one_and_two_jumps(tmp_path):
     data = write_fake_fmnist(tmp_path / "fm", n=64)
-    common = [
-        "train",
-        "--model",
-        "DiT-T/2",
-        "--data-dir",
-        str(data),
-        "--image-size",
-        "8",
-        "--global-batch",
-        "8",
-    ]
-    common += [
-        "--objective",
-        "meanflow",
-        "--meanflow-guidance",
-        "2",
-        "--meanflow-interval-share",
-        "0.5",
-        "--quiet",
-    ]
-    common += ["--lr", "1e-3", "--no-learn-sigma"]
+    common = f"train --model DiT-T/2 --data-dir {data} --image-size 8 --global-batch 8 --lr 1e-3".split()
+    common += "--objective meanflow --meanflow-guidance 2 --meanflow-interval-share 0.5".split()
+    common += ["--no-learn-sigma", "--quiet"]
     assert main([*common, "--steps", "4", "--out", str(tmp_path / "whole")]) == 0
     assert main([*common, "--steps", "2", "--out", str(tmp_path / "half")]) == 0
     assert main([*common, "--steps", "4", "--out", str(tmp_path / "half"), "--resume"]) == 0

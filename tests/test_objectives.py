@@ -26,6 +26,7 @@ from ditkit.objectives import (
     objective_from_options,
     objective_from_record,
 )
+from ditkit.objectives.base import SampleRequest, TrainingBatch
 from ditkit.objectives.sampling import sample
 from ditkit.samplers.settings import SamplingSettings
 from ditkit.training.config import TrainConfig
@@ -124,24 +125,21 @@ class X0Objective:
     def training_times(self) -> TimeDistribution:
         return TimeDistribution("uniform", 0.0, 0.9)
 
-    def losses(
-        self, model: Any, x: Tensor, labels: Tensor | None, t: Tensor, noise: Tensor, drop: Any = None
-    ) -> dict[str, Tensor]:
+    def losses(self, batch: TrainingBatch) -> dict[str, Tensor]:
+        x, t = batch.x, batch.t
         tt = t.view(-1, 1, 1, 1)
-        pred = model((1 - tt) * noise + tt * x, t, labels)[:, : x.shape[1]]
+        pred = batch.model((1 - tt) * batch.noise + tt * x, t, batch.labels)[:, : x.shape[1]]
         return {"loss": ((pred - x) ** 2).mean(dim=(1, 2, 3))}
 
     def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
         if sampler not in self.samplers:
             raise UserError(f"unknown sampler {sampler!r}")
 
-    def sample(
-        self, model: Any, x: Tensor, *, y: Tensor | None, sampler: str, steps: Any, noise: Any, **_: Any
-    ) -> Tensor:
-        n = steps or 4
+    def sample(self, request: SampleRequest) -> Tensor:
+        n, x = request.steps or 4, request.x
         for i in range(n):
             t = torch.full((x.shape[0],), i / n)
-            x0 = model(x, t, y)[:, : x.shape[1]]
+            x0 = request.model(x, t, request.y)[:, : x.shape[1]]
             x = x + (x0 - x) / (n - i)  # to t + 1/n along the line from x to the predicted x0
         return x
 

@@ -13,6 +13,7 @@ A new objective is a class with these members, registered in `ditkit.objectives.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from torch import Tensor
@@ -31,6 +32,56 @@ class TrainingModel(Protocol):
     """The model a training loss calls: labels dropped as drawn, or as `drop` (B,) bool says."""
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor | None, /, drop: Tensor | None = None) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class TrainingBatch:
+    """What an objective's loss gets (`Objective.losses`): the one signature of every objective.
+
+    Attributes:
+        model: called as model(x_t (B, C, H, W), t (B,) or (B, k), y (B,) or None), with the labels
+            dropped as drawn; model(..., drop=mask) drops those of `mask` (B,) bool instead.
+        x: (B, C, H, W) clean model inputs.
+        labels: (B,) int64 labels, or None for an unconditional model.
+        t: (B,) or (B, k) the drawn times (from `training_times`).
+        noise: (B, C, H, W) standard normal noise.
+        drop: (B,) bool, the labels drawn to be dropped (None: none).
+    """
+
+    model: TrainingModel
+    x: Tensor
+    labels: Tensor | None
+    t: Tensor
+    noise: Tensor
+    drop: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """What an objective's sampler gets (`Objective.sample`): the one signature of every objective.
+
+    Attributes:
+        model: called as model(x, t, y) (guided by the caller if asked).
+        x: (B, C, H, W) starting noise.
+        y: (B,) labels or None.
+        sampler, steps: a sampler of the objective and its steps (None: the sampler's default).
+        noise: per-sample streams of the steps' noise.
+        eta: DDIM stochasticity (ddim only).
+        clip_denoised: clamp predicted x_0 to [-1, 1] (diffusion samplers only).
+        progress: show a progress bar.
+        callback: called after every step (diffusion samplers only).
+    """
+
+    model: ModelFn
+    x: Tensor
+    y: Tensor | None
+    sampler: str
+    steps: Any
+    noise: NoiseSource
+    eta: float = 0.0
+    clip_denoised: bool = False
+    progress: bool = False
+    callback: Callback | None = None
 
 
 @runtime_checkable
@@ -82,48 +133,17 @@ class Objective(Protocol):
         length, or an object whose `draw(shape, generator)` gives times (a `TimeDistribution`)."""
         ...
 
-    def losses(
-        self,
-        model: TrainingModel,
-        x: Tensor,
-        labels: Tensor | None,
-        t: Tensor,
-        noise: Tensor,
-        drop: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        """Per-sample loss terms {"loss", ...}, each (B,), of model(x_t, t, y) for the drawn times and noise.
-
-        Args:
-            model: called as model(x_t (B, C, H, W), t (B,) or (B, k), y (B,) or None), with the labels
-                dropped as drawn; model(..., drop=mask) drops those of `mask` (B,) bool instead.
-            x: (B, C, H, W) clean model inputs.
-            labels: (B,) int64 labels, or None for an unconditional model.
-            t: (B,) or (B, k) the drawn times (from `training_times`).
-            noise: (B, C, H, W) standard normal noise.
-            drop: (B,) bool, the labels drawn to be dropped (None: none).
-        """
+    def losses(self, batch: TrainingBatch) -> dict[str, Tensor]:
+        """Per-sample loss terms {"loss", ...}, each (B,), of the batch's model for its drawn times and noise."""
         ...
 
     def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
         """Raise UserError for a sampler, step count or eta this objective cannot sample with."""
         ...
 
-    def sample(
-        self,
-        model: ModelFn,
-        x: Tensor,
-        *,
-        y: Tensor | None,
-        sampler: str,
-        steps: Any,
-        noise: NoiseSource,
-        eta: float = 0.0,
-        clip_denoised: bool = False,
-        progress: bool = False,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        """Samples (B, C, H, W) float32 from the starting noise x with a named sampler (guidance applied
-        by the caller, in `model`)."""
+    def sample(self, request: SampleRequest) -> Tensor:
+        """Samples (B, C, H, W) float32 from the request's starting noise with a named sampler (guidance is
+        applied by the caller, in `request.model`)."""
         ...
 
     def record(self) -> dict[str, Any]:

@@ -10,18 +10,17 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from ditkit.choices import DIFFUSION_SAMPLERS, OBJECTIVE_OPTIONS
-from ditkit.diffusion.gaussian import GaussianDiffusion, ModelFn
-from ditkit.diffusion.noise import NoiseSource
+from ditkit.diffusion.gaussian import GaussianDiffusion
 from ditkit.diffusion.schedule import make_schedule
 from ditkit.diffusion.settings import DiffusionSettings
 from ditkit.objectives.base import (
     DIT_FID_GUIDANCE_SCALE,
     DIT_GUIDANCE_SCALE,
-    TrainingModel,
+    SampleRequest,
+    TrainingBatch,
     check_named_sampler,
     settings_record,
 )
-from ditkit.samplers.base import Callback
 from ditkit.samplers.ddim import sample_ddim
 from ditkit.samplers.ddpm import sample_ddpm
 from ditkit.samplers.dpm_solver import sample_dpmpp_2m
@@ -101,16 +100,9 @@ class DiffusionObjective:
     def training_times(self) -> int:
         return int(self.process.num_timesteps)
 
-    def losses(
-        self,
-        model: TrainingModel,
-        x: Tensor,
-        labels: Tensor | None,
-        t: Tensor,
-        noise: Tensor,
-        drop: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        return self.process.training_losses(model, x, t, noise, labels)
+    def losses(self, batch: TrainingBatch) -> dict[str, Tensor]:
+        b = batch
+        return self.process.training_losses(b.model, b.x, b.t, b.noise, b.labels)
 
     # ---- sampling ----
 
@@ -129,36 +121,25 @@ class DiffusionObjective:
     def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
         check_named_sampler(self, sampler, eta)
 
-    def sample(
-        self,
-        model: ModelFn,
-        x: Tensor,
-        *,
-        y: Tensor | None,
-        sampler: str,
-        steps: Any,
-        noise: NoiseSource,
-        eta: float = 0.0,
-        clip_denoised: bool = False,
-        progress: bool = False,
-        callback: Callback | None = None,
-    ) -> Tensor:
+    def sample(self, request: SampleRequest) -> Tensor:
         """Run `sampler` over the chain respaced to `steps` (an int, a respacing string or timesteps)."""
-        steps = DEFAULT_STEPS[sampler] if steps is None else steps
-        spacing = INT_STEPS_SPACING[sampler].format(steps) if isinstance(steps, int) else steps
-        s = self.settings
+        r, s = request, self.settings
+        steps = DEFAULT_STEPS[r.sampler] if r.steps is None else r.steps
+        spacing = INT_STEPS_SPACING[r.sampler].format(steps) if isinstance(steps, int) else steps
         chain = GaussianDiffusion(
             make_schedule(s.noise_schedule, s.diffusion_steps, spacing),
             s.fixed_variance,  # type: ignore[arg-type]
         )
-        run = functools.partial(sample_ddim, eta=eta) if sampler == "ddim" else SAMPLER_FUNCTIONS[sampler]
+        run = (
+            functools.partial(sample_ddim, eta=r.eta) if r.sampler == "ddim" else SAMPLER_FUNCTIONS[r.sampler]
+        )
         return run(
-            model,
-            x,
+            r.model,
+            r.x,
             chain,
-            y=y,
-            noise=noise,
-            clip_denoised=clip_denoised,
-            progress=progress,
-            callback=callback,
+            y=r.y,
+            noise=r.noise,
+            clip_denoised=r.clip_denoised,
+            progress=r.progress,
+            callback=r.callback,
         )

@@ -9,18 +9,16 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from ditkit.choices import DETERMINISTIC_FLOW_SAMPLERS, FLOW_SAMPLERS, OBJECTIVE_OPTIONS
-from ditkit.diffusion.gaussian import ModelFn
-from ditkit.diffusion.noise import NoiseSource
 from ditkit.errors import UserError
 from ditkit.objectives.base import (
     DIT_FID_GUIDANCE_SCALE,
     DIT_GUIDANCE_SCALE,
     FlowTimes,
-    TrainingModel,
+    SampleRequest,
+    TrainingBatch,
     check_named_sampler,
     settings_record,
 )
-from ditkit.samplers.base import Callback
 from ditkit.transport.settings import DEFAULT_FLOW_STEPS, LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD, FlowSettings
 from ditkit.transport.solvers import check_flow_sampler, sample_flow
 from ditkit.transport.time_sampling import TimeDistribution
@@ -107,19 +105,15 @@ class FlowObjective(FlowTimes):
             self.time_sampling, self.logit_normal_mean, self.logit_normal_std
         )
 
-    def losses(
-        self,
-        model: TrainingModel,
-        x: Tensor,
-        labels: Tensor | None,
-        t: Tensor,
-        noise: Tensor,
-        drop: Tensor | None = None,
-    ) -> dict[str, Tensor]:
+    def losses(self, batch: TrainingBatch) -> dict[str, Tensor]:
+        model = batch.model
+
         def called(x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
             return model(x_t, t, y)
 
-        return self.transport.training_losses(called, x, {"y": labels}, t=t, noise=noise)
+        return self.transport.training_losses(
+            called, batch.x, {"y": batch.labels}, t=batch.t, noise=batch.noise
+        )
 
     # ---- sampling ----
 
@@ -132,25 +126,12 @@ class FlowObjective(FlowTimes):
             raise UserError("flow samplers take an integer number of steps, and no callback or clipping")
         check_flow_sampler(sampler, steps)
 
-    def sample(
-        self,
-        model: ModelFn,
-        x: Tensor,
-        *,
-        y: Tensor | None,
-        sampler: str,
-        steps: Any,
-        noise: NoiseSource,
-        eta: float = 0.0,
-        clip_denoised: bool = False,
-        progress: bool = False,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        if callback is not None or clip_denoised:
+    def sample(self, request: SampleRequest) -> Tensor:
+        r = request
+        if r.callback is not None or r.clip_denoised:
             raise UserError("flow samplers take an integer number of steps, and no callback or clipping")
-        return sample_flow(
-            model, x, self.settings, y=y, sampler=sampler, steps=steps, noise=noise, progress=progress
-        )
+        options = dict(y=r.y, sampler=r.sampler, steps=r.steps, noise=r.noise, progress=r.progress)
+        return sample_flow(r.model, r.x, self.settings, **options)
 
 
 def sit_args(extra: Mapping[str, Any]) -> dict[str, Any]:

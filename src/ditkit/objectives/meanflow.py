@@ -28,11 +28,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ditkit import distributed as D
 from ditkit.choices import MEANFLOW_JVP_MODES, MEANFLOW_SAMPLERS, OBJECTIVE_OPTIONS
-from ditkit.diffusion.gaussian import ModelFn
-from ditkit.diffusion.noise import NoiseSource
 from ditkit.errors import UserError
-from ditkit.objectives.base import FlowTimes, TrainingModel, check_named_sampler, settings_record
-from ditkit.samplers.base import Callback
+from ditkit.objectives.base import (
+    FlowTimes,
+    SampleRequest,
+    TrainingBatch,
+    TrainingModel,
+    check_named_sampler,
+    settings_record,
+)
 from ditkit.transport.settings import LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD
 from ditkit.transport.time_sampling import TimeDistribution
 
@@ -167,27 +171,19 @@ class MeanFlowObjective(FlowTimes):
     def training_times(self) -> IntervalTimes:
         return self.times
 
-    def losses(
-        self,
-        model: TrainingModel,
-        x: Tensor,
-        labels: Tensor | None,
-        t: Tensor,
-        noise: Tensor,
-        drop: Tensor | None = None,
-    ) -> dict[str, Tensor]:
+    def losses(self, batch: TrainingBatch) -> dict[str, Tensor]:
         """The adaptively weighted MeanFlow loss; "mse" is the plain mean squared error to the target.
 
-        Args:
-            t: (B, 2) start times and interval lengths (`IntervalTimes`).
+        The batch's t is (B, 2): start times and interval lengths (`IntervalTimes`).
         """
-        start, h = t[:, 0].float(), t[:, 1].float()  # (B,), (B,)
+        model, x, labels, noise = batch.model, batch.x, batch.labels, batch.noise
+        start, h = batch.t[:, 0].float(), batch.t[:, 1].float()  # (B,), (B,)
         channels = x.shape[1]
         shape = (-1, *([1] * (x.ndim - 1)))
         z = start.view(shape) * x + (1 - start.view(shape)) * noise  # (B, C, H, W)
         v = x - noise  # the path's velocity at z
         if self.guidance != 1.0 and labels is not None:
-            v = self._guided_velocity(model, z, start, labels, v, drop)
+            v = self._guided_velocity(model, z, start, labels, v, batch.drop)
 
         def average_velocity(z_in: Tensor, times: Tensor) -> Tensor:
             return model(z_in, times, labels)[:, :channels].float()
@@ -228,28 +224,16 @@ class MeanFlowObjective(FlowTimes):
         if steps is not None and (not isinstance(steps, int) or steps < 1):
             raise UserError(f"MeanFlow takes a whole number of jumps of at least 1, got {steps!r}")
 
-    def sample(
-        self,
-        model: ModelFn,
-        x: Tensor,
-        *,
-        y: Tensor | None,
-        sampler: str,
-        steps: Any,
-        noise: NoiseSource,
-        eta: float = 0.0,
-        clip_denoised: bool = False,
-        progress: bool = False,
-        callback: Callback | None = None,
-    ) -> Tensor:
+    def sample(self, request: SampleRequest) -> Tensor:
         """`steps` equal jumps z_{t+h} = z_t + h u(z_t, t, h) from noise at t = 0 to data at t = 1."""
-        if callback is not None or clip_denoised:
+        r, x = request, request.x
+        if r.callback is not None or r.clip_denoised:
             raise UserError("the MeanFlow sampler takes a number of jumps, and no callback or clipping")
-        n = DEFAULT_MEANFLOW_STEPS if steps is None else int(steps)
+        n = DEFAULT_MEANFLOW_STEPS if r.steps is None else int(r.steps)
         edges = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)
         for k in range(n):
             t = torch.full((x.shape[0],), float(edges[k]), device=x.device)
             h = torch.full_like(t, float(edges[k + 1] - edges[k]))
-            u = model(x, torch.stack([t, h], dim=1), y)[:, : x.shape[1]].float()
+            u = r.model(x, torch.stack([t, h], dim=1), r.y)[:, : x.shape[1]].float()
             x = x + h.view(-1, *([1] * (x.ndim - 1))) * u
         return x

@@ -17,7 +17,7 @@ from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import SeededNoise
 from ditkit.diffusion.schedule import Spacing
 from ditkit.errors import UserError
-from ditkit.objectives.base import Objective, check_guidance_interval
+from ditkit.objectives.base import Objective, SampleRequest, check_guidance_interval
 from ditkit.objectives.registry import as_objective
 from ditkit.samplers.base import Callback
 from ditkit.samplers.guidance import ClassifierFreeGuidance, GuidedChannels
@@ -155,14 +155,5 @@ def sample(
         check_guidance_interval(objective, interval)
         model = ClassifierFreeGuidance(model, scale, null, cast(GuidedChannels, channels), interval)
     return objective.sample(
-        model,
-        x,
-        y=y,
-        sampler=sampler,
-        steps=steps,
-        noise=streams,
-        eta=eta,
-        clip_denoised=clip_denoised,
-        progress=progress,
-        callback=callback,
+        SampleRequest(model, x, y, sampler, steps, streams, eta, clip_denoised, progress, callback)
     )

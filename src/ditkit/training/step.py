@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ditkit import distributed as D
 from ditkit.model.precision import autocast, check_precision, matmul_precision
 from ditkit.objectives import Objective
+from ditkit.objectives.base import TrainingBatch
 from ditkit.training.ema import EMA
 from ditkit.training.randomness import StepDraws, draw_step
 
@@ -41,7 +42,7 @@ def loss_terms(
         return model(x_t, t, y, force_drop_ids=draws.drop if drop is None else drop)
 
     drop = draws.drop if labels is not None else None
-    return objective.losses(denoiser, x, labels, draws.t, draws.noise, drop=drop)
+    return objective.losses(TrainingBatch(denoiser, x, labels, draws.t, draws.noise, drop))
 
 
 def forward_backward(
