@@ -25,5 +25,5 @@ def given_sampling(args: argparse.Namespace) -> dict[str, Any]:
     Checked here, before anything is loaded: a bad value (`--steps 0`) is one UserError line.
     """
     given = given_config_values(args, SamplingSettings)
-    SamplingSettings().updated(given)
+    SamplingSettings(**given)
     return given

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         loop=args.loop,
         sampler=given.pop("sampler", None),  # named or not: see `walk_settings`
         num_steps=given.pop("steps", None),
-        settings=pipe.sampling.updated(given),
+        settings=pipe.sampling.replace(**given),
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )

@@ -319,7 +319,7 @@ class DiTPipeline:
             guidance_interval=guidance_interval,
             eta=eta,
         )
-        seeds = [int(s) for s in seeds]
+        seeds = [int(seed) for seed in seeds]
         if labels is not None and len(labels) != len(seeds):
             raise UserError(f"got {len(labels)} labels for {len(seeds)} seeds; give one seed per image")
         x_T = self.initial_noise(seeds) if noise is None else noise.to(self.device, torch.float32)

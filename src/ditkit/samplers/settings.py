@@ -79,10 +79,6 @@ class SamplingSettings:
         """A copy with `changes` (None values are kept as given: they mean "the objective's own")."""
         return dataclasses.replace(self, **changes)
 
-    def updated(self, given: Mapping[str, Any]) -> SamplingSettings:
-        """A copy with the fields in `given` (e.g. the flags a user typed) over these."""
-        return dataclasses.replace(self, **dict(given))
-
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         if self.guidance_interval is not None:
