@@ -66,6 +66,7 @@ OBJECTIVE_OPTIONS = {
         "logit_normal_std",
         "train_eps",
         "sample_eps",
+        "cosine_loss",
     ),
     "meanflow": (
         "time_sampling",

@@ -41,6 +41,8 @@ class FlowObjective(FlowTimes):
         settings: the path and parametrisation (what a checkpoint records).
         time_sampling: how training draws t: "uniform" (SiT) or "logit-normal" (SD3).
         logit_normal_mean, logit_normal_std: of the logit-normal's normal variable.
+        cosine_loss: add LightningDiT's cosine term to the velocity loss (training only; see
+            `ditkit.transport.transport.cosine_velocity_loss`).
     """
 
     name: ClassVar[str] = "flow"
@@ -62,8 +64,12 @@ class FlowObjective(FlowTimes):
         time_sampling: str = "uniform",
         logit_normal_mean: float = LOGIT_NORMAL_MEAN,
         logit_normal_std: float = LOGIT_NORMAL_STD,
+        cosine_loss: bool = False,
     ) -> None:
         self.settings = settings or FlowSettings()
+        if cosine_loss and self.settings.prediction != "velocity":
+            raise UserError("--cosine-loss compares velocities: it needs --prediction velocity")
+        self.cosine_loss = cosine_loss
         self.transport = Transport(self.settings)
         self.time_sampling = time_sampling
         self.logit_normal_mean, self.logit_normal_std = logit_normal_mean, logit_normal_std
@@ -79,6 +85,7 @@ class FlowObjective(FlowTimes):
             time_sampling=config.time_sampling,
             logit_normal_mean=config.logit_normal_mean,
             logit_normal_std=config.logit_normal_std,
+            cosine_loss=config.cosine_loss,
         )
 
     @classmethod
@@ -112,7 +119,7 @@ class FlowObjective(FlowTimes):
             return model(x_t, t, y)
 
         return self.transport.training_losses(
-            called, batch.x, {"y": batch.labels}, t=batch.t, noise=batch.noise
+            called, batch.x, {"y": batch.labels}, t=batch.t, noise=batch.noise, cosine_loss=self.cosine_loss
         )
 
     # ---- sampling ----

@@ -240,6 +240,8 @@ class TrainConfig:
         if not self.logit_normal_std > 0:
             raise UserError(f"--logit-normal-std must be positive, got {self.logit_normal_std}")
         self._check_objective_options()
+        if self.cosine_loss and self.prediction != "velocity":
+            raise UserError("--cosine-loss compares velocities: it needs --prediction velocity")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise UserError(f"--decay-fraction must lie in (0, 1], got {self.decay_fraction}")
         if not 0.0 <= self.meanflow_interval_share <= 1.0:

@@ -23,8 +23,9 @@ from ditkit.training.ema import EMA
 from ditkit.training.randomness import StepDraws, draw_step
 
 # The loss terms that are logged (per-sample means); "vb" exists only for diffusion models that learn
-# sigma; flow matching logs "loss" alone.
-LOGGED_TERMS = ("loss", "mse", "vb")
+# sigma; flow matching logs "loss" alone, and "mse" and "cos" with --cosine-loss; "repa" is REPA's
+# alignment term (`ditkit.training.repa`), which "loss" includes times --repa-coeff.
+LOGGED_TERMS = ("loss", "mse", "vb", "cos", "repa")
 
 
 def loss_terms(

@@ -35,6 +35,21 @@ FlowModel = Callable[..., Tensor]
 SBDM_MIN_START = 1e-3
 
 
+def cosine_velocity_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """LightningDiT's cosine term (hustvl/LightningDiT, transport/transport.py, `use_cosine_loss`): one
+    minus the cosine similarity of predicted and true velocity over the channels at each position,
+    averaged over the positions; their train.py adds it to the MSE with weight 1.
+
+    Args:
+        pred, target: (B, C, H, W) velocities.
+
+    Returns:
+        (B,) float32.
+    """
+    cos = torch.nn.functional.cosine_similarity(pred.float(), target.float(), dim=1)  # (B, H, W)
+    return mean_flat(1 - cos)
+
+
 class Transport:
     """The flow-matching objective of one path and parametrisation (build with `create_transport`).
 
@@ -119,6 +134,7 @@ class Transport:
         t: Tensor | None = None,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        cosine_loss: bool = False,
     ) -> dict[str, Tensor]:
         """The per-sample flow-matching loss.
 
@@ -129,9 +145,11 @@ class Transport:
             t: (B,) times in [0, 1]; default uniform on the training interval.
             noise: x0, like x1; default standard normal.
             generator: a CPU generator for the default draws (default: the global RNG, as SiT).
+            cosine_loss: add LightningDiT's cosine term to a velocity loss (`cosine_velocity_loss`).
 
         Returns:
-            {"loss": (B,) float32, "pred": (B, C, H, W) the model's prediction}.
+            {"loss": (B,) float32, "pred": (B, C, H, W) the model's prediction}; with `cosine_loss`
+            also "mse" and "cos", each (B,), whose sum is "loss".
         """
         kwargs = model_kwargs or {}
         if noise is None:
@@ -143,7 +161,13 @@ class Transport:
         _, xt, ut = self.path.plan(t, x0, x1)
         pred = self.model_output(model(xt, t, **kwargs), x1.shape[1]).float()
         if self.prediction == "velocity":
-            return {"loss": mean_flat((pred - ut.float()) ** 2), "pred": pred}
+            mse = mean_flat((pred - ut.float()) ** 2)
+            if not cosine_loss:
+                return {"loss": mse, "pred": pred}
+            cos = cosine_velocity_loss(pred, ut.float())
+            return {"loss": mse + cos, "mse": mse, "cos": cos, "pred": pred}
+        if cosine_loss:
+            raise ValueError("the cosine loss compares velocities: it needs prediction='velocity'")
         _, g = self.path.compute_drift(xt, t)
         sigma, _ = self.path.compute_sigma_t(expand_t_like_x(t, xt))
         weight: Tensor | float = 1.0
