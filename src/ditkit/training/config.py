@@ -141,6 +141,9 @@ class TrainConfig:
         logit_normal_std: standard deviation of n (SD3's best: 1).
         train_eps: training time cut-off (default: SiT's for the path and prediction).
         sample_eps: sampling time cut-off, stored for sampling (default: SiT's).
+        cosine_loss: add LightningDiT's cosine term to the velocity loss: 1 - the cosine similarity of
+            predicted and true velocity over the channels at each position, averaged over positions
+            (their `use_cosine_loss`; added to the MSE with weight 1, as their train.py).
         meanflow_interval_share: the share of samples trained on an interval (r != t) rather than on the
             instantaneous velocity (MeanFlow's best on ImageNet: 0.25).
         meanflow_guidance: classifier-free guidance scale folded into MeanFlow's training target (1: none;
@@ -212,6 +215,7 @@ class TrainConfig:
     logit_normal_std: float = option(LOGIT_NORMAL_STD, group=FLOW)
     train_eps: float | None = option(None, group=FLOW)
     sample_eps: float | None = option(None, group=FLOW)
+    cosine_loss: bool = option(False, group=FLOW)
     meanflow_interval_share: float = option(MEANFLOW_INTERVAL_SHARE, group=MEANFLOW)
     meanflow_guidance: float = option(1.0, group=MEANFLOW)
     meanflow_adaptive_power: float = option(MEANFLOW_ADAPTIVE_POWER, group=MEANFLOW)
