@@ -42,6 +42,12 @@ BLOCK_DESIGNS = ("adaln-zero", "adaln", "cross-attention", "in-context")
 # (erf) GELU, a cheaper kernel on CPUs whose tanh is slow (AVX2: 2.4 vs 6.7 ms forward and backward on
 # a 32 x 49 x 512 tensor; README, "The demo").
 ACTIVATIONS = ("gelu-tanh", "gelu")
+# Normalisation of the blocks and the final layer: DiT's LayerNorm without learned parameters, or RMSNorm
+# with a learned scale (LightningDiT, Yao et al. 2025, arXiv 2501.01423; `ditkit.model.blocks`).
+NORMS = ("layernorm", "rmsnorm")
+# The blocks' feed-forward: DiT's two-layer GELU MLP, or LightningDiT's SwiGLU (Shazeer 2020) with 2/3 of
+# the MLP's hidden width so that the parameter count stays about the same.
+MLPS = ("mlp", "swiglu")
 # Where training metrics go besides metrics.jsonl (always written): nowhere else, or TensorBoard.
 LOGGERS = ("jsonl", "tensorboard")
 # Training objectives of the DiT backbone: DiT's Gaussian diffusion, or flow matching as in SiT

@@ -3,8 +3,14 @@
 The keys are those of facebookresearch/DiT `models.py` (ditkit's `DiT` uses the same names):
 `pos_embed`, `x_embedder.proj.*`, `t_embedder.mlp.{0,2}.*`, `y_embedder.embedding_table.weight`,
 `blocks.N.{attn.qkv, attn.proj, mlp.fc1, mlp.fc2, adaLN_modulation.1}.*`, `final_layer.*`.
+LightningDiT's files (hustvl/LightningDiT `models/lightningdit.py`) use the same names and add
+`blocks.N.norm{1,2}.weight` and `final_layer.norm_final.weight` (RMSNorm), `blocks.N.mlp.{w12,w3}.*`
+(SwiGLU), `blocks.N.attn.{q,k}_norm.*` (QK-norm) and `feat_rope.freqs_{cos,sin}` (rotary angles).
 Everything in a `DiTConfig` can be read from the tensor shapes except the number of attention
 heads (and, for a non-square grid, the input's aspect ratio); those come from a hint or an override.
+One layout is ambiguous: a block modulation 4 x hidden wide is DiT's `adaln` design (shift and scale)
+or LightningDiT's adaLN-Zero without shift (scale and gate); such a file is refused until the
+caller says which (`block` or `adaln_shift`).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import Any
 import torch
 
 from ditkit.errors import UserError
+from ditkit.model.cost import swiglu_hidden
 from ditkit.model.dit import DiT, DiTConfig
-from ditkit.model.presets import PRESETS, SIZES
+from ditkit.model.presets import SIZES, is_lightning, preset_of
 
 StateDict = dict[str, torch.Tensor]
 
@@ -29,9 +36,12 @@ REQUIRED_KEYS = (
     "pos_embed",
     "t_embedder.mlp.0.weight",
     "blocks.0.attn.qkv.weight",
-    "blocks.0.mlp.fc1.weight",
     "final_layer.linear.weight",
 )
+# The first MLP layer's key, one of which must be there: DiT's GELU MLP or LightningDiT's SwiGLU.
+MLP_KEYS = {"mlp": "blocks.0.mlp.fc1.weight", "swiglu": "blocks.0.mlp.w12.weight"}
+# LightningDiT's saved rotary angles: derived from the config, checked against it and dropped on load.
+ROPE_KEYS = ("feat_rope.freqs_cos", "feat_rope.freqs_sin")
 # Head width of the paper's S, B and L models (Table 1: hidden size / heads = 64); the fallback
 # guess for the number of heads, which no tensor shape records.
 DEFAULT_HEAD_DIM = 64
@@ -60,6 +70,8 @@ def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def check_is_dit(state_dict: Mapping[str, Any], source: str) -> None:
     """Raise a one-line UserError unless `state_dict` holds DiT tensors under the official keys."""
     missing = [k for k in REQUIRED_KEYS if not isinstance(state_dict.get(k), torch.Tensor)]
+    if not any(isinstance(state_dict.get(k), torch.Tensor) for k in MLP_KEYS.values()):
+        missing.append(" or ".join(MLP_KEYS.values()))
     if missing:
         found = _list_keys(sorted(state_dict)) if state_dict else "nothing"
         raise UserError(
@@ -68,22 +80,69 @@ def check_is_dit(state_dict: Mapping[str, Any], source: str) -> None:
         )
 
 
-def block_design(state_dict: Mapping[str, torch.Tensor], hidden_size: int) -> str:
-    """The conditioning design of the blocks, read from which keys block 0 has."""
+def block_design(
+    state_dict: Mapping[str, torch.Tensor], hidden_size: int, overrides: Mapping[str, Any] | None = None
+) -> tuple[str, bool]:
+    """The conditioning design of the blocks and whether their adaLN has a shift, read from block 0.
+
+    The modulation's width tells 6 (adaLN-Zero) and 2 (adaLN without shift) vectors apart; 4 vectors
+    are DiT's `adaln` or LightningDiT's adaLN-Zero without shift, which only `block` or `adaln_shift`
+    in `overrides` decides (UserError without either).
+    """
+    overrides = overrides or {}
     mod = state_dict.get("blocks.0.adaLN_modulation.1.weight")
     if mod is not None:
-        return "adaln-zero" if mod.shape[0] == 6 * hidden_size else "adaln"
+        vectors = mod.shape[0] // hidden_size
+        if vectors == 6:
+            return "adaln-zero", True
+        if vectors == 2:
+            return "adaln", False
+        if "block" in overrides:
+            return str(overrides["block"]), overrides["block"] != "adaln-zero"
+        if "adaln_shift" in overrides:
+            shift = bool(overrides["adaln_shift"])
+            return ("adaln" if shift else "adaln-zero"), shift
+        raise UserError(
+            "the blocks regress 4 modulation vectors: DiT's 'adaln' blocks (shift and scale) or "
+            "LightningDiT's adaLN-Zero without shift (scale and gate, wo_shift); say which with "
+            "config={'adaln_shift': False} (LightningDiT) or config={'block': 'adaln'}"
+        )
     if "blocks.0.cross_attn.q.weight" in state_dict:
-        return "cross-attention"
-    return "in-context"
+        return "cross-attention", True
+    return "in-context", True
 
 
-def preset_name(depth: int, hidden_size: int, num_heads: int, patch_size: int) -> str | None:
-    """The preset ("DiT-XL/2", ...) with these dimensions, if there is one."""
-    for name, (size, patch) in PRESETS.items():
-        if SIZES[size] == (depth, hidden_size, num_heads) and patch == patch_size:
-            return name
-    return None
+def swiglu_ratio(hidden_size: int, swiglu_width: int) -> float:
+    """The mlp_ratio of the MLP whose SwiGLU is `swiglu_width` wide (int(2/3 * mlp_hidden) rounds down,
+    so a few MLP widths give the same SwiGLU; a whole multiple of hidden_size is preferred)."""
+    low = math.ceil(swiglu_width * 3 / 2) - 1
+    candidates = [m for m in range(low, low + 4) if swiglu_hidden(m) == swiglu_width]
+    whole = [m for m in candidates if m % hidden_size == 0]
+    if not candidates:
+        raise UserError(f"a SwiGLU {swiglu_width} wide fits no MLP width; pass mlp_ratio (config={{...}})")
+    return (whole or candidates)[0] / hidden_size
+
+
+def block_options(
+    state_dict: Mapping[str, torch.Tensor], hidden_size: int, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The DiTConfig fields of the blocks read from block 0's keys: design, norm, MLP and LightningDiT's
+    options (`block`, `adaln_shift`, `norm`, `mlp`, `mlp_ratio`, `qk_norm`, `rope`)."""
+    block, shift = block_design(state_dict, hidden_size, overrides)
+    fields: dict[str, Any] = dict(
+        block=block,
+        adaln_shift=shift,
+        norm="rmsnorm" if "blocks.0.norm1.weight" in state_dict else "layernorm",
+        qk_norm="blocks.0.attn.q_norm.weight" in state_dict,
+        rope=ROPE_KEYS[0] in state_dict,
+    )
+    if MLP_KEYS["swiglu"] in state_dict:
+        fields.update(
+            mlp="swiglu", mlp_ratio=swiglu_ratio(hidden_size, state_dict["blocks.0.mlp.w3.weight"].shape[1])
+        )
+    else:
+        fields.update(mlp="mlp", mlp_ratio=state_dict[MLP_KEYS["mlp"]].shape[0] / hidden_size)
+    return fields
 
 
 def guess_num_heads(depth: int, hidden_size: int) -> tuple[int, str]:
@@ -165,11 +224,10 @@ def infer_config(
         hidden_size=hidden,
         depth=depth,
         num_heads=heads,
-        mlp_ratio=state_dict["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
         num_classes=0,
         learn_sigma=out_channels == 2 * in_channels,
-        block=block_design(state_dict, hidden),
         interval_embedding="h_embedder.mlp.0.weight" in state_dict,  # MeanFlow's second time embedding
+        **block_options(state_dict, hidden, overrides),
     )
     if table is not None:
         classes, null_row, label_note = label_table_classes(
@@ -187,7 +245,13 @@ def infer_config(
     except (TypeError, ValueError) as err:
         raise UserError(f"cannot build a DiT config from this checkpoint: {err}") from None
     if config.name is None:
-        config.name = preset_name(config.depth, config.hidden_size, config.num_heads, config.patch_size)
+        config.name = preset_of(
+            config.depth,
+            config.hidden_size,
+            config.num_heads,
+            config.patch_size,
+            lightning=is_lightning(config),
+        )
     return config, notes
 
 
@@ -221,6 +285,7 @@ def build_model(config: DiTConfig, state_dict: Mapping[str, torch.Tensor], sourc
         model = DiT(config)
     except ValueError as err:
         raise UserError(f"invalid DiT config for {source}: {err}") from None
+    state_dict = _without_rope_angles(model, state_dict, source)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -240,6 +305,27 @@ def build_model(config: DiTConfig, state_dict: Mapping[str, torch.Tensor], sourc
         raise UserError(f"{source} does not fit a {_describe(config)}: {'; '.join(problems)}")
     model.load_state_dict(dict(state_dict), strict=True)
     return model.eval()
+
+
+def _without_rope_angles(
+    model: DiT, state_dict: Mapping[str, torch.Tensor], source: str
+) -> Mapping[str, torch.Tensor]:
+    """`state_dict` without LightningDiT's saved rotary angles, once they are checked against the model's."""
+    if not any(k in state_dict for k in ROPE_KEYS) or not model.config.rope:
+        return state_dict
+    ours = model.feat_rope()
+    for key, mine in zip(ROPE_KEYS, ours, strict=True):
+        theirs = state_dict.get(key)
+        if (
+            theirs is None
+            or theirs.shape != mine.shape
+            or not torch.allclose(theirs.float(), mine, atol=1e-5)
+        ):
+            raise UserError(
+                f"{source}: the stored rotary angles {key} are not those of a {model.grid_hw[0]}x{model.grid_hw[1]} "
+                f"grid with head size {mine.shape[-1]}; check input_size, patch_size and num_heads"
+            )
+    return {k: v for k, v in state_dict.items() if k not in ROPE_KEYS}
 
 
 def _describe(config: DiTConfig) -> str:

@@ -18,6 +18,20 @@ TIMESTEP_FREQ_DIM = 256
 # and the MLP (Sec. 3.2); the final layer regresses a shift and a scale.
 MODULATIONS = {"adaln-zero": 6, "adaln": 4, "cross-attention": 0, "in-context": 0}
 FINAL_MODULATIONS = 2
+# SwiGLU's hidden width is this fraction of the GELU MLP's (LightningDiT: `int(2/3 * mlp_hidden_dim)`),
+# so that its three weight matrices hold about as many parameters as the MLP's two.
+SWIGLU_WIDTH = 2 / 3
+
+
+def modulation_count(block: str, shift: bool = True) -> int:
+    """Vectors a block's adaLN regresses from c: (shift,) scale (, gate) for attention and the MLP."""
+    n = MODULATIONS[block]
+    return n - 2 if n and not shift else n
+
+
+def swiglu_hidden(mlp_hidden: int) -> int:
+    """SwiGLU's hidden width for a GELU MLP of width `mlp_hidden`, rounded down as LightningDiT does."""
+    return int(SWIGLU_WIDTH * mlp_hidden)
 
 
 def _linear(fan_in: int, fan_out: int, rows: int = 1) -> tuple[int, int]:
@@ -37,12 +51,19 @@ def dit_cost(
     null_class_row: bool = True,
     learn_sigma: bool = True,
     block: str = "adaln-zero",
+    num_heads: int = 16,
+    norm: str = "layernorm",
+    mlp: str = "mlp",
+    qk_norm: bool = False,
+    adaln_shift: bool = True,
     **_: Any,
 ) -> tuple[int, int]:
     """Parameters (the fixed position embedding included) and multiply-accumulates of one forward.
 
     Takes the fields of a `DiTConfig` (`dit_cost(**config.to_dict())`); other keys are ignored.
-    Raises ValueError when the input is not a multiple of the patch size.
+    Raises ValueError when the input is not a multiple of the patch size. LightningDiT's options cost
+    no multiply-accumulates beyond SwiGLU's matmuls (norms and rotations are elementwise); RMSNorm and
+    the query/key norms add their learned scales (and the LayerNorm's biases), rotary angles nothing.
     """
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     p, d = patch_size, hidden_size
@@ -51,8 +72,9 @@ def dit_cost(
     n = (h // p) * (w // p)  # image tokens
     conditional = num_classes > 1
     n_context = 2 if conditional else 1  # t (and y) embeddings as tokens
-    mlp = int(d * mlp_ratio)
+    mlp_hidden = int(d * mlp_ratio)
     out = p * p * in_channels * (2 if learn_sigma else 1)
+    norm_params = d if norm == "rmsnorm" else 0  # RMSNorm's scale; DiT's LayerNorm has none
 
     parts = [
         (in_channels * p * p * d + d, n * in_channels * p * p * d),  # patch embedding (a strided conv)
@@ -61,6 +83,7 @@ def dit_cost(
         _linear(d, d),
         ((num_classes + int(null_class_row)) * d if conditional else 0, 0),  # labels (+ the null class)
         _linear(d, FINAL_MODULATIONS * d),  # final layer
+        (norm_params, 0),
         _linear(d, out, n),
     ]
     tokens = n + n_context if block == "in-context" else n
@@ -68,13 +91,20 @@ def dit_cost(
         _linear(d, 3 * d, tokens),  # qkv
         (0, 2 * tokens * tokens * d),  # q k^T and attention @ v, over all heads
         _linear(d, d, tokens),  # attention output
-        _linear(d, mlp, tokens),
-        _linear(mlp, d, tokens),
+        (2 * norm_params, 0),  # norm1, norm2
     ]
+    if mlp == "swiglu":
+        hidden = swiglu_hidden(mlp_hidden)
+        per_block += [_linear(d, 2 * hidden, tokens), _linear(hidden, d, tokens)]  # w12, w3
+    else:
+        per_block += [_linear(d, mlp_hidden, tokens), _linear(mlp_hidden, d, tokens)]  # fc1, fc2
+    if qk_norm:  # q and k norms over each head: a scale, and a bias for LayerNorm
+        per_block.append((2 * (d // num_heads) * (1 if norm == "rmsnorm" else 2), 0))
     if MODULATIONS[block]:
-        per_block.append(_linear(d, MODULATIONS[block] * d))
+        per_block.append(_linear(d, modulation_count(block, adaln_shift) * d))
     if block == "cross-attention":
         per_block += [
+            (norm_params, 0),  # norm_cross
             _linear(d, d, n),  # q
             _linear(d, 2 * d, n_context),  # k, v
             (0, 2 * n * n_context * d),

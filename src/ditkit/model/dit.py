@@ -14,9 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ditkit.choices import ACTIVATIONS
+from ditkit.choices import ACTIVATIONS, MLPS, NORMS
 from ditkit.model.blocks import BLOCK_DESIGNS, DiTBlock, FinalLayer
-from ditkit.model.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d
+from ditkit.model.embeddings import (
+    LabelEmbedder,
+    PatchEmbed,
+    RotaryEmbedding2d,
+    TimestepEmbedder,
+    sincos_2d,
+)
 from ditkit.model.recompute import check_policy
 from ditkit.options import from_record
 
@@ -50,6 +56,14 @@ class DiTConfig:
             the time's embedding (MeanFlow, Geng et al. 2025: the model sees both times); the model is
             then called with t of shape (B, 2) = (time, interval). Its output layer starts at zero, so
             a model without it (flow matching) fine-tunes into one that has it unchanged at first.
+        norm, mlp, rope, qk_norm, adaln_shift: LightningDiT's block (Yao et al. 2025, arXiv 2501.01423,
+            Sec. 4.1; its released models use rmsnorm, swiglu and rope). `norm`: "layernorm" (DiT's,
+            no learned parameters) or "rmsnorm" (a learned scale) in the blocks and the final layer.
+            `mlp`: "mlp" (DiT's GELU MLP) or "swiglu" (hidden width int(2/3 * hidden * mlp_ratio);
+            `activation` is then unused). `rope`: 2-D rotary embeddings on the self-attention's queries
+            and keys, beside the absolute sin-cos embedding, which LightningDiT keeps. `qk_norm`: a
+            norm of the `norm` kind on each head's queries and keys. `adaln_shift`: False regresses
+            no shift in the blocks' adaLN (LightningDiT's `wo_shift`; the final layer keeps it).
     """
 
     input_size: int | tuple[int, int] = 32
@@ -68,6 +82,11 @@ class DiTConfig:
     recompute_blocks: int = 0
     recompute_policy: str = "full"
     interval_embedding: bool = False
+    norm: str = "layernorm"
+    mlp: str = "mlp"
+    rope: bool = False
+    qk_norm: bool = False
+    adaln_shift: bool = True
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +97,20 @@ class DiTConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}"
+            )
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"unknown mlp {self.mlp!r}; choose one of {', '.join(MLPS)}")
+        if not self.adaln_shift and self.block not in ("adaln-zero", "adaln"):
+            raise ValueError(f"adaln_shift=False needs adaLN blocks; the {self.block!r} blocks have none")
+        if self.rope and self.block == "in-context":
+            raise ValueError(
+                "rope gives image patches grid positions; in-context blocks add tokens without one"
+            )
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise ValueError(
+                f"rope needs a head size (hidden / heads) divisible by 4, got {self.hidden_size // self.num_heads}"
             )
         check_policy(self.recompute_policy)
         h, w = self.size_hw
@@ -148,13 +181,25 @@ class DiT(nn.Module):
         num_patches = self.grid_hw[0] * self.grid_hw[1]
         # Fixed sin-cos positions; a frozen Parameter so that it sits in the state dict as officially.
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, D), requires_grad=False)
+        if config.rope:
+            self.feat_rope = RotaryEmbedding2d(D // config.num_heads, *self.grid_hw)
         self.blocks = nn.ModuleList(
             [
-                DiTBlock(D, config.num_heads, config.mlp_ratio, config.block, config.activation)
+                DiTBlock(
+                    D,
+                    config.num_heads,
+                    config.mlp_ratio,
+                    config.block,
+                    config.activation,
+                    norm=config.norm,
+                    mlp=config.mlp,
+                    qk_norm=config.qk_norm,
+                    adaln_shift=config.adaln_shift,
+                )
                 for _ in range(config.depth)
             ]
         )
-        self.final_layer = FinalLayer(D, config.patch_size, self.out_channels)
+        self.final_layer = FinalLayer(D, config.patch_size, self.out_channels, config.norm)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -249,8 +294,9 @@ class DiT(nn.Module):
         if self.config.block == "in-context":
             tokens = torch.cat([tokens, cond_tokens.to(tokens.dtype)], dim=1)  # (B, N + 2, D)
         n_ckpt = self.config.recompute_blocks if self.training else 0
+        rope = self.feat_rope() if self.config.rope else None  # (cos, sin), each (N, head size)
         for i, block in enumerate(self.blocks):
             policy = self.config.recompute_policy if i < n_ckpt else None
-            tokens = block(tokens, c, cond_tokens, recompute_policy=policy)
+            tokens = block(tokens, c, cond_tokens, recompute_policy=policy, rope=rope)
         tokens = tokens[:, :n_image]
         return self.unpatchify(self.final_layer(tokens, c))  # (B, out_channels, H, W)

@@ -12,6 +12,9 @@ from ditkit.model.cost import TIMESTEP_FREQ_DIM
 
 # Longest period of the sinusoidal timestep features (Transformer positional encoding).
 MAX_PERIOD = 10_000
+# Base of the rotary embedding's frequencies (Su et al. 2021, RoFormer; LightningDiT takes EVA-02's
+# `VisionRotaryEmbeddingFast` with theta 10000).
+ROPE_THETA = 10_000
 
 
 def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
@@ -113,3 +116,40 @@ class LabelEmbedder(nn.Module):
         if drop is not None:
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return self.embedding_table(labels)
+
+
+def rope_angles_1d(dim: int, length: int) -> torch.Tensor:
+    """Rotary angles of positions 0..length-1 over `dim` features: (length, dim), float32.
+
+    Frequencies theta^(-2i/dim) for i < dim/2, each used for a pair of neighbouring features. The
+    positions are computed as EVA-02 / LightningDiT do (arange(L) / L * L, their rescaling to the
+    training grid) so that the angles equal theirs bit for bit.
+    """
+    freqs = 1.0 / ROPE_THETA ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim)  # (dim/2,)
+    positions = torch.arange(length) / length * length  # (length,), float32
+    return (positions[:, None] * freqs[None]).repeat_interleave(2, dim=-1)  # (length, dim)
+
+
+class RotaryEmbedding2d(nn.Module):
+    """2-D rotary position embedding of a grid_h x grid_w patch grid (LightningDiT's, from EVA-02).
+
+    The first half of each head's features rotates with the patch's row, the second half with its
+    column; tokens are numbered row-major. Holds cos and sin of the angles, each (N, head_size), as
+    buffers that are not saved (they follow from the config; LightningDiT's files carry them as
+    `feat_rope.freqs_cos` / `freqs_sin`, which the loader checks and drops).
+    """
+
+    def __init__(self, head_size: int, grid_h: int, grid_w: int) -> None:
+        super().__init__()
+        if head_size % 4:
+            raise ValueError(f"2-D rotary embeddings need a head size divisible by 4, got {head_size}")
+        half = head_size // 2
+        rows = rope_angles_1d(half, grid_h)[:, None].expand(grid_h, grid_w, half)
+        cols = rope_angles_1d(half, grid_w)[None].expand(grid_h, grid_w, half)
+        angles = torch.cat([rows, cols], dim=-1).reshape(grid_h * grid_w, head_size)  # (N, hs)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin), each (N, head_size)."""
+        return self.cos, self.sin

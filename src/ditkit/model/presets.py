@@ -1,4 +1,5 @@
-"""Named DiT configurations: the paper's twelve (Table 1) and small ones for tests and CPU runs."""
+"""Named DiT configurations: the paper's twelve (Table 1), small ones for tests and CPU runs, and
+LightningDiT's nine (hustvl/LightningDiT `models/lightningdit.py`, named as there: "LightningDiT-XL/1")."""
 
 from __future__ import annotations
 
@@ -31,10 +32,48 @@ PRESETS: dict[str, tuple[str, int]] = {
 }
 PAPER_PRESETS = tuple(f"DiT-{s}/{p}" for s in PAPER_SIZES for p in PAPER_PATCHES)
 
+# LightningDiT's sizes (depth, hidden size, heads): DiT's B, L and XL and two larger ones, 1.0B and 1.6B.
+LIGHTNING_SIZES: dict[str, tuple[int, int, int]] = {
+    "B": SIZES["B"],
+    "L": SIZES["L"],
+    "XL": SIZES["XL"],
+    "1p0B": (24, 1536, 24),
+    "1p6B": (28, 1792, 28),
+}
+LIGHTNING_PREFIX = "LightningDiT-"
+LIGHTNING_PRESETS: dict[str, tuple[str, int]] = {
+    f"{LIGHTNING_PREFIX}{size}/{patch}": (size, patch)
+    for size, patches in (("B", (1, 2)), ("L", (2,)), ("XL", (1, 2)), ("1p0B", (1, 2)), ("1p6B", (1, 2)))
+    for patch in patches
+}
+# What a LightningDiT preset builds unless overridden: the architecture of their released models on
+# VA-VAE f16d32 latents of 256x256 images (configs/reproductions/lightningdit_xl_vavae_f16d32_800ep_cfg.yaml:
+# use_swiglu, use_rope, use_rmsnorm on, use_qknorm and wo_shift off, in_chans 32, learn_sigma off).
+LIGHTNING_DEFAULTS: dict[str, Any] = dict(
+    input_size=16, in_channels=32, learn_sigma=False, norm="rmsnorm", mlp="swiglu", rope=True
+)
+
+
+def is_lightning(config: DiTConfig) -> bool:
+    """Whether a config uses any of LightningDiT's block options (for naming its preset)."""
+    return bool(
+        config.norm != "layernorm"
+        or config.mlp != "mlp"
+        or config.rope
+        or config.qk_norm
+        or not config.adaln_shift
+    )
+
 
 def _canonical(name: str) -> str:
-    """Accept 'DiT-XL/2', 'dit-xl/2', 'XL/2' and 'DiT-XL-2' for the same preset."""
+    """Accept 'DiT-XL/2', 'dit-xl/2', 'XL/2' and 'DiT-XL-2' for the same preset; 'lightningdit-xl-1' and
+    'LightningDiT-1P0B/2' for LightningDiT's."""
     key = name.strip()
+    if key.lower().startswith(LIGHTNING_PREFIX.lower()):
+        body = key[len(LIGHTNING_PREFIX) :].replace("-", "/")
+        by_upper = {size.upper(): size for size in LIGHTNING_SIZES}
+        size, _, patch = body.partition("/")
+        return f"{LIGHTNING_PREFIX}{by_upper.get(size.upper(), size)}/{patch}"
     if not key.lower().startswith("dit-"):
         key = "DiT-" + key
     body = key[4:].replace("-", "/").upper()
@@ -48,25 +87,28 @@ def get_config(name: str, **overrides: Any) -> DiTConfig:
     learned sigma, adaLN-Zero blocks.
     """
     key = _canonical(name)
-    if key not in PRESETS:
-        close = difflib.get_close_matches(key, PRESETS, n=1)
+    if key not in PRESETS and key not in LIGHTNING_PRESETS:
+        close = difflib.get_close_matches(key, [*PRESETS, *LIGHTNING_PRESETS], n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise UserError(f"unknown model {name!r}; {hint}`ditkit models --all` lists every preset")
     from ditkit.model.dit import DiTConfig
 
-    size, patch = PRESETS[key]
-    depth, hidden, heads = SIZES[size]
-    fields: dict[str, Any] = dict(
-        depth=depth, hidden_size=hidden, num_heads=heads, patch_size=patch, name=key
-    )
+    lightning = key in LIGHTNING_PRESETS
+    size, patch = LIGHTNING_PRESETS[key] if lightning else PRESETS[key]
+    depth, hidden, heads = (LIGHTNING_SIZES if lightning else SIZES)[size]
+    fields: dict[str, Any] = dict(LIGHTNING_DEFAULTS) if lightning else {}
+    fields.update(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=patch, name=key)
     fields.update(overrides)
     return DiTConfig(**fields)
 
 
-def preset_of(depth: int, hidden_size: int, num_heads: int, patch_size: int) -> str | None:
-    """The preset with this shape ("DiT-XL/2"), or None."""
-    for name, (size, patch) in PRESETS.items():
-        if SIZES[size] == (depth, hidden_size, num_heads) and patch == patch_size:
+def preset_of(
+    depth: int, hidden_size: int, num_heads: int, patch_size: int, lightning: bool = False
+) -> str | None:
+    """The preset with this shape ("DiT-XL/2", or "LightningDiT-XL/2" with `lightning`), or None."""
+    presets, sizes = (LIGHTNING_PRESETS, LIGHTNING_SIZES) if lightning else (PRESETS, SIZES)
+    for name, (size, patch) in presets.items():
+        if sizes[size] == (depth, hidden_size, num_heads) and patch == patch_size:
             return name
     return None
 
