@@ -11,8 +11,9 @@ from helpers import fashion_mnist_missing, write_fake_fmnist
 
 from ditkit.data.build import build_dataset
 from ditkit.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES
-from ditkit.data.fashion_mnist_dataset import FashionMNISTDataset, fit_fashion_image
+from ditkit.data.fashion_mnist_dataset import FashionMNISTDataset, fit_fashion_image, parse_class_list
 from ditkit.errors import UserError
+from ditkit.training.config import TrainConfig
 
 
 def make_fashion_idx(root: Path, n: int = 12, seed: int = 0) -> Path:
@@ -75,6 +76,33 @@ def test_build_dataset_fashion(tmp_path):
     assert info.kind == "fashion-mnist" and info.num_classes == 10
     assert (info.channels, info.input_size, info.num_items) == (1, 32, 12)
     assert dataset[0][0].shape == (1, 32, 32)
+
+
+def test_classes_keep_those_labels_relabelled_in_order(tmp_path):
+    """--classes 7,5: sneakers become label 0 and sandals label 1, the names follow, the rest is gone."""
+    root = make_fashion_idx(tmp_path / "fm", n=30)
+    full = FashionMNISTDataset(root, image_size=28, flip="none")
+    dataset, info = build_dataset("fashion-mnist", data_dir=root, image_size=28, flip="none", classes=(7, 5))
+    assert info.class_names == ("Sneaker", "Sandal") and info.num_items == 6
+    assert dataset.describe()["classes"] == [7, 5]
+    kept = [i for i in range(len(full)) if full.label(i) in (7, 5)]  # the split's order is kept
+    for j, i in enumerate(kept):
+        image, label = dataset[j]
+        assert label == (0 if full.label(i) == 7 else 1)
+        torch.testing.assert_close(image, full[i][0])
+    assert dataset.fingerprint() != full.fingerprint()
+
+
+@pytest.mark.parametrize("text", ["5,10", "5,5", "sandal", "5,,6"])
+def test_bad_class_lists_are_refused_in_one_line(text):
+    with pytest.raises(UserError, match="--classes"):
+        parse_class_list(text)
+
+
+def test_classes_only_for_fashion_mnist(tmp_path):
+    with pytest.raises(UserError, match="sub-folders"):
+        TrainConfig(data=str(tmp_path), classes="0,1", steps=1, out=str(tmp_path / "run"))
+    assert parse_class_list(" 5, 6,9") == (5, 6, 9)
 
 
 def test_real_fashion_mnist_test_split():

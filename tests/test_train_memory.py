@@ -13,6 +13,7 @@ from ditkit.errors import UserError
 from ditkit.model.dit import DiT
 from ditkit.model.presets import get_config
 from ditkit.training import memory, train, trainer
+from ditkit.training.freeze import apply_freeze
 from ditkit.training.memory import check_train_memory, estimate_train_memory, saved_activation_bytes
 
 GIB = 2**30
@@ -30,6 +31,21 @@ def test_the_estimate_counts_what_the_whole_model_keeps(recompute, policy):
     assert estimate.activations == pytest.approx(whole, rel=0.02)
     params = sum(p.numel() for p in DiT(config).parameters())
     assert estimate.state == pytest.approx(5 * 4 * params, rel=0.01)  # weights, grads, EMA, AdamW's two
+
+
+@pytest.mark.parametrize("spec", ["all-but-adaln", "x_embedder,blocks.*.attn"])
+def test_frozen_parameters_have_no_gradients_or_optimizer_state(spec):
+    """--freeze: weights and EMA for every parameter, gradients and AdamW's two moments for the trainable."""
+    config = get_config("DiT-T/2", input_size=8, num_classes=10, depth=2)
+    model = DiT(config)
+    before = sum(p.numel() for p in model.parameters() if p.requires_grad)  # all but the fixed positions
+    trainable, total = apply_freeze(model, spec)
+    assert 0 < trainable < before
+    full = estimate_train_memory(config, 3, "fp32")
+    frozen = estimate_train_memory(config, 3, "fp32", freeze=spec)
+    assert frozen.state == pytest.approx(4 * (2 * total + 3 * trainable), rel=0.02)  # positions aside
+    assert full.state - frozen.state == 4 * 3 * (before - trainable)
+    assert frozen.activations == full.activations  # counted as if all trained: an upper bound
 
 
 def test_a_run_that_cannot_fit_names_the_micro_batch_that_does():

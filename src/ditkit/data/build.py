@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,16 +92,27 @@ def open_image_source(
     channels: int | None = None,
     flip: str = "random",
     seed: int = 0,
+    classes: Sequence[int] | None = None,
 ) -> FashionMNISTDataset | ImageFolderDataset:
     """Open a pixel dataset: Fashion-MNIST (default size 32) or an image folder (default size 256).
 
+    `classes` keeps only those Fashion-MNIST labels, relabelled 0..len-1 (see `FashionMNISTDataset`).
+
     Raises:
-        UserError: `spec` is neither "fashion-mnist" nor an existing folder, or is a latent cache.
+        UserError: `spec` is neither "fashion-mnist" nor an existing folder, or is a latent cache;
+            `classes` for a folder.
     """
     channels = channels if channels is not None else natural_channels(spec)
     if spec == FASHION_MNIST:
         size = image_size if image_size is not None else MAX_AUTO_PAD_SIZE
-        return FashionMNISTDataset(data_dir, split, image_size=size, channels=channels, flip=flip, seed=seed)
+        return FashionMNISTDataset(
+            data_dir, split, image_size=size, channels=channels, flip=flip, seed=seed, classes=classes
+        )
+    if classes is not None:
+        raise UserError(
+            f"--classes selects Fashion-MNIST labels; {spec}'s classes are its sub-folders: "
+            "train on a folder holding only the ones you want"
+        )
     path = Path(spec)
     if (path / CACHE_MANIFEST).is_file():
         raise UserError(f"{spec} is already a latent cache; pass the image folder it was made from")
@@ -119,6 +131,7 @@ def build_dataset(
     flip: str = "random",
     seed: int = 0,
     posterior: str = "sample",
+    classes: Sequence[int] | None = None,
 ) -> tuple[Dataset[Any], DatasetInfo]:
     """Build the training dataset for `spec` and describe it.
 
@@ -131,11 +144,14 @@ def build_dataset(
         flip: "random" or "none" ("both" too for a cache).
         seed: seed of the per-item random streams.
         posterior: for a cache, "sample" or "mean".
+        classes: Fashion-MNIST only: keep these labels, relabelled 0..len-1.
 
     Returns:
         (dataset, info): items are (x float32 (C, H, W), label int).
     """
     if spec != FASHION_MNIST and (Path(spec) / CACHE_MANIFEST).is_file():
+        if classes is not None:
+            raise UserError(f"--classes selects Fashion-MNIST labels; {spec} is a latent cache")
         cache = LatentCacheDataset(spec, flip=flip, posterior=posterior, seed=seed)
         if image_size is not None and image_size != cache.image_size:
             raise UserError(
@@ -155,7 +171,14 @@ def build_dataset(
         )
         return cache, info
     source = open_image_source(
-        spec, data_dir=data_dir, split=split, image_size=image_size, channels=channels, flip=flip, seed=seed
+        spec,
+        data_dir=data_dir,
+        split=split,
+        image_size=image_size,
+        channels=channels,
+        flip=flip,
+        seed=seed,
+        classes=classes,
     )
     info = DatasetInfo(
         kind=FASHION_MNIST if spec == FASHION_MNIST else "image-folder",

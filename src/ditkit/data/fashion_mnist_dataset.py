@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,22 @@ FASHION_MNIST_SIZE = 28  # side of the stored images (Xiao et al. 2017)
 # Largest size reached by padding in "auto" mode; beyond it the item would float in an empty frame.
 MAX_AUTO_PAD_SIZE = 32
 FIT_MODES = ("auto", "pad", "resize")
+
+
+def parse_class_list(text: str) -> tuple[int, ...]:
+    """The Fashion-MNIST labels of a `--classes` list ("5,6,7,8,9"), in the order given.
+
+    Raises:
+        UserError: a part that is not a label 0..9, or a label given twice.
+    """
+    parts = [part.strip() for part in text.split(",")]
+    n = len(FASHION_MNIST_CLASSES)
+    if not all(part.isdigit() and int(part) < n for part in parts):
+        raise UserError(f"--classes takes Fashion-MNIST labels 0..{n - 1} separated by commas; got {text!r}")
+    labels = tuple(int(part) for part in parts)
+    if len(set(labels)) != len(labels):
+        raise UserError(f"--classes names a label twice: {text!r}")
+    return labels
 
 
 def fit_fashion_image(image: np.ndarray, image_size: int, fit: str = "auto") -> np.ndarray:
@@ -71,6 +88,7 @@ class FashionMNISTDataset(PixelDataset):
         flip: str = "random",
         seed: int = 0,
         fit: str = "auto",
+        classes: Sequence[int] | None = None,
     ) -> None:
         super().__init__(image_size, channels, flip, seed)
         if fit not in FIT_MODES:
@@ -80,6 +98,13 @@ class FashionMNISTDataset(PixelDataset):
         self.fit = fit
         self.images, self.labels = load_fashion_mnist(self.root, split)  # (N, 28, 28) uint8, (N,) int64
         self.classes = FASHION_MNIST_CLASSES
+        self.selected = None if classes is None else parse_class_list(",".join(map(str, classes)))
+        if self.selected is not None:
+            keep = np.isin(self.labels, self.selected)  # the split's order is kept
+            relabel = np.full(len(FASHION_MNIST_CLASSES), -1, dtype=np.int64)
+            relabel[list(self.selected)] = np.arange(len(self.selected))
+            self.images, self.labels = self.images[keep], relabel[self.labels[keep]]
+            self.classes = tuple(FASHION_MNIST_CLASSES[c] for c in self.selected)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -106,5 +131,6 @@ class FashionMNISTDataset(PixelDataset):
             "root": str(os.path.abspath(self.root)),
             "split": self.split,
             "fit": self.fit,
+            **({} if self.selected is None else {"classes": list(self.selected)}),
             "num_images": len(self),
         }

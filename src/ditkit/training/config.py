@@ -31,6 +31,7 @@ from ditkit.choices import (
     TIME_SAMPLINGS,
     WEIGHT_SETS,
 )
+from ditkit.data.fashion_mnist_dataset import parse_class_list
 from ditkit.errors import UserError
 from ditkit.options import check_choices, from_record, option
 from ditkit.run_folder import RUN_CONFIG_FILE
@@ -81,6 +82,8 @@ class TrainConfig:
             encoded every step (slow: prefer `ditkit prepare`). Default: identity for Fashion-MNIST,
             DiT's sd-vae-ft-ema for folders; a cache always uses its own.
         flip: horizontal flips: "random" (DiT) or "none".
+        classes: Fashion-MNIST only: train on these labels, e.g. "5,6,7,8,9", relabelled 0..n-1 in the
+            order given (the model's label table has n rows and their names).
         init: start this new run (fresh optimizer, step 0, its own options) from the weights of a
             checkpoint: a ditkit run or checkpoint folder, an official or SiT .pt file or a diffusers
             folder. The EMA starts from the same weights; a new class count rebuilds the label table.
@@ -176,6 +179,7 @@ class TrainConfig:
     image_size: int | None = option(None, group=MODEL_DATA)
     first_stage: str | None = option(None, group=MODEL_DATA)
     flip: str = option("random", choices=FLIP_MODES, group=MODEL_DATA)
+    classes: str | None = option(None, group=MODEL_DATA, metavar="LABELS")
     init: str | None = option(None, group=FINETUNE, metavar="CHECKPOINT")
     init_weights: str = option("ema", choices=WEIGHT_SETS, group=FINETUNE)
     init_class_map: str | None = option(None, group=FINETUNE, metavar="FILE")
@@ -241,6 +245,7 @@ class TrainConfig:
         check_choices(self)
         self.flow_settings()  # checks the eps values
         self._check_init_options()
+        self._check_classes()
         if not self.logit_normal_std > 0:
             raise UserError(f"--logit-normal-std must be positive, got {self.logit_normal_std}")
         self._check_objective_options()
@@ -298,6 +303,16 @@ class TrainConfig:
                 raise UserError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise UserError(f"--time-budget-minutes must be positive, got {self.time_budget_minutes}")
+
+    def _check_classes(self) -> None:
+        if self.classes is None:
+            return
+        if self.data != "fashion-mnist":
+            raise UserError(
+                "--classes selects Fashion-MNIST labels; an image folder's classes are its sub-folders "
+                "(train on a folder holding only the ones you want)"
+            )
+        parse_class_list(self.classes)
 
     def _check_init_options(self) -> None:
         if self.init is None:

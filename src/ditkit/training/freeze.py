@@ -68,14 +68,24 @@ def apply_freeze(model: nn.Module, spec: str | None) -> tuple[int, int]:
     return trainable, total
 
 
-def check_freeze(config: DiTConfig, spec: str | None) -> None:
-    """Refuse a --freeze that names nothing in a model of `config`, before the model is built (the
-    names come from a model on the meta device: no memory, no initialisation work)."""
+def frozen_count(config: DiTConfig, spec: str | None) -> int:
+    """How many parameters `spec` takes out of training in a model of `config` (the fixed positions,
+    never trained, are not counted), before the model is built (on the meta device: no memory, no
+    initialisation work).
+
+    Raises:
+        UserError: a --freeze that names nothing in such a model (see `frozen_names`).
+    """
     if spec is None:
-        return
+        return 0
     with torch.device("meta"):
-        names = [name for name, _ in DiT(config).named_parameters()]
-    frozen_names(names, spec)
+        params = dict(DiT(config).named_parameters())
+    return sum(params[name].numel() for name in frozen_names(params, spec) if params[name].requires_grad)
+
+
+def check_freeze(config: DiTConfig, spec: str | None) -> None:
+    """Refuse a --freeze that names nothing in a model of `config`, before the model is built."""
+    frozen_count(config, spec)
 
 
 def freeze_lines(model: nn.Module, spec: str | None, fresh: Iterable[str] = ()) -> list[str]:

@@ -3,7 +3,9 @@
 A run that cannot fit is refused in one line, with the option that would make it fit, instead of
 being killed by the kernel (or CUDA) after minutes of setup. The estimate adds:
 - the float32 weights, their gradients, the EMA copy and the optimizer state, from the closed-form
-  parameter count (`ditkit.model.cost.dit_cost`), each divided over the processes under FSDP;
+  parameter count (`ditkit.model.cost.dit_cost`), each divided over the processes under FSDP; with
+  `--freeze`, gradients and optimizer state only for the parameters that train (the weights and the
+  EMA cover all of them);
 - the activations kept for backward at the micro-batch, counted by `saved_activation_bytes` on a
   two-block copy of the model (one recomputed block and one not when the run recomputes some) at
   batch 1 and 2, and scaled to the run's depth and micro-batch.
@@ -41,6 +43,7 @@ from ditkit.model.compilation import is_compiled
 from ditkit.model.cost import dit_cost
 from ditkit.model.dit import DiT, DiTConfig
 from ditkit.model.precision import autocast, check_precision
+from ditkit.training.freeze import frozen_count
 
 GIB = 2**30
 OTHER = "other"  # label of the storages created outside the transformer blocks
@@ -200,7 +203,13 @@ class MemoryEstimate:
 
 
 def estimate_train_memory(
-    config: DiTConfig, micro_batch: int, precision: str, *, world_size: int = 1, sharded: bool = False
+    config: DiTConfig,
+    micro_batch: int,
+    precision: str,
+    *,
+    world_size: int = 1,
+    sharded: bool = False,
+    freeze: str | None = None,
 ) -> MemoryEstimate:
     """What one process of a run of `config` needs, counted on the CPU on a two-block copy.
 
@@ -209,10 +218,13 @@ def estimate_train_memory(
         micro_batch: images per forward on one process.
         precision: the resolved precision ("fp32", "tf32" or "bf16").
         world_size, sharded: the processes, and whether FSDP shards the state over them.
+        freeze: the run's --freeze: frozen parameters have no gradient and no optimizer state. The
+            activations are counted as if everything trained (an upper bound for such a run).
     """
     params, _ = dit_cost(**config.to_dict())
-    copies = 1 + GRADIENT_COPIES + EMA_COPIES + OPTIMIZER_COPIES
-    state = FLOAT32_BYTES * params * copies / (world_size if sharded else 1)
+    trainable = max(params - frozen_count(config, freeze), 0)
+    copies = (1 + EMA_COPIES) * params + (GRADIENT_COPIES + OPTIMIZER_COPIES) * trainable
+    state = FLOAT32_BYTES * copies / (world_size if sharded else 1)
     depth, recomputed = config.depth, min(config.recompute_blocks, config.depth)
     # Block 0 of the copy is recomputed when some blocks of the run are, block 1 when all are.
     copy = dataclasses.replace(
@@ -298,6 +310,7 @@ def check_train_memory(
     world_size: int = 1,
     parallel: str = "ddp",
     available: int | None = None,
+    freeze: str | None = None,
 ) -> str | None:
     """Refuse a run that cannot fit `device`, naming what would make it fit; warn near the limit.
 
@@ -305,6 +318,7 @@ def check_train_memory(
         config, micro_batch, precision, world_size: as `estimate_train_memory`.
         device: the run's device; its free memory is read unless `available` is given.
         parallel: "ddp" or "fsdp" (FSDP shards the state over the processes).
+        freeze: the run's --freeze (see `estimate_train_memory`).
 
     Returns:
         A warning when the estimate is close to the free memory, else None.
@@ -316,7 +330,9 @@ def check_train_memory(
     if free is None:
         return None
     sharded = parallel == "fsdp" and world_size > 1
-    need = estimate_train_memory(config, micro_batch, precision, world_size=world_size, sharded=sharded)
+    need = estimate_train_memory(
+        config, micro_batch, precision, world_size=world_size, sharded=sharded, freeze=freeze
+    )
     what = (
         f"{config.name or 'the model'} at micro-batch {micro_batch} needs about {_gib(need.total)} on "
         f"{device} (weights, gradients, EMA and optimizer state {_gib(need.state)}, activations "

@@ -45,6 +45,7 @@ def build_data(config: TrainConfig, echo: Callable[[str], None]) -> DataSetup:
     loaded, so that a bad size or preset fails before a VAE is read or downloaded.
     """
     from ditkit.data.build import FASHION_MNIST, build_dataset
+    from ditkit.data.fashion_mnist_dataset import parse_class_list
     from ditkit.first_stage.load import load_first_stage, planned_latent_shape
     from ditkit.first_stage.sd_vae import DEFAULT_SD_VAE
 
@@ -54,6 +55,7 @@ def build_data(config: TrainConfig, echo: Callable[[str], None]) -> DataSetup:
         image_size=config.image_size,
         flip=config.flip,
         seed=config.seed,
+        classes=None if config.classes is None else parse_class_list(config.classes),
     )
     if info.first_stage is not None:  # a latent cache: items are already latents
         if config.first_stage is not None:

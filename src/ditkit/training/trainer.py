@@ -125,6 +125,7 @@ class Trainer:
             ctx.device,
             world_size=ctx.world_size,
             parallel=config.parallel,
+            freeze=config.freeze,
         )  # before the model is built: a run that cannot fit is refused, naming the option that fits
         if near is not None:
             echo(f"warning: {near}")
