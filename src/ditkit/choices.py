@@ -84,6 +84,9 @@ OBJECTIVE_OPTIONS = {
         "meanflow_jvp",
     ),
 }
+# REPA's encoders by torch.hub name (`ditkit.training.repa_encoders`): DINOv2's ViTs at patch 14, plain
+# or with registers (Oquab et al. 2023; Darcet et al. 2024); REPA's default is dinov2-vitb14.
+REPA_HUB_ENCODERS = tuple(f"dinov2-vit{size}14{reg}" for reg in ("", "-reg") for size in ("s", "b", "l", "g"))
 # How the MeanFlow loss computes its Jacobian-vector product: forward-mode AD (`torch.func.jvp`) or two
 # reverse passes (for modules forward-mode AD cannot run through, such as DDP's wrapper); "auto": the
 # first in one process, the second under torchrun.
@@ -104,6 +107,8 @@ TIME_SAMPLINGS = ("uniform", "logit-normal")
 # or Heun step.
 FLOW_SAMPLERS = ("dopri5", "euler", "heun", "sde-euler", "sde-heun")
 DETERMINISTIC_FLOW_SAMPLERS = ("dopri5", "euler", "heun")
+# The samplers that walk a fixed time grid a timestep shift can bend (`SamplingSettings.timestep_shift`).
+TIME_SHIFT_SAMPLERS = ("euler", "heun")
 # The diffusion samplers (`ditkit.samplers`): ancestral DDPM, DDIM, DPM-Solver++(2M).
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 # Every sampler name, for parsers that take either kind (each objective checks its own).

@@ -70,6 +70,7 @@ class SampleRequest:
         clip_denoised: clamp predicted x_0 to [-1, 1] (diffusion samplers only).
         progress: show a progress bar.
         callback: called after every step (diffusion samplers only).
+        timestep_shift: the flow ODE's time-grid shift (`SamplingSettings.timestep_shift`; 1: none).
     """
 
     model: ModelFn
@@ -82,6 +83,7 @@ class SampleRequest:
     clip_denoised: bool = False
     progress: bool = False
     callback: Callback | None = None
+    timestep_shift: float = 1.0
 
 
 @runtime_checkable

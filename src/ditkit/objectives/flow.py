@@ -137,7 +137,14 @@ class FlowObjective(FlowTimes):
         r = request
         if r.callback is not None or r.clip_denoised:
             raise UserError("flow samplers take an integer number of steps, and no callback or clipping")
-        options = dict(y=r.y, sampler=r.sampler, steps=r.steps, noise=r.noise, progress=r.progress)
+        options = dict(
+            y=r.y,
+            sampler=r.sampler,
+            steps=r.steps,
+            noise=r.noise,
+            progress=r.progress,
+            timestep_shift=r.timestep_shift,
+        )
         return sample_flow(r.model, r.x, self.settings, **options)
 
 

@@ -13,6 +13,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from ditkit.choices import TIME_SHIFT_SAMPLERS
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import SeededNoise
 from ditkit.diffusion.schedule import Spacing
@@ -73,6 +74,7 @@ def sample(
     null_label: int | None = None,
     seeds: Sequence[int] | None = None,
     eta: float | None = None,
+    timestep_shift: float | None = None,
     clip_denoised: bool = False,
     progress: bool = True,
     callback: Callback | None = None,
@@ -100,6 +102,8 @@ def sample(
         null_label: label meaning "no class"; default `model.null_class`.
         seeds: one seed per sample (default 0..B-1); sample i depends only on seeds[i].
         eta: DDIM stochasticity in [0, 1] (ddim only).
+        timestep_shift: shift s of the flow ODE's time grid, t -> s t / (1 + (s - 1) t) (euler and heun
+            only; 1, the default, keeps it even).
         clip_denoised: clamp predicted x_0 to [-1, 1] (diffusion, pixel space).
         progress: show a progress bar.
         callback: called with a `StepInfo` after every step (diffusion samplers only).
@@ -125,7 +129,13 @@ def sample(
     channels = guided_channels or s.guided_channels
     interval = s.guidance_interval if guidance_interval is None else guidance_interval
     eta = s.eta if eta is None else eta
+    shift = s.timestep_shift if timestep_shift is None else float(timestep_shift)
     check_sampling(objective, sampler, steps, eta, model)
+    if shift != 1.0 and sampler not in TIME_SHIFT_SAMPLERS:
+        raise UserError(
+            f"a timestep shift bends the time grid of the {' and '.join(TIME_SHIFT_SAMPLERS)} flow samplers, "
+            f"not {sampler}'s; drop it or pick one of those"
+        )
     device = _resolve_device(model, noise, device)
     if noise is not None:
         if shape is not None and tuple(noise.shape) != tuple(shape):
@@ -155,5 +165,5 @@ def sample(
         check_guidance_interval(objective, interval)
         model = ClassifierFreeGuidance(model, scale, null, cast(GuidedChannels, channels), interval)
     return objective.sample(
-        SampleRequest(model, x, y, sampler, steps, streams, eta, clip_denoised, progress, callback)
+        SampleRequest(model, x, y, sampler, steps, streams, eta, clip_denoised, progress, callback, shift)
     )

@@ -40,6 +40,8 @@ class SamplingSettings:
         guidance_interval: guide only at model times in [T_MIN, T_MAX]: diffusion timesteps 0..T-1 (noise
             at T-1), flow times in [0, 1] (data at 1); elsewhere the conditional model alone
         eta: DDIM stochasticity in [0, 1] (ddim only; 0: deterministic)
+        timestep_shift: bend the flow ODE's time grid (euler, heun) by t -> s t / (1 + (s - 1) t), s = SHIFT
+            (LightningDiT's sampling; its models use 0.3: smaller steps near the noise); 1: even steps
         seed: seed of the first image; image i uses SEED + i
     """
 
@@ -49,6 +51,7 @@ class SamplingSettings:
     guided_channels: str = option("all", choices=GUIDED_CHANNELS, group=SAMPLING)
     guidance_interval: tuple[float, float] | None = option(None, metavar=("T_MIN", "T_MAX"), group=SAMPLING)
     eta: float = option(0.0, group=SAMPLING)
+    timestep_shift: float = option(1.0, metavar="SHIFT", group=SAMPLING)
     seed: int = option(0, group=SAMPLING)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class SamplingSettings:
             )
         if not 0.0 <= self.eta <= 1.0:
             raise UserError(f"eta must lie in [0, 1], got {self.eta}")
+        if not self.timestep_shift > 0:
+            raise UserError(f"the timestep shift must be positive (1: none), got {self.timestep_shift}")
         if self.guidance_interval is not None:
             low, high = (float(v) for v in self.guidance_interval)
             if not low <= high:

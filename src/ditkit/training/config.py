@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from ditkit.choices import (
     PRECISION_MODES,
     PREDICTIONS,
     RECOMPUTE_POLICIES,
+    REPA_HUB_ENCODERS,
     TIME_SAMPLINGS,
     WEIGHT_SETS,
 )
@@ -48,6 +51,13 @@ ADAM_BETAS = (0.9, 0.999)
 # MeanFlow (Geng et al. 2025, Table 1): 25% of the samples on an interval r != t, adaptive weight power 1.
 MEANFLOW_INTERVAL_SHARE = 0.25
 MEANFLOW_ADAPTIVE_POWER = 1.0
+# REPA (Yu et al. 2025, arXiv 2410.06940; sihyun-yu/REPA train.py and models/sit.py): align the tokens after
+# block 8 (--encoder-depth) with DINOv2 ViT-B/14's (--enc-type dinov2-vit-b) through an MLP of width 2048
+# (projector_dim), the alignment weighted 0.5 (--proj-coeff).
+REPA_DEPTH = 8
+REPA_COEFF = 0.5
+REPA_PROJECTOR_DIM = 2048
+REPA_ENCODER = "dinov2-vitb14"
 # Min-SNR-gamma loss weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
 # Strategy"): the paper's recommended gamma.
 MIN_SNR_GAMMA = 5.0
@@ -57,6 +67,7 @@ MODEL_DATA = "model and data"
 DIFFUSION = "diffusion"
 FLOW = "flow matching (--objective flow)"
 MEANFLOW = "MeanFlow (--objective meanflow)"
+REPA = "REPA (--repa-encoder)"
 FINETUNE = "fine-tuning (--init)"
 OPTIMISATION = "optimisation"
 RUN = "run"
@@ -156,6 +167,14 @@ class TrainConfig:
         meanflow_jvp: how the loss's Jacobian-vector product is computed: "func" (forward-mode AD,
             torch.func.jvp), "backward" (two reverse passes, where forward-mode AD cannot run, e.g.
             through DDP) or "auto" (func in one process, backward under torchrun).
+        repa_encoder: align the DiT's hidden tokens with this frozen vision encoder's patch tokens (REPA,
+            Yu et al. 2025; their default: dinov2-vitb14): a torch.hub DINOv2 name (dinov2-vits14,
+            dinov2-vitb14, dinov2-vitl14, dinov2-vitg14, each also with -reg), a TorchScript file (.pt) or
+            package.module:callable returning an nn.Module; local modules get images in [0, 1] and return
+            patch tokens (B, N, D). Needs the images: pixel space or an image folder, not a latent cache.
+        repa_depth: align the tokens after this block, counted from 1 (REPA's 8, for SiT-XL/2).
+        repa_coeff: weight of the alignment term in the loss (REPA's 0.5).
+        repa_projector_dim: hidden width of the projector MLP (REPA's 2048).
         seed: seeds the model init, data order and every training draw.
         ckpt_every: checkpoint period in steps (0: only at the end; one is always written at the end).
         log_every: period in steps of the metrics.jsonl lines (0: only at the end).
@@ -224,6 +243,10 @@ class TrainConfig:
     meanflow_guidance: float = option(1.0, group=MEANFLOW)
     meanflow_adaptive_power: float = option(MEANFLOW_ADAPTIVE_POWER, group=MEANFLOW)
     meanflow_jvp: str = option("auto", choices=MEANFLOW_JVP_MODES, group=MEANFLOW)
+    repa_encoder: str | None = option(None, group=REPA, metavar="ENCODER")
+    repa_depth: int = option(REPA_DEPTH, group=REPA)
+    repa_coeff: float = option(REPA_COEFF, group=REPA)
+    repa_projector_dim: int = option(REPA_PROJECTOR_DIM, group=REPA)
     seed: int = option(0, group=OPTIMISATION)
     ckpt_every: int = option(5000, group=RUN)
     log_every: int = option(50, group=RUN)
@@ -249,6 +272,7 @@ class TrainConfig:
         if not self.logit_normal_std > 0:
             raise UserError(f"--logit-normal-std must be positive, got {self.logit_normal_std}")
         self._check_objective_options()
+        self._check_repa()
         if self.cosine_loss and self.prediction != "velocity":
             raise UserError("--cosine-loss compares velocities: it needs --prediction velocity")
         if not 0.0 < self.decay_fraction <= 1.0:
@@ -331,6 +355,29 @@ class TrainConfig:
                     f"{', '.join(FREEZE_PRESETS)}; got {self.freeze!r}"
                 )
 
+    def _check_repa(self) -> None:
+        names = ("repa_depth", "repa_coeff", "repa_projector_dim")
+        if self.repa_encoder is None:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            changed = ["--" + n.replace("_", "-") for n in names if getattr(self, n) != defaults[n]]
+            if changed:
+                raise UserError(f"{', '.join(changed)} apply to REPA only; add --repa-encoder ENCODER")
+            return
+        repa_encoder_kind(self.repa_encoder)
+        if self.repa_depth < 1 or self.repa_projector_dim < 1 or not self.repa_coeff > 0:
+            raise UserError(
+                "--repa-depth and --repa-projector-dim must be positive integers and --repa-coeff positive, "
+                f"got {self.repa_depth}, {self.repa_projector_dim} and {self.repa_coeff}"
+            )
+        refused = {
+            "objective": ("meanflow", "MeanFlow's loss calls the model inside a Jacobian-vector product"),
+            "parallel": ("fsdp", "the projector is not sharded; use --parallel ddp"),
+            "compile": ("model", "the hook on the block needs it eager; use --compile blocks"),
+        }
+        for name, (value, why) in refused.items():
+            if getattr(self, name) == value:
+                raise UserError(f"--repa-encoder does not work with --{name} {value}: {why}")
+
     def flow_settings(self) -> FlowSettings:
         """The flow objective these options describe (meaningful when objective is "flow")."""
         return FlowSettings(self.path, self.prediction, self.loss_weight, self.train_eps, self.sample_eps)
@@ -411,8 +458,33 @@ RESUME_INVARIANT = (
     "diffusion_steps",
     *(name for name in OBJECTIVE_OPTIONS["flow"] if name != "sample_eps"),  # sample_eps: sampling only
     *(name for name in OBJECTIVE_OPTIONS["meanflow"] if name.startswith("meanflow_")),
+    "repa_encoder",
+    "repa_depth",
+    "repa_coeff",
+    "repa_projector_dim",
     "seed",
 )
+
+
+def repa_encoder_kind(spec: str) -> str:
+    """How --repa-encoder names its encoder: "hub" (a name in `REPA_HUB_ENCODERS`), "torchscript" (a
+    file: a name ending in .pt/.pth/.ts or holding a /) or "callable" (package.module:callable).
+
+    Raises:
+        UserError: none of these, e.g. a misspelt hub name (said without touching the network).
+    """
+    if spec in REPA_HUB_ENCODERS:
+        return "hub"
+    if spec.endswith((".pt", ".pth", ".ts")) or "/" in spec:
+        return "torchscript"
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", spec):
+        return "callable"
+    close = difflib.get_close_matches(spec, REPA_HUB_ENCODERS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise UserError(
+        f"unknown --repa-encoder {spec!r}; {hint}give a torch.hub name ({', '.join(REPA_HUB_ENCODERS[:4])}, "
+        "each also with -reg), a TorchScript file (.pt) or package.module:callable"
+    )
 
 
 def resume_mismatches(saved: dict[str, Any], current: TrainConfig) -> list[str]:

@@ -37,6 +37,8 @@ def preflight(config: TrainConfig, resume: str | os.PathLike[str] | bool | None)
             f"choose from {', '.join(sorted(fields))}"
         )
     check_logger(config.logger)  # a missing extra is named now, not after the model is built
+    if config.repa_encoder is not None:
+        check_repa(config)
     check_resume_options(config, resume)
     return check_init(config, resume)
 
@@ -58,6 +60,19 @@ def check_init(config: TrainConfig, resume: str | os.PathLike[str] | bool | None
     planned = dit_config(config, (src.in_channels, *src.size_hw), src.num_classes)
     check_fits(source, planned, config.model)
     return source
+
+
+def check_repa(config: TrainConfig) -> None:
+    """REPA's depth within the model's blocks, and its encoder at hand (a local file, or torch.hub cached
+    or reachable), before the data is opened or anything downloaded."""
+    from ditkit.model.presets import get_config
+    from ditkit.training.repa_encoders import check_repa_encoder
+
+    depth = config.model_overrides.get("depth", get_config(config.model).depth)
+    if config.repa_depth > depth:
+        raise UserError(f"--repa-depth {config.repa_depth} is deeper than {config.model}'s {depth} blocks")
+    assert config.repa_encoder is not None
+    check_repa_encoder(config.repa_encoder)
 
 
 def check_resume_options(config: TrainConfig, resume: str | os.PathLike[str] | bool | None) -> None:

@@ -161,6 +161,7 @@ def build_train_step(
     raw: nn.Module | None = None,
     encoder: Any = None,
     sample_shape: tuple[int, int, int] | None = None,
+    repa: Any = None,
 ) -> TrainStep:
     """The run's optimizer step (`TrainStep`) with its own AdamW, EMA and objective, as the trainer
     builds them; `ditkit.bench` builds the step it times here too.
@@ -171,6 +172,7 @@ def build_train_step(
         precision: the resolved precision ("fp32", "tf32" or "bf16"; not "auto").
         raw: the unwrapped model (default `model`).
         encoder, sample_shape: the first stage that encodes images on the fly, and the latents' shape.
+        repa: the run's REPA term (`build_repa`), or None.
     """
     raw = model if raw is None else raw
     device = next(raw.parameters()).device
@@ -186,7 +188,53 @@ def build_train_step(
         raw=raw,
         encoder=encoder,
         sample_shape=sample_shape,
+        repa=repa,
     )
+
+
+def build_repa(config: TrainConfig, raw: DiT, data: DataSetup, device: torch.device) -> Any:
+    """The run's REPA term (`ditkit.training.repa.Repa`): the frozen encoder, probed once on a blank image
+    for its token width, and the projector (seeded by the run's seed) with its own AdamW."""
+    from ditkit.training.repa import Projector, Repa
+    from ditkit.training.repa_encoders import load_repa_encoder
+
+    assert config.repa_encoder is not None
+    encoder = load_repa_encoder(config.repa_encoder, device)
+    blank = torch.zeros(1, data.info.channels, data.info.image_size, data.info.image_size, device=device)
+    with torch.no_grad():
+        probe = encoder(blank)
+    if probe.ndim != 3:
+        raise UserError(
+            f"--repa-encoder {config.repa_encoder} must return patch tokens (B, N, D); it returned "
+            f"{tuple(probe.shape)} for one image"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        projector = Projector(raw.config.hidden_size, config.repa_projector_dim, probe.shape[-1]).to(device)
+    params = list(projector.parameters())
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        fused=fused_supported(device, params) or None,
+    )
+    block = raw.blocks[config.repa_depth - 1]
+    return Repa(encoder, projector, optimizer, block, raw.grid_hw, config.repa_coeff)
+
+
+def check_repa_data(config: TrainConfig, data: DataSetup, model: DiTConfig) -> None:
+    """REPA's encoder sees images, and its depth must lie within the model's: refuse, in one line, a
+    latent cache (it holds no images) or a deeper block than the model has."""
+    if config.repa_encoder is None:
+        return
+    if data.info.first_stage is not None:
+        raise UserError(
+            f"--repa-encoder needs the training images, and {config.data} is a latent cache (latents only); "
+            "train on the image folder itself (encoded at every step) or in pixel space"
+        )
+    if config.repa_depth > model.depth:
+        raise UserError(f"--repa-depth {config.repa_depth} is deeper than the model's {model.depth} blocks")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

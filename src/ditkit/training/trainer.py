@@ -37,7 +37,9 @@ from ditkit.training.result import SUMMARY_FILE, TrainResult
 from ditkit.training.setup import (
     build_data,
     build_model,
+    build_repa,
     build_train_step,
+    check_repa_data,
     checkpoint_extra,
     model_config,
     set_lr,
@@ -110,6 +112,7 @@ class Trainer:
         self.out = Path(config.out)
         self.data = build_data(config, echo)
         self.model_config = model_config(config, self.data)
+        check_repa_data(config, self.data, self.model_config)
         self.init = None if init is None else self._plan_init(init)
         self.init_record: dict[str, Any] | None = None  # where the run started, kept in its checkpoints
         check_freeze(self.model_config, config.freeze)
@@ -148,6 +151,7 @@ class Trainer:
         apply_compile(raw, self.compile)  # in place: parameters and state-dict keys are unchanged
         self.raw = raw
         self.model = D.wrap_model(raw, cfg.parallel, self.ctx)
+        repa = None if cfg.repa_encoder is None else build_repa(cfg, raw, self.data, self.ctx.device)
         self.train_step = build_train_step(
             self.model,
             cfg,
@@ -155,6 +159,7 @@ class Trainer:
             raw=raw,
             encoder=self.data.encoder,
             sample_shape=self.data.sample_shape,
+            repa=repa,
         )
         self.optimizer, self.ema = self.train_step.optimizer, self.train_step.ema
         self.step = 0
@@ -170,6 +175,8 @@ class Trainer:
         self.ema.load_weights(checkpoint.ema)
         self.ema.load_state_dict(state["ema"])
         restore_optimizer(self.model, self.optimizer, state["optimizer"])
+        if self.train_step.repa is not None:
+            self.train_step.repa.load_state_dict(state["repa"])
         if "lr_schedule" in state:
             self.lr_schedule.load_state_dict(state["lr_schedule"])
         rngs = state.get("rng", [])
@@ -221,7 +228,8 @@ class Trainer:
         )
         with GracefulStop() as stop, bar:
             for step, micro_batches in self._steps():
-                set_lr(self.optimizer, self.lr_schedule.at(step))
+                for optimizer in self.train_step.optimizers:
+                    set_lr(optimizer, self.lr_schedule.at(step))
                 out = self.train_step(step, micro_batches, self.layout.local_batch)
                 self.pending.add_step(out, *self._clock(stop.requested))
                 self.step = step + 1
@@ -375,6 +383,8 @@ class Trainer:
                 "world_size": self.ctx.world_size,
                 "elapsed_seconds": self.elapsed_before + time.perf_counter() - self.t0,
             }
+            if self.train_step.repa is not None:  # the projector: trained, resumed, never sampled with
+                state["repa"] = self.train_step.repa.state_dict()
             sharded = self.config.parallel == "fsdp" and self.ctx.world_size > 1
             holder = weights_holder(self.raw, self.model_config, model_sd, sharded)
             extra = checkpoint_extra(self.config, self.data, self.step, self.init_record)

@@ -37,8 +37,20 @@ SDE_METHODS = ("Euler", "Heun")
 LAST_STEPS = ("Mean", "Tweedie", "Euler")
 
 
-def _times(t0: float, t1: float, num: int, device: torch.device) -> Tensor:
-    return torch.linspace(t0, t1, num, dtype=torch.float64).to(device=device, dtype=torch.float32)
+def _times(t0: float, t1: float, num: int, device: torch.device, shift: float = 1.0) -> Tensor:
+    times = shift_times(torch.linspace(t0, t1, num, dtype=torch.float64), shift)
+    return times.to(device=device, dtype=torch.float32)
+
+
+def shift_times(t: Tensor, shift: float) -> Tensor:
+    """LightningDiT's timestep shift of a time grid: t -> s t / (1 + (s - 1) t), which keeps 0 and 1.
+
+    With t = 0 at the noise, s < 1 packs the steps near the noise (their models sample with s = 0.3;
+    hustvl/LightningDiT transport/integrators.py). s = 1 returns t unchanged.
+    """
+    if shift == 1.0:
+        return t
+    return shift * t / (1 + (shift - 1) * t)
 
 
 class _Counter:
@@ -74,6 +86,7 @@ class Sampler:
         rtol: float = 1e-3,
         reverse: bool = False,
         progress: bool = False,
+        timestep_shift: float = 1.0,
     ) -> SampleFn:
         """The probability-flow ODE dx/dt = v(x, t) from t0 to t1, solved by torchdiffeq.
 
@@ -84,6 +97,7 @@ class Sampler:
             atol, rtol: tolerances of adaptive methods.
             reverse: integrate from data to noise (1 -> 0), e.g. to encode images into noise.
             progress: show a bar counting model evaluations.
+            timestep_shift: shift s of those times (`shift_times`; 1: evenly spaced).
 
         Returns:
             sample_fn(z, model, **model_kwargs) -> (num_steps, B, ...) states, the last at t1.
@@ -108,7 +122,7 @@ class Sampler:
                     tt = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
                     return velocity(x, tt, counted, **model_kwargs)
 
-                times = _times(t0, t1, num_steps, z.device)
+                times = _times(t0, t1, num_steps, z.device, timestep_shift)
                 # adaptive steps must land on the end, not overshoot it: paths such as VP are not
                 # defined beyond t = 1 (SiT's solver steps past the end and interpolates back)
                 options = {"step_t": times[-1:]} if _adaptive(method) else None

@@ -51,6 +51,7 @@ def sample_flow(
     steps: int | None,
     noise: NoiseSource,
     progress: bool = False,
+    timestep_shift: float = 1.0,
 ) -> Tensor:
     """Integrate from noise x (B, C, H, W) at t0 to data at t = 1 with a named sampler.
 
@@ -63,6 +64,7 @@ def sample_flow(
         steps: the fixed-step samplers' steps (default `DEFAULT_FLOW_STEPS`); None for dopri5.
         noise: per-sample streams of the SDE's noise.
         progress: show a progress bar.
+        timestep_shift: euler and heun's time grid, shifted (`ditkit.transport.sit_sampler.shift_times`).
 
     Returns:
         (B, C, H, W) float32 samples.
@@ -79,7 +81,9 @@ def sample_flow(
         )
     elif sampler in ("euler", "heun"):
         n = DEFAULT_FLOW_STEPS[sampler] if steps is None else steps
-        run = flow_sampler.sample_ode(sampling_method=sampler, num_steps=n + 1, progress=progress)
+        run = flow_sampler.sample_ode(
+            sampling_method=sampler, num_steps=n + 1, progress=progress, timestep_shift=timestep_shift
+        )
     else:
         n = DEFAULT_FLOW_STEPS[sampler] if steps is None else steps
         if n < 2:
