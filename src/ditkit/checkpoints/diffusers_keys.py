@@ -81,6 +81,10 @@ def check_exportable(config: DiTConfig) -> None:
         )
     if config.interval_embedding:
         raise UserError("diffusers' DiT has one time embedding; a MeanFlow model (two) cannot be exported")
+    lightning = config.lightning_options()
+    if lightning:
+        shown = ", ".join(f"{k}={v}" for k, v in lightning.items())
+        raise UserError(f"diffusers' DiT has none of LightningDiT's block options; this model has {shown}")
     if h != w:
         raise UserError(f"diffusers' DiT takes square inputs only; this model's input is {h}x{w}")
     if config.mlp_ratio != DIFFUSERS_MLP_RATIO:

@@ -28,6 +28,8 @@ from ditkit.options import from_record
 
 # Probability of replacing a label by the null class during training (DiT, Sec. 3.1 / App. A).
 DEFAULT_CLASS_DROPOUT = 0.1
+# The DiTConfig fields of LightningDiT's block options; their defaults build DiT's block.
+LIGHTNING_OPTIONS = ("norm", "mlp", "rope", "qk_norm", "adaln_shift")
 
 
 @dataclass
@@ -118,6 +120,11 @@ class DiTConfig:
             raise ValueError(f"input size {h}x{w} is not a multiple of the patch size {self.patch_size}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
+
+    def lightning_options(self) -> dict[str, Any]:
+        """LightningDiT's block options this config turns on: {field: value} of those off their default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in LIGHTNING_OPTIONS}
+        return {k: getattr(self, k) for k, v in defaults.items() if getattr(self, k) != v}
 
     @property
     def size_hw(self) -> tuple[int, int]:

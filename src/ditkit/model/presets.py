@@ -56,13 +56,7 @@ LIGHTNING_DEFAULTS: dict[str, Any] = dict(
 
 def is_lightning(config: DiTConfig) -> bool:
     """Whether a config uses any of LightningDiT's block options (for naming its preset)."""
-    return bool(
-        config.norm != "layernorm"
-        or config.mlp != "mlp"
-        or config.rope
-        or config.qk_norm
-        or not config.adaln_shift
-    )
+    return bool(config.lightning_options())
 
 
 def _canonical(name: str) -> str:

@@ -37,7 +37,15 @@ from ditkit.training.config import TrainConfig
 
 # DiT fields a study may set; they go into TrainConfig.model_overrides. The others come from the data
 # (input_size, in_channels, num_classes) or have a TrainConfig twin (learn_sigma, class_dropout, ...).
-MODEL_FIELDS = ("patch_size", "hidden_size", "depth", "num_heads", "mlp_ratio", "block", "activation")
+MODEL_FIELDS = (
+    "patch_size",
+    "hidden_size",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "block",
+    "activation",
+    # LightningDiT's block options (`ditkit.model.dit.LIGHTNING_OPTIONS`)
 # Set by the study for every run, never by a spec.
 RESERVED_FIELDS = ("out", "keep_checkpoints")
 # Short names of axis values in run names ("w128-p4"); axes listed in VALUE_ONLY show their value alone.
