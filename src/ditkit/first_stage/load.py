@@ -18,14 +18,20 @@ def load_first_stage(spec: str, *, channels: int = 3, device: str | torch.device
         spec: "identity" (pixels, `channels` channels); "sd-vae-ft-ema" or "sd-vae-ft-mse" (from the
             hub cache, downloaded when online); a hub repo id "owner/name"; a local diffusers VAE
             folder; or a single .safetensors/.ckpt file (diffusers or original LDM key layout).
+            VA-VAE: "vavae-f16d32" (its released files in `vavae_home() / "vavae-f16d32"`), or a
+            folder or checkpoint file with `latents_stats.pt` beside it (`ditkit.first_stage.vavae`).
         channels: image channels of the identity first stage (the SD VAE always takes 3).
         device: where to put its weights.
 
     Raises:
         UserError: the spec names nothing loadable (the message says what to pass instead).
     """
+    from ditkit.first_stage.vavae import is_vavae_spec, load_vavae
+
     if spec == "identity":
         first_stage: FirstStage = IdentityFirstStage(channels)
+    elif is_vavae_spec(spec):
+        first_stage = load_vavae(spec)
     else:
         from ditkit.first_stage.sd_vae import load_sd_vae
 
@@ -37,15 +43,18 @@ def planned_latent_shape(spec: str, channels: int, image_size: int) -> tuple[int
     """The latent shape `load_first_stage(spec)` would give, read without loading any weights.
 
     Lets a run check sizes against its model before a VAE is read or downloaded. Known for the
-    identity, the two SD VAEs, local folders and files; None for other hub repositories.
+    identity, the two SD VAEs, VA-VAE, local folders and files; None for other hub repositories.
 
     Raises:
         UserError: `image_size` is not a multiple of the first stage's downsampling factor.
     """
     from ditkit.first_stage.sd_vae import planned_vae_geometry
+    from ditkit.first_stage.vavae import is_vavae_spec, planned_vavae_geometry
 
     if spec == "identity":
         geometry: tuple[int, int] | None = (channels, 1)
+    elif is_vavae_spec(spec):
+        geometry = planned_vavae_geometry(spec)
     else:
         geometry = planned_vae_geometry(spec)
     if geometry is None:
@@ -81,6 +90,12 @@ def first_stage_from_dict(
                 f"first stage used {stored}; pass the VAE it was made with"
             )
         return first_stage
+    if kind == "vavae":
+        from ditkit.first_stage.vavae import check_same_vavae
+
+        first_stage = load_first_stage(source or str(data["source"]), device=device)
+        check_same_vavae(first_stage, data, source or str(data["source"]))
+        return first_stage
     raise UserError(
-        f"unknown first stage kind {kind!r} in the stored description; expected identity or sd-vae"
+        f"unknown first stage kind {kind!r} in the stored description; expected identity, sd-vae or vavae"
     )

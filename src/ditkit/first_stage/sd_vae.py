@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import pickle
 import re
 import warnings
 from collections.abc import Iterator, Mapping
@@ -21,6 +20,7 @@ import torch
 from ditkit.errors import UserError
 from ditkit.extras import optional_dependency
 from ditkit.first_stage.base import FirstStage, check_channels
+from ditkit.first_stage.weights_file import first_line, read_weights
 
 # Latent scale of the SD VAE (Rombach et al. 2022, LDM sec. 4.3.2: makes latents about unit variance);
 # DiT's train.py multiplies latents by it and sample.py divides by it before decoding.
@@ -48,7 +48,6 @@ SD_VAE_CONFIG: dict[str, Any] = {
     "sample_size": 256,
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 # Attention weight names of diffusers < 0.14, still found in older single-file exports.
 _LEGACY_ATTENTION_NAMES = {
     ".query.": ".to_q.",
@@ -182,7 +181,7 @@ def _from_folder(folder: Path) -> Any:
     try:
         return AutoencoderKL.from_pretrained(folder, subfolder=subfolder, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"cannot load a VAE from {folder}: {_first_line(err)}") from err
+        raise UserError(f"cannot load a VAE from {folder}: {first_line(err)}") from err
 
 
 def _from_hub(repo: str) -> Any:
@@ -205,7 +204,7 @@ def _from_hub(repo: str) -> Any:
         return _hub_pretrained(repo, local_files_only=False)
     except (OSError, ValueError) as err:
         raise UserError(
-            f"cannot get {repo} from the Hugging Face hub ({_first_line(err)}); "
+            f"cannot get {repo} from the Hugging Face hub ({first_line(err)}); "
             f"check the network and the name, or {local_hint}"
         ) from err
 
@@ -244,7 +243,7 @@ def _from_single_file(path: Path) -> Any:
     with optional_dependency("diffusers", "the SD VAE"):
         from diffusers import AutoencoderKL
 
-    weights = _read_weights(path)  # first: a bad file fails before a large model is built
+    weights = read_weights(path)  # first: a bad file fails before a large model is built
     config_file = path.parent / "config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else SD_VAE_CONFIG
     vae = AutoencoderKL.from_config(config)
@@ -253,32 +252,9 @@ def _from_single_file(path: Path) -> Any:
         vae.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise UserError(
-            f"{path} does not fit the VAE config ({_first_line(err)}); put its config.json beside it"
+            f"{path} does not fit the VAE config ({first_line(err)}); put its config.json beside it"
         ) from err
     return vae
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    suffix = path.suffix.lower()
-    if suffix not in WEIGHT_SUFFIXES:
-        raise UserError(f"{path} is not a weights file; expected one of {', '.join(WEIGHT_SUFFIXES)}")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        if suffix == ".safetensors":
-            state: Any = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
-        raise UserError(
-            f"cannot read weights from {path}: {_first_line(err)}; convert it to .safetensors"
-        ) from err
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]  # original LDM / Lightning checkpoints nest the weights
-    if not isinstance(state, Mapping):
-        raise UserError(f"{path} holds no state dict")
-    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
 def _to_diffusers_layout(
@@ -312,8 +288,3 @@ def _rename_legacy(key: str) -> str:
     for old, new in _LEGACY_ATTENTION_NAMES.items():
         key = key.replace(old, new)
     return key
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
