@@ -38,6 +38,8 @@ FREEZE_PRESETS = ("all-but-adaln",)
 LR_SCHEDULES = ("constant", "wsd")
 # Conditioning designs of a DiT block compared in the paper (Sec. 3.2, Fig. 5; `ditkit.model.blocks`).
 BLOCK_DESIGNS = ("adaln-zero", "adaln", "cross-attention", "in-context")
+# Families of named presets (`ditkit.model.presets`): DiT's and LightningDiT's.
+MODEL_FAMILIES = ("dit", "lightningdit")
 # The MLP's activation: DiT's GELU with the tanh approximation (official weights need it) or the exact
 # (erf) GELU, a cheaper kernel on CPUs whose tanh is slow (AVX2: 2.4 vs 6.7 ms forward and backward on
 # a 32 x 49 x 512 tensor; README, "The demo").

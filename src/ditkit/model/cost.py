@@ -121,19 +121,37 @@ def model_table(
     num_classes: int = 1000,
     block: str = "adaln-zero",
     include_small: bool = False,
+    family: str = "dit",
+    options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Parameters and Gflops of every preset (the paper's twelve, or all with `include_small`).
+    """Parameters and Gflops of every preset (the paper's twelve, or all with `include_small`; or
+    LightningDiT's nine with `family="lightningdit"`, with their released block options).
+
+    `options` overrides DiTConfig fields of every row, e.g. {"rope": False, "qk_norm": True}.
 
     Returns:
         One dict per preset with name, depth, hidden_size, num_heads, patch_size, tokens, params,
         gflops; tokens, params and gflops are None for a preset whose patch does not divide the input.
     """
-    from ditkit.model.presets import PAPER_PRESETS, PRESETS, SIZES
+    from ditkit.model.presets import (
+        LIGHTNING_DEFAULTS,
+        LIGHTNING_PRESETS,
+        LIGHTNING_SIZES,
+        PAPER_PRESETS,
+        PRESETS,
+        SIZES,
+    )
 
+    lightning = family == "lightningdit"
+    presets, sizes = (LIGHTNING_PRESETS, LIGHTNING_SIZES) if lightning else (PRESETS, SIZES)
+    fields = {
+        k: v for k, v in LIGHTNING_DEFAULTS.items() if lightning and k not in ("input_size", "in_channels")
+    }
+    fields.update(options or {})
     rows = []
-    for name in PRESETS if include_small else PAPER_PRESETS:
-        size, patch = PRESETS[name]
-        depth, hidden, heads = SIZES[size]
+    for name in presets if include_small or lightning else PAPER_PRESETS:
+        size, patch = presets[name]
+        depth, hidden, heads = sizes[size]
         row: dict[str, Any] = dict(
             name=name, depth=depth, hidden_size=hidden, num_heads=heads, patch_size=patch
         )
@@ -145,8 +163,9 @@ def model_table(
                 in_channels=in_channels,
                 hidden_size=hidden,
                 depth=depth,
+                num_heads=heads,
                 num_classes=num_classes,
-                block=block,
+                **{"block": block, **fields},
             )
             if fits
             else (None, None)
