@@ -41,6 +41,12 @@ def hub_unreachable_reason() -> str | None:
     return _probe(hub_endpoint())
 
 
+def unreachable_reason(endpoint: str) -> str | None:
+    """Why another host (e.g. torch.hub's github.com) cannot be reached now, or None if it can; the
+    same one-connection probe, found out once per process."""
+    return _probe(endpoint)
+
+
 @functools.cache
 def _probe(endpoint: str) -> str | None:
     url = urlparse(endpoint)

@@ -223,18 +223,14 @@ def build_repa(config: TrainConfig, raw: DiT, data: DataSetup, device: torch.dev
     return Repa(encoder, projector, optimizer, block, raw.grid_hw, config.repa_coeff)
 
 
-def check_repa_data(config: TrainConfig, data: DataSetup, model: DiTConfig) -> None:
-    """REPA's encoder sees images, and its depth must lie within the model's: refuse, in one line, a
-    latent cache (it holds no images) or a deeper block than the model has."""
-    if config.repa_encoder is None:
-        return
-    if data.info.first_stage is not None:
+def check_repa_data(config: TrainConfig, data: DataSetup) -> None:
+    """REPA's encoder sees images: refuse a latent cache (it holds none) in one line (`preflight` has
+    checked the depth and the encoder)."""
+    if config.repa_encoder is not None and data.info.first_stage is not None:
         raise UserError(
             f"--repa-encoder needs the training images, and {config.data} is a latent cache (latents only); "
             "train on the image folder itself (encoded at every step) or in pixel space"
         )
-    if config.repa_depth > model.depth:
-        raise UserError(f"--repa-depth {config.repa_depth} is deeper than the model's {model.depth} blocks")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -7,8 +7,9 @@ benchmark times is what a training run computes.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ def forward_backward(
     draws: StepDraws,
     scale: float,
     precision: str = "fp32",
+    aux: Callable[[Callable[[], dict[str, Tensor]]], dict[str, Tensor]] | None = None,
 ) -> dict[str, Tensor]:
     """Backpropagate `scale * sum of the per-sample losses` of one micro-batch.
 
@@ -71,13 +73,18 @@ def forward_backward(
         precision: "bf16" runs the forward and the loss under bfloat16 autocast (the backward follows
             the forward's dtypes); "fp32" and "tf32" add no autocast (set their matmul flags around
             the call with `matmul_precision`), nor do they switch off one the caller entered.
+        aux: adds auxiliary terms around the objective's loss: called with a function that computes the
+            objective's terms, returns them with its own added (REPA's `Repa.losses`); None: none.
 
     Returns:
         Detached per-sample terms {"loss", "mse"(, "vb")}, each (B,).
     """
 
     with autocast(precision, x.device):
-        terms = loss_terms(model, objective, x, labels, draws)
+        if aux is None:
+            terms = loss_terms(model, objective, x, labels, draws)
+        else:
+            terms = aux(lambda: loss_terms(model, objective, x, labels, draws))
     (terms["loss"].float().sum() * scale).backward()
     return {k: v.detach().float() for k, v in terms.items() if k in LOGGED_TERMS}
 
@@ -149,6 +156,8 @@ class TrainStep:
         encoder: a first stage that encodes image micro-batches to latents on the fly (posterior
             sample with the per-sample posterior noise), or None when inputs are model inputs.
         sample_shape: (C, H, W) of one model input; needed with `encoder` (default: the input's).
+        repa: REPA's alignment term (`ditkit.training.repa.Repa`): its encoder sees each micro-batch's
+            images, its projector is stepped with the model (and clipped with it), or None.
     """
 
     def __init__(
@@ -165,6 +174,7 @@ class TrainStep:
         raw: nn.Module | None = None,
         encoder: Any = None,
         sample_shape: Sequence[int] | None = None,
+        repa: Any = None,
     ) -> None:
         self.model, self.raw = model, model if raw is None else raw
         self.device = next(self.raw.parameters()).device
@@ -177,6 +187,12 @@ class TrainStep:
         self.grad_clip, self.encoder = grad_clip, encoder
         self.sample_shape = None if sample_shape is None else tuple(sample_shape)
         self.conditional = getattr(self.raw, "null_class", None) is not None
+        self.repa = repa
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The step's optimizers: the model's, and REPA's projector's when there is one."""
+        return [self.optimizer] if self.repa is None else [self.optimizer, self.repa.optimizer]
 
     def __call__(self, step: int, micro_batches: Iterable[MicroBatch], samples: int) -> StepOutput:
         """Run optimizer step `step` (0-based) over `micro_batches`, which hold `samples` samples in all.
@@ -185,18 +201,22 @@ class TrainStep:
         global batch); the last micro-batch is the one that completes `samples`.
         """
         stats, done = StepStats(), 0
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         with matmul_precision(self.precision):
             for micro in micro_batches:
                 done += len(micro.positions)
                 with D.grad_sync(self.model, done >= samples):
                     stats.add(self._forward_backward(step, micro, 1.0 / samples))
+            params = list(self.model.parameters())
+            if self.repa is not None:
+                self.repa.sync_gradients()
+                params += self.repa.parameters()  # one global norm, as REPA clips the SiT with its projectors
             grad_norm = None
             if self.grad_clip is not None:
-                grad_norm = D.full_tensor(
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-                )
-            self.optimizer.step()
+                grad_norm = D.full_tensor(torch.nn.utils.clip_grad_norm_(params, self.grad_clip))
+            for optimizer in self.optimizers:
+                optimizer.step()
         self.ema.update(self.raw)
         return StepOutput(stats, grad_norm)
 
@@ -213,11 +233,16 @@ class TrainStep:
         ).to(self.device)
         x = micro.x.to(self.device, non_blocking=True)
         labels = micro.y.to(self.device, non_blocking=True) if self.conditional else None
+        aux = None
+        if self.repa is not None:  # its encoder sees the images, before a first stage encodes them
+            with autocast(self.precision, self.device):
+                targets = self.repa.targets(x)
+            aux = functools.partial(self.repa.losses, targets=targets)
         if self.encoder is not None:
             with torch.no_grad():
                 mean, std = self.encoder.encode(x)
                 x = mean + std * draws.posterior_noise
-        return forward_backward(self.model, self.objective, x, labels, draws, scale, self.precision)
+        return forward_backward(self.model, self.objective, x, labels, draws, scale, self.precision, aux)
 
 
 def reduce_step(stats: StepStats, stop: bool, decay: bool = False) -> tuple[dict[str, Tensor], Tensor]:

@@ -112,7 +112,7 @@ class Trainer:
         self.out = Path(config.out)
         self.data = build_data(config, echo)
         self.model_config = model_config(config, self.data)
-        check_repa_data(config, self.data, self.model_config)
+        check_repa_data(config, self.data)
         self.init = None if init is None else self._plan_init(init)
         self.init_record: dict[str, Any] | None = None  # where the run started, kept in its checkpoints
         check_freeze(self.model_config, config.freeze)
