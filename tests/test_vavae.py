@@ -31,6 +31,7 @@ from ditkit.first_stage.vavae import (
     VAVAE_MODELS,
     VAVAEFirstStage,
 )
+from ditkit.generation.loading import first_stage_for
 from ditkit.generation.pipeline import DiTPipeline
 
 CHECKPOINT = VAVAE_MODELS["vavae-f16d32"].checkpoint  # their released file name
@@ -211,6 +212,9 @@ def test_short_name_reads_the_documented_folder(tmp_path, monkeypatch):
     message = str(caught.value)
     assert "\n" not in message and str(tmp_path / "cache" / "ditkit" / "vavae-f16d32") in message
     assert CHECKPOINT in message and STATS_FILE in message and "huggingface.co/hustvl" in message
+    # A 32-channel checkpoint that names no first stage (LightningDiT's released files) asks for the same.
+    with pytest.raises(UserError, match="vavae-f16d32 needs"):
+        first_stage_for({}, in_channels=32)
 
 
 def test_prepare_then_sample_decodes_with_the_stored_statistics(tmp_path):

@@ -8,7 +8,7 @@ from ditkit.cli.formatting import add_command, add_data_dir_flag, plural, positi
 
 SUMMARY = "encode a dataset into a latent cache"
 DESCRIPTION = (
-    "Encode a dataset once with the first stage (SD VAE or identity) into a sharded, "
+    "Encode a dataset once with the first stage (SD VAE, VA-VAE or identity) into a sharded, "
     "memory-mapped latent cache that `ditkit train` reads instead of images."
 )
 EPILOG = """examples:
@@ -17,6 +17,7 @@ EPILOG = """examples:
   ditkit prepare fashion-mnist --first-stage sd-vae-ft-ema --out runs/fmnist-vae   # 4x4x4 latents
   ditkit prepare ~/imagenet/train --image-size 256 --first-stage sd-vae-ft-mse --out runs/in256 --device cuda
   ditkit prepare photos/ --first-stage ~/vae/ --out runs/photos      # a local diffusers VAE folder
+  ditkit prepare photos/ --first-stage vavae-f16d32 --out runs/photos-vavae   # LightningDiT's VA-VAE
 
 Both flips of every image are encoded and the posterior's mean and std stored (float16 by default),
 in shards of --shard-size images with a manifest (cache.json). Rerun the same command after an
@@ -32,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--first-stage",
         default=None,
         help="identity, sd-vae-ft-ema, sd-vae-ft-mse, a hub repo id, a diffusers VAE folder or a "
-        ".safetensors/.ckpt file (default: identity for fashion-mnist, sd-vae-ft-ema otherwise)",
+        ".safetensors/.ckpt file; vavae-f16d32 or a VA-VAE folder (checkpoint + latents_stats.pt) "
+        "(default: identity for fashion-mnist, sd-vae-ft-ema otherwise)",
     )
     add_data_dir_flag(p, "--data")
     p.add_argument("--split", default="train", choices=["train", "test"], help="Fashion-MNIST split")

@@ -92,7 +92,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--first-stage",
-        help="decoder overriding the checkpoint's: sd-vae-ft-ema, sd-vae-ft-mse, a folder, identity",
+        help="decoder overriding the checkpoint's: sd-vae-ft-ema, sd-vae-ft-mse, vavae-f16d32, a folder, "
+        "identity",
     )
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="weight set to use")
     p.add_argument(

@@ -68,6 +68,10 @@ VAVAE_MODELS = {
     ),
 }
 
+# LightningDiT's tokenizer (its configs' `vae.model_name: vavae_f16d32`): the first stage where a 32-channel
+# checkpoint names none.
+DEFAULT_VAVAE = "vavae-f16d32"
+
 
 class VAVAEFirstStage(FirstStage):
     """A frozen LDM autoencoder whose latents are normalised per channel.

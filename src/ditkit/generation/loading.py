@@ -2,7 +2,8 @@
 settings and class names.
 
 Checkpoints that say nothing about their surroundings (the released official .pt files) get DiT's:
-the SD VAE `sd-vae-ft-ema` for 4-channel latents (the identity for other channel counts), the linear
+the SD VAE `sd-vae-ft-ema` for 4-channel latents, VA-VAE `vavae-f16d32` for LightningDiT's 32-channel
+ones (read from local files, never downloaded), the identity for other channel counts, the linear
 1000-step process, and ImageNet's class names for 1000 classes. SiT's released .pt files have DiT's
 keys and do not say that they are flow models: `objective="flow"` loads them with SiT's defaults
 (Linear path, velocity). SiT's training checkpoints name their path and prediction in their args.
@@ -18,6 +19,7 @@ from typing import Any
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage
 from ditkit.first_stage.sd_vae import DEFAULT_SD_VAE, SD_VAE_LATENT_CHANNELS
+from ditkit.first_stage.vavae import DEFAULT_VAVAE, VAVAE_MODELS
 from ditkit.generation.class_names import ClassNames
 from ditkit.model.dit import DiT
 from ditkit.objectives import Objective, objective_from_record
@@ -61,6 +63,9 @@ def first_stage_for(
     if in_channels == SD_VAE_LATENT_CHANNELS:
         note = f"the checkpoint names no first stage; decoding with {DEFAULT_SD_VAE} (DiT's VAE)"
         return load_first_stage(DEFAULT_SD_VAE), note
+    if in_channels == VAVAE_MODELS[DEFAULT_VAVAE].config.embed_dim:
+        note = f"the checkpoint names no first stage; decoding with {DEFAULT_VAVAE} (LightningDiT's VA-VAE)"
+        return load_first_stage(DEFAULT_VAVAE), note
     note = f"the checkpoint names no first stage; treating its {in_channels}-channel inputs as pixels"
     return load_first_stage("identity", channels=in_channels), note
 

@@ -89,8 +89,8 @@ class TrainConfig:
             `ditkit prepare`.
         data_dir: folder of the Fashion-MNIST IDX files (default: Debian's /usr/share/datasets/fashion-mnist).
         image_size: image side in pixels (default: 32 for Fashion-MNIST, 256 for folders, the cache's).
-        first_stage: for image data: "identity" (train on pixels) or a VAE ("sd-vae-ft-ema", a folder),
-            encoded every step (slow: prefer `ditkit prepare`). Default: identity for Fashion-MNIST,
+        first_stage: for image data: "identity" (train on pixels) or a VAE ("sd-vae-ft-ema", "vavae-f16d32",
+            a folder), encoded every step (slow: prefer `ditkit prepare`). Default: identity for Fashion-MNIST,
             DiT's sd-vae-ft-ema for folders; a cache always uses its own.
         flip: horizontal flips: "random" (DiT) or "none".
         classes: Fashion-MNIST only: train on these labels, e.g. "5,6,7,8,9", relabelled 0..n-1 in the
