@@ -38,10 +38,18 @@ checkpoints/<step>/ (config.json, model.safetensors, ema.safetensors, train_stat
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ditkit.training.config import RUN, TrainConfig
+    from ditkit.training.config import OPTIMISATION, RUN, TrainConfig
+    from ditkit.training.recipes import TRAIN_RECIPES
 
     p = add_command(subparsers, "train", run, SUMMARY, DESCRIPTION, EPILOG)
     groups = add_config_arguments(p, TrainConfig)
+    groups[OPTIMISATION].add_argument(
+        "--recipe",
+        choices=tuple(TRAIN_RECIPES),
+        help="start from a published run's options (lightningdit: LightningDiT-XL/1's block, flow matching "
+        "with logit-normal times and the cosine loss, AdamW 2e-4 with betas 0.9 0.95, batch 1024, EMA "
+        "0.9999); the options given take over, --set merges with the recipe's model options",
+    )
     groups[RUN].add_argument(
         "--resume",
         nargs="?",
@@ -57,6 +65,7 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     Checked here, before torch is imported, so a bad option fails at once.
     """
+    from ditkit.errors import UserError
     from ditkit.run_folder import check_resume_target, read_run_config
     from ditkit.training.config import TrainConfig, resumed_config
 
@@ -64,7 +73,13 @@ def config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     check_resume_target(args.resume, given["out"])
     saved = read_run_config(args.resume, given["out"])
     if saved is not None:
+        if args.recipe is not None:
+            raise UserError("drop --recipe on --resume: the run's train_config.json holds its options")
         return resumed_config(saved, given)
+    if args.recipe is not None:
+        from ditkit.training.recipes import recipe_options
+
+        given = recipe_options(args.recipe, given)
     return TrainConfig(**given)
 
 
