@@ -75,7 +75,7 @@ def test_tiny_study_writes_samples_rows_tables_and_plots(finished):
     assert wide["gflops"] > narrow["gflops"] and wide["params"] > narrow["params"]
     assert train_compute(1.0, 8, 4) == 3 * 1e9 * 8 * 4
     md = (finished / "results.md").read_text()
-    assert "| run |" in md and "w32-h2" in md and "![curves](curves.png)" in md
+    assert "| configuration |" in md and "w32-h2" in md and "![curves](curves.png)" in md
     for plot in ("curves.png", "vs_compute.png", "vs_gflops.png"):
         assert (finished / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     run = finished / "runs" / RUNS[0]
@@ -95,18 +95,26 @@ def test_study_samples_are_the_pipelines_with_per_sample_seeds(finished):
         np.testing.assert_array_equal(npz["arr_0"][5:8], alone[..., 0])
 
 
-def test_killed_study_resumes_without_redoing_work(tmp_path, fmnist, finished, monkeypatch):
-    """A failure mid-training of the second run, then a rerun: same results, nothing done twice."""
+def test_killed_study_of_two_seeds_resumes_without_redoing_work(tmp_path, fmnist, finished, monkeypatch):
+    """One configuration with two seeds; a failure mid-training of the second seed, then a rerun: nothing
+    done twice, seed 0 is the single-seed study's run, and the table shows the mean and range."""
     from ditkit.training import trainer as trainer_module
 
     out = tmp_path / "tiny"
-    spec = spec_from_dict(tiny_spec_dict(fmnist), "test")
+    d = {**tiny_spec_dict(fmnist), "seeds": 2}
+    d["axes"] = {"hidden_size,num_heads": [[16, 1]]}
+    spec = spec_from_dict(d, "test")
+    seeds = ("w16-h1-seed0", "w16-h1-seed1")
+    assert [(p.name, p.configuration, p.seed) for p in spec.runs()] == [
+        (seeds[0], "w16-h1", 0),
+        (seeds[1], "w16-h1", 1),
+    ]
     original_steps = trainer_module.Trainer._steps
     draws: list[int] = []
 
     def failing_steps(self):
         for step, micro_batches in original_steps(self):
-            if self.config.out.endswith(RUNS[1]) and step == 3:  # after the checkpoint at step 2
+            if self.config.out.endswith(seeds[1]) and step == 3:  # after the checkpoint at step 2
                 raise RuntimeError("injected failure")
             yield step, micro_batches
 
@@ -115,8 +123,8 @@ def test_killed_study_resumes_without_redoing_work(tmp_path, fmnist, finished, m
     monkeypatch.setattr(trainer_module.Trainer, "_steps", failing_steps)
     with pytest.raises(RuntimeError, match="injected"):
         run_study(spec, StudyOptions(str(out), jobs=1, progress=False))
-    assert len(draws) == 2  # the first run's two evaluations
-    assert [r["run"] for r in json.loads((out / "results.json").read_text())["rows"]] == [RUNS[0]] * 2
+    assert len(draws) == 2  # the first seed's two evaluations
+    assert [r["run"] for r in json.loads((out / "results.json").read_text())["rows"]] == [seeds[0]] * 2
 
     monkeypatch.setattr(trainer_module.Trainer, "_steps", original_steps)
     starts: list[int] = []
@@ -129,28 +137,89 @@ def test_killed_study_resumes_without_redoing_work(tmp_path, fmnist, finished, m
 
     monkeypatch.setattr(trainer_module.Trainer, "run", counting_run)
     run_study(spec, StudyOptions(str(out), jobs=1, progress=False))
-    assert starts == [4] and len(draws) == 4  # only the second run trained (from step 2) and evaluated
+    assert starts == [4] and len(draws) == 4  # only the second seed trained (from step 2) and evaluated
     log = [
         json.loads(line)["step"]
-        for line in (out / "runs" / RUNS[1] / "metrics.jsonl").read_text().splitlines()
+        for line in (out / "runs" / seeds[1] / "metrics.jsonl").read_text().splitlines()
     ]
     assert log == [1, 2, 3, 4]
 
-    # exactly the weights, samples and metrics of the uninterrupted study
-    for name in RUNS:
-        for step in ("0000002", "0000004"):
-            a = load_file(finished / "runs" / name / "checkpoints" / step / "ema.safetensors")
-            b = load_file(out / "runs" / name / "checkpoints" / step / "ema.safetensors")
-            assert all(torch.equal(a[k], b[k]) for k in a)
+    def ema(folder, name):
+        return load_file(folder / "runs" / name / "checkpoints" / "0000004" / "ema.safetensors")
 
-    def rows(folder):
-        return json.loads((folder / "results.json").read_text())["rows"]
-
-    assert rows(out) == rows(finished)
+    # seed 0 is exactly the single-seed study's run; seed 1 is another training
+    a, b, c = ema(finished, RUNS[0]), ema(out, seeds[0]), ema(out, seeds[1])
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    doc = json.loads((out / "results.json").read_text())
+    single = [r for r in json.loads((finished / "results.json").read_text())["rows"] if r["run"] == RUNS[0]]
+    assert [r["fmnist_frechet"] for r in doc["rows"] if r["seed"] == 0] == [
+        r["fmnist_frechet"] for r in single
+    ]
+    final = [s for s in doc["summary"] if s["step"] == 4]
+    assert len(final) == 1 and final[0]["seeds"] == [0, 1] and doc["seeds"] == [0, 1]
+    values = [r["fmnist_frechet"] for r in doc["rows"] if r["step"] == 4]
+    assert final[0]["fmnist_frechet"] == pytest.approx(sum(values) / 2)
+    assert final[0]["spread"]["fmnist_frechet"] == [min(values), max(values)]
+    md = (out / "results.md").read_text()
+    assert "2 seeds (0, 1)" in md and "min-max over seeds" in md and f"({min(values):.4g}-" in md
+    assert (out / "curves.png").is_file()
 
     # a rerun of a finished study does nothing but rewrite the results
     run_study(spec, StudyOptions(str(out), jobs=1, progress=False))
     assert starts == [4] and len(draws) == 4
+
+
+def test_verdicts_claim_an_ordering_only_beyond_the_spread():
+    from ditkit.study.spread import verdict
+
+    names = ("small", "big")
+    # lower is better for the distance: ranges apart
+    v = verdict({"0": 20.0, "1": 21.0, "2": 22.0}, {"0": 15.0, "1": 16.0, "2": 17.0}, names, "fmnist_frechet")
+    assert (v.better, v.level) == ("big", "beyond the spread") and v.text() == "big better, beyond the spread"
+    # better on every seed, but the ranges overlap
+    v = verdict({"0": 20.0, "1": 16.0, "2": 22.0}, {"0": 19.0, "1": 15.0, "2": 21.0}, names, "fmnist_frechet")
+    assert (v.better, v.level, v.wins) == ("big", "on every seed", 3)
+    # higher is better for agreement; one seed goes the other way
+    v = verdict({"0": 0.5, "1": 0.6, "2": 0.4}, {"0": 0.45, "1": 0.5, "2": 0.5}, names, "fmnist_agreement")
+    assert (v.better, v.level, v.wins, v.paired) == ("small", "within the spread", 2, 3)
+    assert v.text() == "within the spread (small better on 2 of 3 seeds)"
+    assert verdict({"0": 1.0}, {"0": 2.0}, names, "fid").level == "one seed"
+    assert verdict({"0": 1.0, "1": 2.0}, {"0": 2.0, "1": 1.0}, names, "fid").text() == "tied"
+
+
+def test_equal_compute_compares_models_where_their_curves_overlap(fmnist):
+    """Fig. 9: the smaller model's last evaluation against the bigger one's curve at the same compute."""
+    from ditkit.study.spread import equal_compute
+
+    d = {**tiny_spec_dict(fmnist), "seeds": 2}
+    spec = spec_from_dict(d, "test")
+    plans = spec.runs()
+    rows = []
+    for plan in plans:
+        big = plan.configuration == RUNS[1]
+        for step in (1, 2, 4):
+            compute = (4.0 if big else 1.0) * step  # the big model costs 4x per step
+            distance = 40.0 / step - (1.0 if big else 0.0) + plan.seed * 0.1
+            rows.append(
+                {
+                    "run": plan.name,
+                    "configuration": plan.configuration,
+                    "seed": plan.seed,
+                    "step": step,
+                    "gflops": 4.0 if big else 1.0,
+                    "train_compute_flops": compute,
+                    "cfg_scale": 1.0,
+                    "guided_channels": "all",
+                    "guidance_interval": None,
+                    "fmnist_frechet": distance,
+                }
+            )
+    found = equal_compute(rows, plans, list(spec.axes))
+    assert len(found) == 1 and found[0].where == "4 FLOPs"  # the small model's end, the big one's start
+    assert found[0].a["fmnist_frechet"] == {"0": 10.0, "1": pytest.approx(10.1)}  # small at step 4
+    assert found[0].b["fmnist_frechet"] == {"0": 39.0, "1": pytest.approx(39.1)}  # big at step 1
+    v = found[0].verdicts(["fmnist_frechet"])["fmnist_frechet"]
+    assert (v.better, v.level) == (RUNS[0], "beyond the spread")
 
 
 def test_a_folder_holds_one_study(tmp_path, fmnist):
@@ -217,9 +286,9 @@ def test_json_spec_and_the_command_line(tmp_path, fmnist, capsys):
     d = tiny_spec_dict(fmnist)
     path = _write(tmp_path / "tiny.json", json.dumps(d))
     assert load_spec(path).axes == d["axes"]
-    assert main(["study", str(path), "--plan", "--set", "depth=2"]) == 0
+    assert main(["study", str(path), "--plan", "--set", "depth=2", "--seeds", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "w16-h1" in printed and "w32-h2" in printed and "| gflops |" in printed
+    assert "w16-h1-seed1" in printed and "w32-h2-seed0" in printed and "| gflops |" in printed
     assert main(["study", str(tmp_path / "absent.toml"), "--out", str(tmp_path / "x")]) == 2
     assert main(["study", "sizes", "--plan"]) == 2
     err = capsys.readouterr().err
@@ -229,10 +298,21 @@ def test_json_spec_and_the_command_line(tmp_path, fmnist, capsys):
 def test_builtin_cpu_presets_plan(fmnist):
     scaling = load_study("scaling", data_dir=str(fmnist), steps=8)
     runs = scaling.runs()
-    assert len(runs) == 6 and {r.config.model_overrides["patch_size"] for r in runs} == {4, 7}
+    assert len(runs) == 18 and {r.config.model_overrides["patch_size"] for r in runs} == {4, 7}
     assert {r.config.steps for r in runs} == {8} and runs[0].config.data_dir == str(fmnist)
+    assert [r.seed for r in runs[:3]] == [0, 1, 2] and runs[0].name == "w64-h1-p7-seed0"
+    # curves: a constant rate, evaluated at log-spaced steps (each a finished training at its compute)
+    assert runs[0].config.lr_schedule == "constant" and builtin_study("scaling").eval_steps(1600) == [
+        200,
+        400,
+        800,
+        1600,
+    ]
+    assert len(load_study("scaling", seeds=1).runs()) == 6
+    guidance = builtin_study("guidance")
+    assert guidance.runs()[0].config.lr_schedule == "wsd" and guidance.eval.fractions == (1.0,)
     blocks = builtin_study("blocks")
-    assert [r.values["block"] for r in blocks.runs()] == [
+    assert [r.values["block"] for r in blocks.runs() if r.seed == 0] == [
         "adaln-zero",
         "adaln",
         "cross-attention",
@@ -251,7 +331,8 @@ def test_objectives_study_waits_for_the_objective_option():
 
     if "objective" in {f.name for f in dataclasses.fields(TrainConfig)}:
         spec = builtin_study("objectives")
-        assert [r.values["objective"] for r in spec.runs()] == ["diffusion", "flow", "meanflow"]
+        objectives = [r.values["objective"] for r in spec.runs() if r.seed == 0]
+        assert objectives == ["diffusion", "flow", "meanflow"]
         assert spec.eval.sampler["meanflow"] == "meanflow" and spec.eval.sample_steps["meanflow"] == 2
     else:
         with pytest.raises(UserError, match="needs the trainer's `objective` option"):

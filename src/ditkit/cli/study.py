@@ -15,8 +15,8 @@ EPILOG = """examples:
   ditkit study scaling --out runs/study-scaling
   ditkit study blocks --data-dir /usr/share/datasets/fashion-mnist --out runs/study-blocks
   ditkit study guidance --out runs/study-guidance
-  # a quick smoke run of a preset: fewer steps and samples
-  ditkit study guidance --out runs/smoke --steps 40 --num-samples 20
+  # a quick smoke run of a preset: fewer steps, samples and seeds
+  ditkit study guidance --out runs/smoke --steps 40 --num-samples 20 --seeds 1
   # the paper's grid on ImageNet-256 latents (GPUs; one run per GPU side by side)
   ditkit prepare /data/imagenet/train --out runs/cache
   ditkit study scaling --scale gpu --data runs/cache --out runs/study-imagenet \\
@@ -27,7 +27,8 @@ EPILOG = """examples:
 
 Rerunning the same command continues a stopped study: finished trainings and evaluations are kept,
 a half-trained run resumes from its last checkpoint. Outputs in --out: runs/<run>/ (training runs,
-samples_<step>.npz, eval_<step>.json), results.json, results.md and PNG plots.
+one per configuration and seed, samples_<step>.npz, eval_<step>.json), results.json, results.md and
+PNG plots.
 """
 
 
@@ -54,6 +55,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--num-samples", dest="samples", type=int, help="override the number of samples per evaluation"
     )
     add_hidden_alias(p, "--samples", "samples", type=int)  # the old name, for one release
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help="training seeds of every configuration (default: the spec's `seeds`; the CPU presets 3): "
+        "tables and plots show their mean and range, and an ordering holds only beyond the range",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         steps=args.steps,
         samples=args.samples,
+        seeds=args.seeds,
         overrides=dict(args.overrides),
     )
     if args.plan:

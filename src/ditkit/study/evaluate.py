@@ -31,6 +31,7 @@ METRIC_KEYS = (
     "recall",
     "fmnist_frechet",
     "fmnist_agreement",
+    "knn_agreement",
 )
 # Readable names for tables and plot axes.
 METRIC_LABELS = {
@@ -41,6 +42,7 @@ METRIC_LABELS = {
     "recall": "recall",
     "fmnist_frechet": "Frechet distance (F-MNIST classifier)",
     "fmnist_agreement": "class agreement (F-MNIST classifier)",
+    "knn_agreement": "class agreement (5-NN on pixels)",
 }
 # Metrics where lower is better (plotted on a log scale, as the paper plots FID).
 LOWER_IS_BETTER = ("fid", "sfid", "fmnist_frechet")
@@ -87,7 +89,8 @@ class Evaluator:
 
     Args:
         settings: the study's evaluation settings.
-        fashion_mnist: score with the shipped Fashion-MNIST classifier (agreement, Frechet distance).
+        fashion_mnist: score with the shipped Fashion-MNIST classifier (agreement, Frechet distance)
+            and, independently of it, by the 5-NN vote on pixels against the training images.
         data_root: folder of the Fashion-MNIST IDX files (its test set is the reference).
         reference: an ADM reference batch: FID, sFID, IS, precision and recall are computed against it.
         inception: the Inception weights file (None: the cached or downloaded ones).
@@ -105,7 +108,7 @@ class Evaluator:
     _loaded: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def expected_metrics(self) -> set[str]:
-        keys = {"fmnist_frechet"} if self.fashion_mnist else set()
+        keys = {"fmnist_frechet", "knn_agreement"} if self.fashion_mnist else set()
         if self.reference is not None:
             keys |= {"fid", "sfid", "inception_score", "precision", "recall"}
         return keys
@@ -188,6 +191,11 @@ class Evaluator:
             metrics["fmnist_frechet"] = float(fm["frechet_distance"])
             if "agreement" in fm:
                 metrics["fmnist_agreement"] = float(fm["agreement"])
+            if labels is not None:
+                from ditkit.evaluation.knn import knn_agreement
+
+                train_images, train_labels = self._fmnist_train()
+                metrics["knn_agreement"] = knn_agreement(images, labels, train_images, train_labels)
         if self.reference is not None:
             from ditkit.evaluation.adm_metrics import evaluate_npz
 
@@ -213,6 +221,14 @@ class Evaluator:
             test_images, _ = load_fashion_mnist(self.data_root, split="test")
             self._loaded["fmnist_ref"] = feature_stats(self._classifier(), test_images, self.device)
         return self._loaded["fmnist_ref"]
+
+    def _fmnist_train(self) -> tuple[np.ndarray, np.ndarray]:
+        """The labelled training images the 5-NN vote looks among, read once per evaluator."""
+        if "fmnist_train" not in self._loaded:
+            from ditkit.data.fashion_mnist import load_fashion_mnist
+
+            self._loaded["fmnist_train"] = load_fashion_mnist(self.data_root, split="train")
+        return self._loaded["fmnist_train"]
 
     def _inception(self) -> torch.nn.Module:
         if "inception" not in self._loaded:

@@ -1,11 +1,13 @@
 """The paper's study plots as PNGs, one panel per metric, from the rows of results.json.
 
-- `curves.png`: metric vs training steps, one line per run (Fig. 5's block designs, Fig. 6's sizes);
+- `curves.png`: metric vs training steps, one line per configuration (Fig. 5's block designs, Fig. 6's sizes);
 - `vs_gflops.png`: final metric vs forward Gflops, log x, one line per patch size (Fig. 8);
-- `vs_compute.png`: metric vs training compute, log x, one line per run (Fig. 9);
-- `vs_guidance.png`: metric vs guidance scale at the last step, one line per run.
+- `vs_compute.png`: metric vs training compute, log x, one line per configuration (Fig. 9);
+- `vs_guidance.png`: metric vs guidance scale at the last step, one line per configuration.
 
-FID-like metrics (lower is better) use a log y axis, as the paper's FID plots do.
+With several seeds a line is the mean over them and the shaded band (error bars on `vs_gflops.png`)
+their range, min to max. FID-like metrics (lower is better) use a log y axis, as the paper's FID
+plots do.
 """
 
 from __future__ import annotations
@@ -18,21 +20,17 @@ from typing import Any
 from ditkit.atomic import atomic_path
 from ditkit.study.evaluate import LOWER_IS_BETTER, METRIC_KEYS, METRIC_LABELS
 from ditkit.study.spec import GUIDANCE_KEY
+from ditkit.study.spread import SPREAD, summarize, variant
 
 Row = dict[str, Any]
 # At most this many metric panels per row of a figure.
 PANELS_PER_ROW = 3
-VARIANT_KEYS = (GUIDANCE_KEY, "guided_channels", "guidance_interval")
-
-
-def _variant(row: Row) -> str:
-    return repr(tuple(str(row[k]) for k in VARIANT_KEYS))
 
 
 def _main_variant(rows: Sequence[Row]) -> list[Row]:
     """Rows of the first guidance setting only (the step and compute plots compare runs, not settings)."""
-    first = _variant(rows[0])
-    return [r for r in rows if _variant(r) == first]
+    first = variant(rows[0])
+    return [r for r in rows if variant(r) == first]
 
 
 def _series(rows: Sequence[Row], key: Callable[[Row], str]) -> dict[str, list[Row]]:
@@ -43,8 +41,10 @@ def _series(rows: Sequence[Row], key: Callable[[Row], str]) -> dict[str, list[Ro
 
 
 def _final(rows: Sequence[Row]) -> list[Row]:
-    last = {r["run"]: max(x["step"] for x in rows if x["run"] == r["run"]) for r in rows}
-    return [r for r in rows if r["step"] == last[r["run"]]]
+    last: dict[str, int] = {}
+    for r in rows:
+        last[r["configuration"]] = max(last.get(r["configuration"], 0), r["step"])
+    return [r for r in rows if r["step"] == last[r["configuration"]]]
 
 
 def _figure(
@@ -70,15 +70,23 @@ def _figure(
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), dpi=100, squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for label, series in _series(rows, group).items():
-            points = sorted((r[x], r[metric]) for r in series if r.get(metric) is not None)
-            if not points:
+            scored = sorted((r for r in series if r.get(metric) is not None), key=lambda r: r[x])
+            if not scored:
                 continue
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o", ms=4, lw=1.5, label=label)
-            if annotate:
-                for r in series:
-                    if r.get(metric) is not None:
-                        ax.annotate(r["run"], (r[x], r[metric]), fontsize=7, alpha=0.7)
+            xs, ys = [r[x] for r in scored], [r[metric] for r in scored]
+            low, high = zip(*(r["spread"][metric] for r in scored), strict=True)
+            if annotate:  # points of different runs: the range as error bars
+                yerr = [
+                    [y - lo for y, lo in zip(ys, low, strict=True)],
+                    [h - y for y, h in zip(ys, high, strict=True)],
+                ]
+                ax.errorbar(xs, ys, yerr=yerr, marker="o", ms=4, lw=1.5, capsize=3, label=label)
+                for r in scored:
+                    ax.annotate(r["configuration"], (r[x], r[metric]), fontsize=7, alpha=0.7)
+            else:
+                (line,) = ax.plot(xs, ys, marker="o", ms=4, lw=1.5, label=label)
+                if any(h > lo for lo, h in zip(low, high, strict=True)):
+                    ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, lw=0)
         values = [r[metric] for r in rows if r.get(metric) is not None]
         if metric in LOWER_IS_BETTER and values and min(values) > 0:
             ax.set_yscale("log")
@@ -105,12 +113,17 @@ def _figure(
 
 
 def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
-    """Draw every plot the rows support; returns the files written."""
+    """Draw every plot the rows (one per run and evaluation) support, their seeds averaged; returns
+    the files written."""
     metrics = [k for k in METRIC_KEYS if any(r.get(k) is not None for r in rows)]
     if not metrics:
         return []
-    main = _main_variant(rows)
-    by_run: Callable[[Row], str] = lambda r: r["run"]  # noqa: E731
+    summaries = summarize(rows)
+    seeds = max(len(s["seeds"]) for s in summaries)
+    if seeds > 1:
+        study = f"{study}, mean of {seeds} seeds (shaded or bars: {SPREAD})"
+    main = _main_variant(summaries)
+    by_run: Callable[[Row], str] = lambda r: r["configuration"]  # noqa: E731
     written = []
     if len({r["step"] for r in main}) > 1:
         written.append(
@@ -151,7 +164,7 @@ def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
                 annotate=True,
             )
         )
-    sweep = _final(rows)
+    sweep = _final(summaries)
     if len({r[GUIDANCE_KEY] for r in sweep}) > 1:
         written.append(
             _figure(
@@ -161,7 +174,9 @@ def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
                 x=GUIDANCE_KEY,
                 xlabel="guidance scale",
                 title=f"{study}: metric vs guidance scale (last step)",
-                group=lambda r: f"{r['run']} {r['guided_channels']} {r['guidance_interval'] or ''}".strip(),
+                group=lambda r: (
+                    f"{r['configuration']} {r['guided_channels']} {r['guidance_interval'] or ''}".strip()
+                ),
             )
         )
     return written

@@ -1,8 +1,11 @@
 """Built-in studies: the paper's experiments, scaled to Fashion-MNIST on a CPU or to ImageNet latents on GPUs.
 
-CPU presets train on 28x28 Fashion-MNIST pixels with the demo's recipe (`ditkit.demo.recipe`), at
-sizes and steps measured to finish within an hour on 2 cores (see docs/studies/). The patch sizes
-7 and 4 give 16 and 49 tokens, as the paper's /8 and /4 do on 32x32 latents (16 and 64 tokens).
+CPU presets train on 28x28 Fashion-MNIST pixels with the demo's recipe (`ditkit.demo.recipe`), each
+configuration with three seeds, at sizes and steps chosen to finish within an hour on 2 cores (see
+docs/studies/). The patch sizes 7 and 4 give 16 and 49 tokens, as the paper's /8 and /4 do on 32x32
+latents (16 and 64 tokens). `scaling` and `blocks` draw curves over training, so they train as the
+paper does, at a constant rate after warmup, and every evaluation is a finished training at its
+compute; `guidance` and `objectives` compare final models only and decay the rate to each run's end.
 GPU presets use the paper's recipe (`TrainConfig` defaults: AdamW 1e-4, batch 256, EMA 0.9999,
 learned sigma) on a latent cache made by `ditkit prepare`, at fewer steps than its 400K.
 """
@@ -23,12 +26,21 @@ SCALES = ("cpu", "gpu")
 
 # CPU: the demo's training recipe (diffusion); 4 blocks at widths 64, 128, 192 with heads of 64
 # channels, as the paper's sizes (128 is the demo's width).
-CPU_STEPS = 4000
 CPU_WIDTHS = ([64, 1], [128, 2], [192, 3])
 CPU_PATCHES = (7, 4)
 CPU_BLOCK_WIDTH = (128, 2)
+# Training seeds of every CPU configuration: three, so that an ordering can be judged against the
+# spread of the seeds (`ditkit.study.spread`). The steps are what three seeds afford in an hour on
+# 2 cores (docs/studies/README.md has the measured times); one seed of 4,000 steps came before.
+CPU_SEEDS = 3
+# `scaling` and `blocks`: constant rate after warmup (the paper's), evaluated at log-spaced points,
+# each doubling the last, from 200 steps (past the 100 warmup steps) to the end.
+CPU_CURVE_STEPS = 1600
+CPU_CURVE_FRACTIONS = [0.125, 0.25, 0.5, 1.0]
+# `guidance` and `objectives`: one final evaluation, the rate decayed over each run's second half.
+CPU_FINAL_STEPS = {"guidance": 4000, "objectives": 2000}
 CPU_EVAL: dict[str, Any] = {
-    "fractions": [0.25, 0.5, 1.0],
+    "fractions": CPU_CURVE_FRACTIONS,
     "num_samples": 500,
     "sampler": "dpm++2m",
     "sample_steps": 20,
@@ -54,15 +66,17 @@ GPU_GUIDANCE_SCALES = [1.0, 1.25, 1.5, 2.0, 3.0, 4.0]
 GPU_BLOCK_MODEL = "DiT-B/2"
 
 
-def _cpu_base() -> dict[str, Any]:
-    import dataclasses
-
+def _cpu_base(name: str) -> dict[str, Any]:
     from ditkit.demo.recipe import DIFFUSION_DEMO_RECIPE
 
     # The demo's model recipe trained by DiT's own objective and loss (no min-SNR weighting): the
     # paper's studies are of diffusion models; the objectives study switches to flow from here.
     recipe = dataclasses.replace(DIFFUSION_DEMO_RECIPE, min_snr_gamma=None)
-    config = recipe.train_config(None, "unused", "auto", CPU_STEPS).to_dict()
+    if name in CPU_FINAL_STEPS:
+        steps = CPU_FINAL_STEPS[name]  # the demo's schedule: decayed over the second half
+    else:
+        recipe, steps = dataclasses.replace(recipe, lr_schedule="constant"), CPU_CURVE_STEPS
+    config = recipe.train_config(None, "unused", "auto", steps).to_dict()
     for name in ("out", "keep_checkpoints", "data_dir", "time_budget_minutes", "device"):
         config.pop(name)
     config["ckpt_every"] = 0  # the study puts checkpoints at its evaluation steps
@@ -86,7 +100,7 @@ def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
     if scale not in SCALES:
         raise UserError(f"unknown study scale {scale!r}; choose one of {', '.join(SCALES)}")
     cpu = scale == "cpu"
-    base = _cpu_base() if cpu else _gpu_base()
+    base = _cpu_base(name) if cpu else _gpu_base()
     evals = dict(CPU_EVAL if cpu else GPU_EVAL)
     axes: dict[str, list[Any]]
     if name == "scaling":
@@ -94,7 +108,9 @@ def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
             axes = {"hidden_size,num_heads": [list(w) for w in CPU_WIDTHS], "patch_size": list(CPU_PATCHES)}
         else:
             axes = {"model": [f"DiT-{s}/{p}" for s in PAPER_SIZES for p in PAPER_PATCHES]}
-        what = "model size x patch size at a fixed number of steps (Table 4, Figs. 6, 8, 9)"
+        what = (
+            "model size x patch size, evaluated along training at log-spaced steps (Table 4, Figs. 6, 8, 9)"
+        )
     elif name == "blocks":
         if cpu:
             base.update(hidden_size=CPU_BLOCK_WIDTH[0], num_heads=CPU_BLOCK_WIDTH[1])
@@ -116,12 +132,20 @@ def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
         # each objective's own sampler: diffusion and flow at the same number of model evaluations
         # (Heun: 2 per step), MeanFlow in the two jumps it is made for
         evals.update(sampler={"diffusion": evals["sampler"], "flow": "heun", "meanflow": "meanflow"})
+        evals.update(fractions=[1.0])  # the rate decays to the end: only the end is a finished training
         steps = evals["sample_steps"]
         evals.update(sample_steps={"diffusion": steps, "flow": steps // 2, "meanflow": MEANFLOW_STUDY_JUMPS})
         what = "diffusion vs flow matching vs MeanFlow on the same backbone"
     data = "Fashion-MNIST 28x28 pixels (CPU preset)" if cpu else "ImageNet-256 latents (GPU preset)"
     return spec_from_dict(
-        {"name": name, "description": f"{what}; {data}.", "base": base, "axes": axes, "eval": evals},
+        {
+            "name": name,
+            "description": f"{what}; {data}.",
+            "seeds": CPU_SEEDS if cpu else 1,
+            "base": base,
+            "axes": axes,
+            "eval": evals,
+        },
         f"built-in study {name!r}",
     )
 
@@ -144,6 +168,7 @@ def load_study(
     data_dir: str | None = None,
     steps: int | None = None,
     samples: int | None = None,
+    seeds: int | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> StudySpec:
     """A built-in study or a spec file, with the command line's changes applied and every run checked.
@@ -153,7 +178,8 @@ def load_study(
         scale: "cpu" or "gpu" presets (built-in studies only).
         data: the training data of every run, as `ditkit train --data` takes it (the GPU presets need a
             latent cache); data_dir: the Fashion-MNIST IDX folder.
-        steps: training steps of every run; samples: images per evaluation.
+        steps: training steps of every run; samples: images per evaluation; seeds: training seeds of
+            every configuration (the spec's `seeds` when None).
         overrides: base fields to change (TrainConfig or model fields).
     """
     is_file = study.endswith((".toml", ".json")) or Path(study).is_file()
@@ -175,6 +201,8 @@ def load_study(
         )
     evals = spec.eval if samples is None else dataclasses.replace(spec.eval, num_samples=samples)
     evals.check()
-    spec = dataclasses.replace(spec, base=base, eval=evals)
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    spec = dataclasses.replace(spec, base=base, eval=evals, seeds=seeds or spec.seeds)
     spec.runs()  # every run's options are checked before anything starts
     return spec

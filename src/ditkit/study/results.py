@@ -18,6 +18,7 @@ from ditkit.atomic import atomic_write_text
 from ditkit.errors import plural
 from ditkit.study.evaluate import METRIC_KEYS, METRIC_LABELS
 from ditkit.study.spec import GUIDANCE_KEY, RunPlan, StudySpec
+from ditkit.study.spread import SPREAD, claims_record, claims_table, comparisons, equal_compute, summarize
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -42,6 +43,8 @@ def collect_rows(plans: Sequence[RunPlan]) -> list[dict[str, Any]]:
         for record in sorted(evals, key=lambda r: (r["step"], r["tag"])):
             row: dict[str, Any] = {
                 "run": plan.name,
+                "configuration": plan.configuration,
+                "seed": plan.seed,
                 **plan.values,
                 **{k: info[k] for k in ROW_KEYS[1:-1] if k in info},
                 "num_heads": info["num_heads"],
@@ -72,18 +75,33 @@ def write_results(
 
     out = Path(out)
     rows = collect_rows(plans)
+    metrics = [k for k in METRIC_KEYS if any(k in r for r in rows)]
+    found = _comparisons(spec, plans, rows)
     document = {
         "study": spec.name,
         "description": spec.description,
         "train_compute": "forward Gflops (multiply-accumulates) x 1e9 x global batch x step x 3 (the paper's)",
         "eval": spec.to_dict()["eval"],
+        "seeds": spec.seed_list(),
+        "spread": SPREAD,
         "runs": [p.name for p in plans],
         "rows": rows,
+        "summary": summarize(rows),
+        "claims": {k: claims_record(v, metrics) for k, v in found.items()},
     }
     atomic_write_text(out / RESULTS_JSON, json.dumps(document, indent=2) + "\n")
     drawn = write_plots(rows, out, spec.name) if rows and plots else []
     atomic_write_text(out / RESULTS_MD, markdown(spec, plans, rows, drawn))
     return rows
+
+
+def _comparisons(spec: StudySpec, plans: Sequence[RunPlan], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The study's comparisons: neighbours at their last step, and at equal training compute."""
+    axes = list(spec.axes)
+    return {
+        "last_step": comparisons(summarize(rows), plans, axes),
+        "equal_compute": equal_compute(rows, plans, axes),
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -105,11 +123,21 @@ COLUMN_LABELS = {
 }
 
 
+def _cell(row: dict[str, Any], column: str) -> str:
+    """A table cell; a metric averaged over seeds shows its range: "14.1 (12.9-15.3)"."""
+    low, high = row.get("spread", {}).get(column, (None, None))
+    if column == "seeds":
+        return str(len(row["seeds"]))
+    if low is None or low == high:
+        return _fmt(row.get(column))
+    return f"{_fmt(row.get(column))} ({_fmt(low)}-{_fmt(high)})"
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """A Markdown table of `columns` (metric keys shown by their labels)."""
     head = [METRIC_LABELS.get(c, COLUMN_LABELS.get(c, c)) for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r, c) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -136,33 +164,90 @@ def markdown(
     ]
     e = spec.eval
     done = {r["run"] for r in rows}
+    seeds = spec.seed_list()
     lines = [
         f"# Study `{spec.name}`",
         "",
         *([spec.description, ""] if spec.description else []),
         f"{plural(len(plans), 'run')} ({len(done)} evaluated so far); axes: "
         + ", ".join(f"{k} = {v}" for k, v in spec.axes.items())
-        + ".",
-        f"Every run is evaluated at {', '.join(f'{f:.0%}' for f in e.fractions)} of its steps with the same "
+        + (
+            f"; every configuration trained with {plural(len(seeds), 'seed')} ({', '.join(map(str, seeds))})."
+            if len(seeds) > 1
+            else "."
+        ),
+        f"Every run is evaluated at {', '.join(f'{f * 100:g}%' for f in e.fractions)} of its steps with the same "
         f"{e.num_samples} samples (image i: label i mod classes, seed {e.seed} + i), {_sampler_text(spec)}.",
         "Training compute = forward Gflops x global batch x steps x 3 (the paper's count; Gflops are "
         "multiply-accumulates of one forward pass).",
+        *(
+            [f"Metrics are the mean over the seeds, with their range in brackets ({SPREAD})."]
+            if len(seeds) > 1
+            else []
+        ),
         "",
     ]
     if rows:
+        summaries = summarize(rows)
         last = max(r["step"] for r in rows)
-        final = [r for r in rows if r["step"] == max(x["step"] for x in rows if x["run"] == r["run"])]
-        lines += [f"## Final evaluation of each run (up to step {last})", ""]
-        lines += [table(final, [*ROW_KEYS, "train_compute_flops", *sweeps, *metrics]), ""]
+        final = [
+            s
+            for s in summaries
+            if s["step"] == max(x["step"] for x in summaries if x["configuration"] == s["configuration"])
+        ]
+        keys = ["configuration", *ROW_KEYS[1:], "train_compute_flops", *sweeps]
+        lines += [f"## Final evaluation of each configuration (up to step {last})", ""]
+        lines += [table(final, [*keys, *(["seeds"] if len(seeds) > 1 else []), *metrics]), ""]
+        lines += _claims(spec, plans, rows, metrics)
         lines += [
             "## Every evaluation",
             "",
-            table(rows, ["run", "step", "train_compute_flops", *sweeps, *metrics]),
+            table(summaries, ["configuration", "step", "train_compute_flops", *sweeps, *metrics]),
             "",
         ]
+        if len(seeds) > 1:
+            lines += ["## Every seed's final evaluation", ""]
+            lines += [table(_last_rows(rows), ["run", "seed", "step", *sweeps, *metrics]), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _last_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["step"] == max(x["step"] for x in rows if x["run"] == r["run"])]
+
+
+def _claims(
+    spec: StudySpec, plans: Sequence[RunPlan], rows: Sequence[dict[str, Any]], metrics: Sequence[str]
+) -> list[str]:
+    """The comparisons' verdicts, each with the rule it is judged by."""
+    found = _comparisons(spec, plans, rows)
+    lines = []
+    if found["last_step"]:
+        lines += [
+            "## Orderings",
+            "",
+            "Neighbouring configurations on each axis (the others equal) and neighbouring guidance "
+            "settings, at their last evaluation. An ordering holds only where it is *beyond the "
+            f"spread* (every seed of one better than every seed of the other; spread = {SPREAD}); "
+            "*on every seed* means better seed for seed with overlapping ranges; *within the spread* "
+            "claims nothing.",
+            "",
+            claims_table(found["last_step"], metrics),
+            "",
+        ]
+    if found["equal_compute"]:
+        lines += [
+            "## At equal training compute (Fig. 9)",
+            "",
+            "Neighbouring configurations of different Gflops at the largest training compute both "
+            "reached, each seed's curve interpolated in log compute between its evaluations; the "
+            "verdicts as above. The paper finds the model with more Gflops better at equal compute.",
+            "",
+            claims_table(found["equal_compute"], metrics),
+            "",
+        ]
+    return lines
 
 
 def plan_table(spec: StudySpec) -> str:

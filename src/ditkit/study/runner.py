@@ -121,6 +121,7 @@ def _record(spec: StudySpec, options: StudyOptions) -> dict[str, Any]:
 
 def _what(record: dict[str, Any]) -> dict[str, Any]:
     spec = json.loads(json.dumps(record["spec"]))
+    spec.setdefault("seeds", 1)  # studies written before seeds were an option have one
     for name in WHERE_FIELDS:
         spec["base"].pop(name, None)
     return spec

@@ -3,6 +3,7 @@
 A spec file (TOML or JSON) has four tables; only `axes` is required:
 
     name = "widths"
+    seeds = 3                   # every configuration trained with seeds base.seed, +1, +2 (default 1)
     [base]                      # TrainConfig fields (model fields such as depth go to model_overrides)
     model = "DiT-XS/4"
     steps = 2000
@@ -46,12 +47,18 @@ MODEL_FIELDS = (
     "block",
     "activation",
     # LightningDiT's block options (`ditkit.model.dit.LIGHTNING_OPTIONS`)
+    "norm",
+    "mlp",
+    "rope",
+    "qk_norm",
+    "adaln_shift",
+)
 # Set by the study for every run, never by a spec.
 RESERVED_FIELDS = ("out", "keep_checkpoints")
 # Short names of axis values in run names ("w128-p4"); axes listed in VALUE_ONLY show their value alone.
 ABBREVIATIONS = {"hidden_size": "w", "patch_size": "p", "depth": "d", "num_heads": "h", "global_batch": "b"}
 VALUE_ONLY = ("model", "block", "objective", "noise_schedule", "data")
-SPEC_KEYS = ("name", "description", "base", "axes", "eval")
+SPEC_KEYS = ("name", "description", "seeds", "base", "axes", "eval")
 # The guidance scale's key in spec files' [eval] tables and in the evaluation records and results rows
 # (written since the first studies; `guidance_scale` is its name in the code).
 GUIDANCE_KEY = "cfg_scale"
@@ -194,11 +201,29 @@ def _as_list(value: Any) -> list[Any]:
 
 @dataclass
 class RunPlan:
-    """One training run of a study: its name, the axis values that define it, and its config."""
+    """One training run of a study: its name, the axis values that define it, and its config.
+
+    Attributes:
+        name: the run's folder name: the configuration's name, then `-seed<k>` when a study has
+            several seeds.
+        values: the axis values of its configuration.
+        config: its training options.
+        configuration: the name its seeds share (`name` without the seed).
+        position: the index of each axis value in its axis (which configurations are neighbours).
+    """
 
     name: str
     values: dict[str, Any]
     config: TrainConfig
+    configuration: str = ""
+    position: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.configuration = self.configuration or self.name
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
 
 
 @dataclass
@@ -211,6 +236,7 @@ class StudySpec:
         axes: axis key -> values; a key "a,b" takes [a, b] pairs (fields varied together).
         eval: the evaluation settings.
         description: one line for the results page.
+        seeds: training seeds of every configuration: base.seed, base.seed + 1, ... (each a run).
     """
 
     name: str
@@ -218,12 +244,14 @@ class StudySpec:
     axes: dict[str, list[Any]]
     eval: EvalSettings = field(default_factory=EvalSettings)
     description: str = ""
+    seeds: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(
             {
                 "name": self.name,
                 "description": self.description,
+                "seeds": self.seeds,
                 "base": self.base,
                 "axes": self.axes,
                 "eval": self.eval.to_dict(),
@@ -235,19 +263,33 @@ class StudySpec:
         base = {**self.base, **{k: v for k, v in changes.items() if v is not None}}
         return dataclasses.replace(self, base=base)
 
+    def seed_list(self) -> list[int]:
+        """The training seeds of every configuration."""
+        first = int(self.base.get("seed", 0))
+        return list(range(first, first + self.seeds))
+
     def runs(self) -> list[RunPlan]:
-        """The product of the axes, one RunPlan each, in axis order; checks every config."""
+        """The product of the axes (in axis order), each with every seed: one RunPlan each; checks
+        every config."""
+        if self.seeds < 1:
+            raise UserError(f"study {self.name!r}: seeds must be at least 1, got {self.seeds}")
         keys = list(self.axes)
+        if self.seeds > 1 and any("seed" in k.split(",") for k in keys):
+            raise UserError(f"study {self.name!r}: give several seeds or a `seed` axis, not both")
         plans, names = [], set()
-        for combo in itertools.product(*(self.axes[k] for k in keys)):
+        ranges = [range(len(self.axes[k])) for k in keys]
+        for position in itertools.product(*ranges):
             values: dict[str, Any] = {}
-            for key, value in zip(keys, combo, strict=True):
-                values.update(_split_axis(key, value))
-            name = "-".join(_slug(k, v) for k, v in values.items()) or "base"
-            if name in names:
-                raise UserError(f"two runs of study {self.name!r} would both be called {name!r}")
-            names.add(name)
-            plans.append(RunPlan(name, values, self._config(name, values)))
+            for key, i in zip(keys, position, strict=True):
+                values.update(_split_axis(key, self.axes[key][i]))
+            configuration = "-".join(_slug(k, v) for k, v in values.items()) or "base"
+            if configuration in names:
+                raise UserError(f"two runs of study {self.name!r} would both be called {configuration!r}")
+            names.add(configuration)
+            for seed in self.seed_list():
+                name = configuration if self.seeds == 1 else f"{configuration}-seed{seed}"
+                config = self._config(name, {**values, "seed": seed} if self.seeds > 1 else values)
+                plans.append(RunPlan(name, values, config, configuration, position))
         return plans
 
     def _config(self, name: str, values: dict[str, Any]) -> TrainConfig:
@@ -363,12 +405,16 @@ def spec_from_dict(data: Any, source: str) -> StudySpec:
             f"or model fields ({', '.join(MODEL_FIELDS)})"
         )
     name = str(data.get("name") or Path(source).stem)
+    seeds = data.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise UserError(f"{source}: seeds must be a whole number >= 1, got {seeds!r}")
     spec = StudySpec(
         name=name,
         base=dict(base),
         axes=check_axes(data.get("axes"), source),
         eval=EvalSettings.from_dict(data.get("eval", {}), source),
         description=str(data.get("description", "")),
+        seeds=seeds,
     )
     return spec
 
