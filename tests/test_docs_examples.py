@@ -37,6 +37,7 @@ SKIPS: list[tuple[str, str]] = [
     (r"^torchrun ", "needs several GPUs (torchrun --nproc-per-node 8)"),
     (r"DiT-XL-2-256x256\.pt", "downloads the official DiT-XL/2 weights from the hub"),
     (r"SiT-XL-2-256x256\.pt", "needs SiT's released SiT-XL/2 weights (ditkit does not download them)"),
+    (r"lightningdit-xl-imagenet256", "needs LightningDiT's released weights and VA-VAE (not downloaded)"),
     (r"sd-vae-ft-(ema|mse)", "downloads the SD VAE from the hub"),
     (r"--device cuda", "needs a GPU"),
     (r"--steps 400000", "hours: the paper's 400K-step DiT-XL/2 recipe"),
