@@ -42,7 +42,9 @@ def _perturb(model: torch.nn.Module, generator: torch.Generator) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repo", required=True, help="a checkout of hustvl/LightningDiT")
     parser.add_argument("--out", default="tests/data/lightningdit")
     args = parser.parse_args()
@@ -72,7 +74,9 @@ def main() -> None:
             record[name] = model(x, t, y)
             for i, ti in enumerate(t.tolist()):  # their guidance, one time per call (it reads t[0])
                 xx = torch.cat([x, x])
-                yy = torch.cat([y.clamp(max=TINY["num_classes"] - 1), torch.full_like(y, TINY["num_classes"])])
+                yy = torch.cat(
+                    [y.clamp(max=TINY["num_classes"] - 1), torch.full_like(y, TINY["num_classes"])]
+                )
                 tt = torch.full((6,), ti)
                 guided = model.forward_with_cfg(
                     xx, tt, yy, CFG_SCALE, cfg_interval=True, cfg_interval_start=CFG_INTERVAL_START

@@ -139,6 +139,9 @@ class RotaryEmbedding2d(nn.Module):
     `feat_rope.freqs_cos` / `freqs_sin`, which the loader checks and drops).
     """
 
+    cos: torch.Tensor
+    sin: torch.Tensor
+
     def __init__(self, head_size: int, grid_h: int, grid_w: int) -> None:
         super().__init__()
         if head_size % 4:
