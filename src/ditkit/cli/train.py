@@ -28,6 +28,10 @@ EPILOG = """examples:
   # continue after an interruption (SIGTERM/SIGINT save a checkpoint first), exactly as if never
   # stopped, or train longer: the run's train_config.json supplies every option not given again
   ditkit train --out runs/x --resume --steps 2000
+  # fine-tune: a new run from a checkpoint's EMA weights (a run folder, the official DiT-XL-2-256x256.pt
+  # fetched by you, a diffusers folder), here on five other classes with only the adaLN layers training
+  ditkit train --model DiT-XS/4 --data fashion-mnist --image-size 28 --first-stage identity \\
+      --classes 5,6,7,8,9 --init runs/x --freeze all-but-adaln --lr 1e-4 --steps 500 --out runs/x-ft
   # sample the run's newest checkpoint (or name one: runs/x/checkpoints/0001000, runs/x/checkpoints/last)
   ditkit sample runs/x --class sneaker --out runs/x/grid
 
