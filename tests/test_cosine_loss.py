@@ -68,7 +68,9 @@ def test_off_by_default_the_loss_is_the_plain_mse_bit_for_bit():
 
 def test_config_default_and_errors(tmp_path):
     assert tiny_config(tmp_path, objective="flow").cosine_loss is False
-    with pytest.raises(UserError, match=r"^--cosine-loss applies to flow matching only; add --objective flow$"):
+    with pytest.raises(
+        UserError, match=r"^--cosine-loss applies to flow matching only; add --objective flow$"
+    ):
         tiny_config(tmp_path, cosine_loss=True)
     with pytest.raises(UserError, match="needs --prediction velocity"):
         tiny_config(tmp_path, objective="flow", prediction="noise", cosine_loss=True)

@@ -133,7 +133,9 @@ def test_bad_options_are_refused_in_one_line(tmp_path, monkeypatch):
     encoder = _scripted_encoder(tmp_path)
     with pytest.raises(UserError, match=r"^--repa-depth 3 is deeper than DiT-T/2's 2 blocks$"):
         train(_options(tmp_path, "deep", 1, encoder, repa_depth=3), progress=False)
-    with pytest.raises(UserError, match=r"^unknown --repa-encoder 'dinov2-vitb16'; did you mean dinov2-vitb14\?"):
+    with pytest.raises(
+        UserError, match=r"^unknown --repa-encoder 'dinov2-vitb16'; did you mean dinov2-vitb14\?"
+    ):
         _options(tmp_path, "x", 1, "dinov2-vitb16")
     with pytest.raises(UserError, match=r"^--repa-coeff apply to REPA only; add --repa-encoder ENCODER$"):
         tiny_config(tmp_path, repa_coeff=1.0)

@@ -17,7 +17,13 @@ LIGHTNINGDIT_RECIPE: dict[str, Any] = {
     "model": "LightningDiT-XL/1",  # model.model_type (on VA-VAE f16d32 latents: 16 x 16 x 32)
     # model: use_rmsnorm, use_swiglu, use_rope true; use_qknorm false; wo_shift false (the shift is kept).
     # Given again here so that another --model keeps LightningDiT's block.
-    "model_overrides": {"norm": "rmsnorm", "mlp": "swiglu", "rope": True, "qk_norm": False, "adaln_shift": True},
+    "model_overrides": {
+        "norm": "rmsnorm",
+        "mlp": "swiglu",
+        "rope": True,
+        "qk_norm": False,
+        "adaln_shift": True,
+    },
     "learn_sigma": False,  # their velocity output has the input's channels (transport.py asserts it)
     "objective": "flow",  # transport: path_type Linear, prediction velocity (SiT's, kept)
     "time_sampling": "logit-normal",  # transport.use_lognorm: true (lognorm_mu 0, lognorm_sigma 1: ours)

@@ -165,7 +165,9 @@ class Repa:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.projector.load_state_dict(state["projector"])
-        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
+        kernels: list[dict[str, Any]] = [
+            {k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups
+        ]
         self.optimizer.load_state_dict(state["optimizer"])
         for group, chosen in zip(self.optimizer.param_groups, kernels, strict=True):
             group.update(chosen)  # the kernel stays this run's (a checkpoint may move between devices)

@@ -43,6 +43,8 @@ class DinoV2Tokens(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.mean: Tensor
+        self.std: Tensor
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -53,7 +55,8 @@ class DinoV2Tokens(nn.Module):
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         # Normalised first, resized second, as their preprocess_raw_image does.
         x = F.interpolate(x, size=DINOV2_INPUT_SIZE, mode="bicubic")
-        return self.model.forward_features(x)["x_norm_patchtokens"]  # (B, 256, D)
+        tokens: Tensor = self.model.forward_features(x)["x_norm_patchtokens"]  # type: ignore[operator]
+        return tokens  # (B, 256, D)
 
 
 class UnitRange(nn.Module):
