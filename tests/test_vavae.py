@@ -175,6 +175,11 @@ def test_stored_statistics_must_match(tmp_path):
     description = load_first_stage(str(tmp_path / "a")).to_dict()
     with pytest.raises(UserError, match="another latent mean"):
         first_stage_from_dict(description, source=str(tmp_path / "b"))
+    with pytest.raises(UserError, match="another latent mean"):  # sample --first-stage over a recorded one
+        first_stage_for({"first_stage": description}, in_channels=8, override=str(tmp_path / "b"))
+    assert isinstance(
+        first_stage_for({"first_stage": description}, 8, str(tmp_path / "a"))[0], VAVAEFirstStage
+    )
 
 
 @pytest.mark.parametrize("case", ["missing", "unexpected", "shape", "stats", "no-stats"])

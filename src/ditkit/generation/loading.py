@@ -19,7 +19,7 @@ from typing import Any
 from ditkit.errors import UserError
 from ditkit.first_stage.base import FirstStage
 from ditkit.first_stage.sd_vae import DEFAULT_SD_VAE, SD_VAE_LATENT_CHANNELS
-from ditkit.first_stage.vavae import DEFAULT_VAVAE, VAVAE_MODELS
+from ditkit.first_stage.vavae import DEFAULT_VAVAE, VAVAE_MODELS, is_vavae_spec
 from ditkit.generation.class_names import ClassNames
 from ditkit.model.dit import DiT
 from ditkit.objectives import Objective, objective_from_record
@@ -55,9 +55,12 @@ def first_stage_for(
     """The first stage a checkpoint describes (or `override`, a spec for `load_first_stage`); and a note."""
     from ditkit.first_stage.load import first_stage_from_dict, load_first_stage
 
-    if override is not None:
-        return load_first_stage(override, channels=in_channels), None
     stored = extra.get("first_stage")
+    if override is not None:
+        if isinstance(stored, Mapping) and stored.get("kind") == "vavae" and is_vavae_spec(override):
+            # its latents were normalised with the recorded statistics: another VA-VAE must share them
+            return first_stage_from_dict(stored, source=override), None
+        return load_first_stage(override, channels=in_channels), None
     if isinstance(stored, Mapping):
         return first_stage_from_dict(stored), None
     if in_channels == SD_VAE_LATENT_CHANNELS:
