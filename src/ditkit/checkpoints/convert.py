@@ -152,6 +152,11 @@ def _recorded_vae(extra: dict[str, Any]) -> str:
         raise UserError(
             "this is a pixel-space model; DiTPipeline always decodes with a VAE, use --to diffusers"
         )
+    if first_stage.get("kind") == "vavae":
+        raise UserError(
+            "this model's latents are VA-VAE's, normalised per channel, which a DiTPipeline's AutoencoderKL "
+            "cannot decode; use --to diffusers"
+        )
     raise UserError(
         "a DiTPipeline needs the VAE weights and the checkpoint records none: pass --vae, or use --to diffusers"
     )
