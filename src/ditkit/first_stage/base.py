@@ -1,8 +1,8 @@
 """The first-stage interface, and the identity first stage for pixel-space training.
 
 A first stage encodes images in [-1, 1] to the posterior of a latent (its mean and standard
-deviation, both already multiplied by the latent scale, so the diffusion model sees roughly
-unit-variance latents) and decodes latents back to images. The diffusion model never sees anything
+deviation, both already multiplied by the latent scale, or for VA-VAE normalised per channel, so the
+diffusion model sees roughly unit-variance latents) and decodes latents back to images. The diffusion model never sees anything
 else, so swapping the SD VAE for the identity turns latent DiT into pixel-space DiT.
 """
 
@@ -21,7 +21,7 @@ class FirstStage(nn.Module, abc.ABC):
     """A frozen autoencoder between images and the model's input space.
 
     Attributes:
-        kind: short name stored in checkpoints ("identity", "sd-vae").
+        kind: short name stored in checkpoints ("identity", "sd-vae", "vavae").
         image_channels: channels of the images it encodes.
         latent_channels: channels of its latents (the DiT's `in_channels`).
         downsample: image side / latent side (8 for the SD VAE, 1 for the identity).
