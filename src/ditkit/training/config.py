@@ -34,7 +34,6 @@ from ditkit.choices import (
     TIME_SAMPLINGS,
     WEIGHT_SETS,
 )
-from ditkit.data.fashion_mnist_dataset import parse_class_list
 from ditkit.errors import UserError
 from ditkit.options import check_choices, from_record, option
 from ditkit.run_folder import RUN_CONFIG_FILE
@@ -336,6 +335,8 @@ class TrainConfig:
                 "--classes selects Fashion-MNIST labels; an image folder's classes are its sub-folders "
                 "(train on a folder holding only the ones you want)"
             )
+        from ditkit.data.fashion_mnist_dataset import parse_class_list  # numpy and torch: not at parse time
+
         parse_class_list(self.classes)
 
     def _check_init_options(self) -> None:
