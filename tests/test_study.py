@@ -246,6 +246,8 @@ def test_guidance_variants_get_their_own_files(tmp_path, fmnist):
     assert [r["cfg_scale"] for r in rows] == [1.0, 3.0]
     assert (out / "runs" / "w16-h1" / "samples_4_cfg3.npz").is_file()
     assert (out / "vs_guidance.png").is_file()
+    claims = json.loads((out / "results.json").read_text())["claims"]["last_step"]
+    assert [(c["varies"], c["compared"]) for c in claims] == [("guidance", ["guidance 1.0", "guidance 3.0"])]
 
 
 def _write(path: Path, text: str) -> Path:

@@ -166,7 +166,10 @@ def comparisons(summaries: Sequence[Row], plans: Sequence[RunPlan], axes: Sequen
     for config in dict.fromkeys(s["configuration"] for s in summaries):
         last = max(s["step"] for s in summaries if s["configuration"] == config)
         sweep = [s for s in summaries if s["configuration"] == config and s["step"] == last]
+        sweep.sort(key=lambda s: (str(s["guided_channels"]), str(s["guidance_interval"]), s[GUIDANCE_KEY]))
         for ra, rb in zip(sweep, sweep[1:], strict=False):
+            if variant({**ra, GUIDANCE_KEY: None}) != variant({**rb, GUIDANCE_KEY: None}):
+                continue  # neighbours in the scale, the channels and interval equal
             names = (_setting(ra), _setting(rb))
             out.append(
                 Comparison("guidance", names, f"{config}, step {last}", ra["per_seed"], rb["per_seed"])
