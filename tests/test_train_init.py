@@ -150,6 +150,25 @@ def test_another_class_count_rebuilds_the_table_with_the_null_row_and_mapped_row
             assert torch.equal(trainer.raw.state_dict()[key], value), key
 
 
+def test_same_count_other_names_copies_rows_with_a_note_and_an_empty_map_starts_them_fresh(tmp_path):
+    source_model = random_tiny_dit(in_channels=3, num_classes=3)
+    save_model(source_model, tmp_path / "src", extra={"class_names": ["x", "y", "z"]})
+    lines: list[str] = []
+    table = started(_folder_config(tmp_path, tmp_path / "src"), lines).raw.state_dict()[LABEL_TABLE]
+    assert torch.equal(table, source_model.state_dict()[LABEL_TABLE])  # ant <- x, bee <- y, cat <- z
+    assert any("copied row by row" in line and "'ant' starts from 'x'" in line for line in lines), lines
+    (tmp_path / "empty.json").write_text("{}")
+    lines = []
+    config = _folder_config(tmp_path, tmp_path / "src", init_class_map=str(tmp_path / "empty.json"))
+    trainer = started(config, lines)
+    table = trainer.raw.state_dict()[LABEL_TABLE]
+    fresh = build_model(trainer.model_config, 0, torch.device("cpu")).state_dict()[LABEL_TABLE]
+    assert torch.equal(table[:3], fresh[:3]) and torch.equal(
+        table[3], source_model.state_dict()[LABEL_TABLE][3]
+    )
+    assert not any("row by row" in line for line in lines)
+
+
 def test_unconditional_fine_tuning_keeps_the_null_row(tmp_path):
     source_model = random_tiny_dit(in_channels=3)
     save_model(source_model, tmp_path / "src")

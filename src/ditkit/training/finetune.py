@@ -301,6 +301,7 @@ class InitPlan:
     rows: dict[int, int] | None
     weights: StateDict
     digest: str
+    notes: list[str] = field(default_factory=list)
 
     def start(
         self, model: DiT, config: TrainConfig, echo: Callable[[str], None]
@@ -312,6 +313,7 @@ class InitPlan:
         )
         model.load_state_dict(fitted)
         self.weights = {}  # the model holds them now
+        report.notes += self.notes
         config.init_digest = self.digest
         theirs = self.source.raw.extra.get("objective")
         if isinstance(theirs, str) and theirs != config.objective:
@@ -340,7 +342,24 @@ def plan_init(
             "--init-digest (or the run's train_config.json) expects: the checkpoint changed; start from the "
             "one that has them, or a new run without --init-digest"
         )
-    return InitPlan(source, rows, weights, digest)
+    return InitPlan(source, rows, weights, digest, _renamed_classes(source, target, config, class_names))
+
+
+def _renamed_classes(
+    source: InitSource, target: DiTConfig, config: TrainConfig, class_names: Sequence[str]
+) -> list[str]:
+    """A note when the label table is copied row by row (same class count, no map) although the
+    checkpoint names its classes otherwise: Sandal would start from T-shirt's row."""
+    theirs = source.raw.extra.get("class_names")
+    if config.init_class_map is not None or source.config.num_classes != target.num_classes:
+        return []
+    if not isinstance(theirs, list) or list(theirs) == list(class_names) or not target.conditional:
+        return []
+    return [
+        f"the label table is copied row by row, but the checkpoint's classes are named otherwise "
+        f"({class_names[0]!r} starts from {theirs[0]!r}); to start them fresh pass --init-class-map "
+        "with a file holding {}, or map them by name"
+    ]
 
 
 def recorded_init(checkpoint: str | Path, config: TrainConfig) -> dict[str, Any] | None:
