@@ -10,7 +10,8 @@ is already there, so the script resumes after an interruption:
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/finetune_experiment.py --seeds 0,1,2 \\
         --finetune-steps 250,500 --scratch-steps 1000 --more-scratch-steps 2000 --variant-steps 500 \\
         --variant lr1e-3:lr=1e-3 --variant warmup20:warmup_steps=20 \\
-        --variant adaln:freeze='"all-but-adaln"' --variant first-blocks:freeze='"x_embedder,blocks.0,blocks.1"'
+        --variant adaln:freeze='"all-but-adaln"' --variant first-blocks:freeze='"x_embedder,blocks.0,blocks.1"' \\
+        --variant rowcopy:init_class_map=null
 
 Results: runs/finetune/NAME.json per run, docs/finetune/results.json (every point and each seed's
 verdict) and docs/finetune/curve.png (distance and agreement against steps, both runs, every seed).
@@ -150,7 +151,11 @@ def main() -> None:
     seeds = [int(s) for s in a.seeds.split(",")]
     pre_name = f"pretrain-{a.pretrain_classes.replace(',', '')}"
     pretrain = experiment(out, pre_name, a.pretrain_steps, 0, {"classes": a.pretrain_classes}, a.per_class)
-    finetune_sets = {"classes": a.classes, "init": str(out / pre_name)}
+    # The new classes' label rows start as DiT's (normal, std 0.02), not copied by index from the old
+    # classes' rows (what --init does when the class count is unchanged and no map is given)
+    fresh_rows = out / "fresh-rows.json"
+    fresh_rows.write_text("{}\n")
+    finetune_sets = {"classes": a.classes, "init": str(out / pre_name), "init_class_map": str(fresh_rows)}
     rows = []
     for seed in seeds:
         for kind, lengths, sets in (
