@@ -6,10 +6,11 @@
 See `spec` (the spec file format), `runner` (folders and resume), `results` and `plots`.
 """
 
+from ditkit.study.eval_settings import EvalSettings
 from ditkit.study.presets import STUDIES, builtin_study, load_study
 from ditkit.study.results import plan_table
 from ditkit.study.runner import StudyOptions, run_study
-from ditkit.study.spec import EvalSettings, StudySpec, load_spec, spec_from_dict
+from ditkit.study.spec import StudySpec, load_spec, spec_from_dict
 
 __all__ = [
     "STUDIES",

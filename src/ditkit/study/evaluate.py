@@ -20,7 +20,7 @@ import torch
 from ditkit.atomic import atomic_write_text
 from ditkit.evaluation.npz_io import read_npz, write_npz
 from ditkit.samplers.settings import SamplingSettings
-from ditkit.study.spec import GUIDANCE_KEY, EvalSettings
+from ditkit.study.eval_settings import GUIDANCE_KEY, EvalSettings
 
 # The row keys of the metrics (results.json), in the order tables show them.
 METRIC_KEYS = (
