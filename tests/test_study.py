@@ -393,6 +393,18 @@ def test_the_committed_results_still_load(study, tmp_path):
     assert write_plots(doc["rows"], tmp_path, study)
 
 
+def test_the_gflops_correlation_is_the_committed_scalings():
+    """Fig. 8's number from the rows: -0.97 on the one-seed CPU scaling results (docs/studies)."""
+    from ditkit.study.spread import gflops_correlation
+
+    doc = json.loads(
+        (Path(__file__).parents[1] / "docs" / "studies" / "scaling" / "results.json").read_text()
+    )
+    r, per_seed = gflops_correlation(doc["rows"], "fmnist_frechet")
+    assert r == pytest.approx(-0.973, abs=1e-3) and per_seed == [r]
+    assert gflops_correlation(doc["rows"][:6], "fmnist_frechet") is None  # two models: no correlation
+
+
 def test_the_eval_guidance_scales_have_two_spellings_but_one_value():
     from ditkit.study.spec import EvalSettings
 

@@ -18,7 +18,15 @@ from ditkit.atomic import atomic_write_text
 from ditkit.errors import plural
 from ditkit.study.evaluate import METRIC_KEYS, METRIC_LABELS
 from ditkit.study.spec import GUIDANCE_KEY, RunPlan, StudySpec
-from ditkit.study.spread import SPREAD, claims_record, claims_table, comparisons, equal_compute, summarize
+from ditkit.study.spread import (
+    SPREAD,
+    claims_record,
+    claims_table,
+    comparisons,
+    equal_compute,
+    gflops_correlation,
+    summarize,
+)
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -98,9 +106,10 @@ def write_results(
 def _comparisons(spec: StudySpec, plans: Sequence[RunPlan], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The study's comparisons: neighbours at their last step, and at equal training compute."""
     axes = list(spec.axes)
+    named = [axis for axis, values in spec.axes.items() if isinstance(values, dict)]
     return {
-        "last_step": comparisons(summarize(rows), plans, axes),
-        "equal_compute": equal_compute(rows, plans, axes),
+        "last_step": comparisons(summarize(rows), plans, axes, named),
+        "equal_compute": equal_compute(rows, plans, axes, named),
     }
 
 
@@ -236,6 +245,17 @@ def _claims(
             claims_table(found["last_step"], metrics),
             "",
         ]
+    correlations = [(m, gflops_correlation(rows, m)) for m in metrics]
+    lines += [
+        f"Correlation of log Gflops with the last {METRIC_LABELS[m]} (Fig. 8): r = {r[0]:.2f} over the "
+        "configurations' means"
+        + (f", {min(r[1]):.2f} to {max(r[1]):.2f} over single seeds" if len(r[1]) > 1 else "")
+        + "."
+        for m, r in correlations
+        if r is not None
+    ]
+    if any(r is not None for _, r in correlations):
+        lines.append("")
     if found["equal_compute"]:
         lines += [
             "## At equal training compute (Fig. 9)",

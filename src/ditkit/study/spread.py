@@ -18,7 +18,7 @@ Its verdict per metric (`verdict`) is one of:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,15 +133,20 @@ class Comparison:
         }
 
 
-def neighbours(plans: Sequence[RunPlan], axes: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(axis, configuration, its neighbour): configurations one value apart on one axis, others equal."""
+def neighbours(
+    plans: Sequence[RunPlan], axes: Sequence[str], named: Collection[str] = ()
+) -> list[tuple[str, str, str]]:
+    """(axis, configuration, its neighbour): configurations one value apart on one axis, others equal;
+    on an axis of named variants (`named`), the first variant (the baseline) and each of the others."""
     position = {p.configuration: p.position for p in plans}
     out = []
     for axis_index, axis in enumerate(axes):
         for a, pa in position.items():
             for b, pb in position.items():
                 differ = [i for i in range(len(pa)) if pa[i] != pb[i]]
-                if differ == [axis_index] and pb[axis_index] == pa[axis_index] + 1:
+                if differ != [axis_index]:
+                    continue
+                if pb[axis_index] == pa[axis_index] + 1 if axis not in named else pa[axis_index] == 0:
                     out.append((axis, a, b))
     return out
 
@@ -152,13 +157,15 @@ def _final(summaries: Sequence[Row], config: str) -> Row | None:
     return max(mine, key=lambda s: s["step"]) if mine else None
 
 
-def comparisons(summaries: Sequence[Row], plans: Sequence[RunPlan], axes: Sequence[str]) -> list[Comparison]:
+def comparisons(
+    summaries: Sequence[Row], plans: Sequence[RunPlan], axes: Sequence[str], named: Collection[str] = ()
+) -> list[Comparison]:
     """Neighbours on every axis at their last evaluation, then neighbouring guidance settings."""
     if not summaries:
         return []
     main = [s for s in summaries if variant(s) == variant(summaries[0])]
     out = []
-    for axis, a, b in neighbours(plans, axes):
+    for axis, a, b in neighbours(plans, axes, named):
         ra, rb = _final(main, a), _final(main, b)
         if ra is not None and rb is not None:
             where = f"step {ra['step']}" if ra["step"] == rb["step"] else f"steps {ra['step']}, {rb['step']}"
@@ -195,14 +202,16 @@ def _interpolate(curve: Sequence[tuple[float, float]], x: float) -> float:
     return curve[-1][1]
 
 
-def equal_compute(rows: Sequence[Row], plans: Sequence[RunPlan], axes: Sequence[str]) -> list[Comparison]:
+def equal_compute(
+    rows: Sequence[Row], plans: Sequence[RunPlan], axes: Sequence[str], named: Collection[str] = ()
+) -> list[Comparison]:
     """Fig. 9's question: neighbours of different Gflops compared at the largest training compute both
     reached (each seed's curve interpolated in log compute between its evaluations)."""
     if not rows:
         return []
     main = [r for r in rows if variant(r) == variant(rows[0])]
     out = []
-    for axis, a, b in neighbours(plans, axes):
+    for axis, a, b in neighbours(plans, axes, named):
         curves = [_curves(main, a), _curves(main, b)]
         if not all(curves):
             continue
@@ -238,6 +247,33 @@ def _by_metric(curve: Sequence[tuple[float, Row]]) -> dict[str, list[tuple[float
             if row.get(metric) is not None:
                 out.setdefault(metric, []).append((x, float(row[metric])))
     return out
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
+
+
+def gflops_correlation(rows: Sequence[Row], metric: str) -> tuple[float, list[float]] | None:
+    """Fig. 8's number: the correlation of log Gflops with a metric at each configuration's last step,
+    of the means over seeds and of each seed alone; None with fewer than three model costs."""
+    final = [r for r in rows if variant(r) == variant(rows[0]) and r.get(metric) is not None]
+    last = {
+        configuration(r): max(x["step"] for x in final if configuration(x) == configuration(r)) for r in final
+    }
+    final = [r for r in final if r["step"] == last[configuration(r)]]
+    if len({r["gflops"] for r in final}) < 3:
+        return None
+    means = [s for s in summarize(final) if metric in s]
+    overall = _pearson([math.log(s["gflops"]) for s in means], [s[metric] for s in means])
+    per_seed = []
+    for seed in sorted({str(r.get("seed")) for r in final}):
+        mine = [r for r in final if str(r.get("seed")) == seed]
+        if len({r["gflops"] for r in mine}) >= 3:
+            per_seed.append(_pearson([math.log(r["gflops"]) for r in mine], [float(r[metric]) for r in mine]))
+    return overall, per_seed
 
 
 def claims_table(found: Sequence[Comparison], metrics: Sequence[str]) -> str:
