@@ -355,16 +355,21 @@ def test_stop_ends_the_sampling_loop_within_one_model_call(tmp_path):
     pipe = DiTPipeline(sampling_dit(), class_names=NAMES, device="cpu")
     switch = jobs.StopSwitch()
 
+    stopping = []
+
     def stop_during_call(n):
         if n == 2:
-            assert not switch.stop("someone else")
-            assert switch.stop("me")
+            assert switch.stop("someone else") is None
+            stopping.append(switch.stop("me"))
+            assert not stopping[0].ended.is_set()
 
     calls = _counted(pipe, stop_during_call)
     switch.install(pipe)
     with switch.running("me"), pytest.raises(jobs.Stopped, match="stopped"):
         jobs.generate(pipe, tmp_path / "a", ["coat"], 1, asked(1.0, "ddim", 20))
     assert len(calls) == 2  # the call under way finished; no other began
+    # what the Stop click waits for before it answers (the page's status line: tests/test_serve_browser.py)
+    assert stopping[0].ended.is_set() and stopping[0].stopped
     with switch.running("me"):  # the next request runs in full
         jobs.generate(pipe, tmp_path / "b", ["coat"], 1, asked(1.0, "ddim", 3))
     assert len(calls) == 5

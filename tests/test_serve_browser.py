@@ -192,39 +192,38 @@ def _requested_urls(driver):
 
 @pytest.fixture(scope="module")
 def stop_server(tmp_path_factory):
-    """A server of its own, for a browser of its own: after the other tests on the shared server and
-    browser, the Stop click was acknowledged but the 'stopped' answer did not reach the page within 20 s
-    (issue 28; not understood yet)."""
+    """A server of its own, for a browser of its own: the long request it stops shares no queue."""
     yield from _serve(tmp_path_factory.mktemp("serve-stop"), {})
 
 
-@pytest.mark.skip(
-    reason="open bug (issue 28): the page shows 'stopping after the current model call' but the request's "
-    "'stopped' answer often never reaches it (passed alone, failed in a full run even first in the file); "
-    "the server-side stop is tested in tests/test_serve.py"
-)
 def test_stop_ends_a_long_request(stop_server, own_browser):
-    """The Stop button ends the tab's running request within a model call; the next one runs.
+    """The Stop button ends the tab's running request within a model call and the page says "stopped";
+    the next one runs.
 
-    First in the file, on a server and browser of its own: after the other tests it did not see 'stopped'
-    within 20 s on one core (issue 28; the cause is not understood yet)."""
+    The request's answer (the queue's stream) and the click's (its own HTTP response) write the same
+    status line: the click's "stopping..." used to arrive last about half the time and stay (issue 28).
+    """
     from selenium.webdriver.common.by import By
 
     _open(own_browser, stop_server)
     _set_number(own_browser, "generate-per-class", 16)
     _set_number(own_browser, "generate-steps", 1000)  # 16 images x 1000 steps: tens of seconds here
     own_browser.find_element(By.ID, "generate-button").click()
-    time.sleep(3)
-    started = time.monotonic()
+    # Stop while it samples (the sampler's progress shows), not while it waits for the queue
+    _wait(own_browser, lambda d: "/1000 steps" in d.find_element(By.ID, "generate-status").text)
     own_browser.find_element(By.ID, "generate-stop").click()
+    # "stopped", not the 16 images' summary: it ended early (within one model call: tests/test_serve.py;
+    # no time bound here, where a busy machine can hold the browser itself for seconds)
     seen = []
-    while time.monotonic() - started < 20:
+    started = time.monotonic()
+    while time.monotonic() - started < RESULT_TIMEOUT_S:
         seen.append(own_browser.find_element(By.ID, "generate-status").text.strip())
         if seen[-1] == "stopped":
             break
         time.sleep(0.2)
     assert seen[-1] == "stopped", sorted(set(seen))
-    assert time.monotonic() - started < 10
+    time.sleep(1)  # and it stays: no later answer overwrites it
+    assert own_browser.find_element(By.ID, "generate-status").text.strip() == "stopped"
     assert not own_browser.find_elements(By.CSS_SELECTOR, "#generate-gallery img")
     _set_number(own_browser, "generate-per-class", 2)
     _set_number(own_browser, "generate-steps", 3)

@@ -92,6 +92,15 @@ class Stopped(UserError):
     """The request was stopped (its Stop button, or its budget spent) between two model calls."""
 
 
+class Running:
+    """One request inside `StopSwitch.running`: set `ended` when it is over, `stopped` if Stop ended it."""
+
+    def __init__(self, owner: str | None) -> None:
+        self.owner = owner
+        self.ended = threading.Event()
+        self.stopped = False
+
+
 class StopSwitch:
     """Stops the running request between two model calls: the page's Stop button, and the budget of
     model rows a request may evaluate (what bounds a solver that picks its own steps).
@@ -104,10 +113,16 @@ class StopSwitch:
         self.limits = limits or Limits()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.owner: str | None = None
+        self._current: Running | None = None
         self._rows = 0
         self._idle = threading.Event()
         self._idle.set()
+
+    @property
+    def owner(self) -> str | None:
+        """The page session whose request runs now (None: none, or one without a session)."""
+        current = self._current
+        return None if current is None else current.owner
 
     def install(self, pipe: DiTPipeline) -> None:
         model_fn = pipe.model_fn
@@ -125,6 +140,8 @@ class StopSwitch:
 
     def _before_call(self, rows: int) -> None:
         if self._stop.is_set():
+            if self._current is not None:
+                self._current.stopped = True
             raise Stopped("stopped")
         self._rows += rows
         budget = ROWS_PER_IMAGE_STEP * self.limits.max_image_steps
@@ -132,33 +149,37 @@ class StopSwitch:
             raise Stopped(f"stopped: the request took more than this server's {budget} model evaluations")
 
     @contextmanager
-    def running(self, owner: str | None) -> Iterator[None]:
+    def running(self, owner: str | None) -> Iterator[Running]:
         """The request of `owner` (a page session) runs; `stop(owner)` stops it."""
+        current = Running(owner)
         with self._lock:
-            self.owner, self._rows = owner, 0
+            self._current, self._rows = current, 0
             self._stop.clear()
             self._idle.clear()
         try:
-            yield
+            yield current
         finally:
             with self._lock:
-                self.owner = None
+                self._current = None
                 self._stop.clear()
                 self._idle.set()
+            current.ended.set()
 
-    def stop(self, owner: str | None) -> bool:
-        """Stop the running request if it is `owner`'s (one user cannot stop another's); True if so."""
+    def stop(self, owner: str | None) -> Running | None:
+        """Stop the running request if it is `owner`'s (one user cannot stop another's) and return it
+        (its `ended` is set once it is over); None if no request of `owner` runs."""
         with self._lock:
-            if self.owner is None or self.owner != owner:
-                return False
+            current = self._current
+            if current is None or current.owner is None or current.owner != owner:
+                return None
             self._stop.set()
-            return True
+            return current
 
     def stop_all(self, timeout: float) -> bool:
         """Stop whatever runs and wait up to `timeout` seconds for it to end (the server's shutdown:
         a sampling thread still inside torch when the process exits aborts it). True once idle."""
         with self._lock:
-            if self.owner is not None or not self._idle.is_set():
+            if self._current is not None or not self._idle.is_set():
                 self._stop.set()
         return self._idle.wait(timeout)
 

@@ -39,6 +39,9 @@ CONCURRENCY_ID = "sampling"
 # The default of the handlers' `progress` argument: Gradio gives each request its own tracker that
 # follows the samplers' tqdm bars (one instance here keeps the default out of the signature, ruff B008).
 TRACK_TQDM = gr.Progress(track_tqdm=True)
+# How long a Stop click waits for its request to end (it ends before its next model call) before
+# answering that it is stopping.
+STOP_ANSWER_WAIT_S = 30.0
 # Images the Generate tab's gallery keeps, newest first, over the session's requests.
 MAX_HISTORY = 64
 CSS = """
@@ -327,17 +330,27 @@ def _session(request: gr.Request | None) -> str | None:
 
 
 def _stop_button(stop: gr.Button, switch: jobs.StopSwitch, status: gr.HTML) -> None:
-    """Stop this tab's running request before its next model call (another user's is not touched);
-    the request then answers "stopped"."""
+    """Stop this tab's running request before its next model call (another user's is not touched).
 
-    def on_stop(request: gr.Request) -> str:
+    The request answers "stopped" through the queue's stream, and this click's answer comes back on
+    its own HTTP response: the two write the same status line and may arrive in either order. So the
+    click waits for the request to end and answers what the request answers ("stopped"), or leaves
+    the line alone (nothing of the tab's runs, or the request finished before its next model call); a
+    first answer sent while the request still runs would overwrite the request's later one whenever
+    it arrived last, and the page kept "stopping..." for good (issue 28).
+    """
+
+    def on_stop(request: gr.Request) -> Any:
         running = switch.stop(_session(request))
-        return status_html(
-            "stopping after the current model call" if running else "nothing of yours runs now"
-        )
+        if running is None:
+            return gr.skip()
+        if running.ended.wait(STOP_ANSWER_WAIT_S):
+            return status_html("stopped") if running.stopped else gr.skip()
+        # a model call longer than the wait: say so (the request answers "stopped" when it ends)
+        return status_html("stopping after the current model call")
 
     # Not queued: it must run while the request it stops holds the queue's one slot.
-    stop.click(on_stop, None, status, queue=False)
+    stop.click(on_stop, None, status, queue=False, show_progress="hidden")
 
 
 def _walk_tab(
