@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.filterwarn
 
 
 def _torchrun(
-    cfg, parallel: str, *extra: str, entry: tuple[str, ...] = ("-m", "ditkit")
+    cfg, parallel: str, *extra: str, entry: tuple[str, ...] = ("-m", "ditkit"), ok: bool = True
 ) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     command += [
@@ -37,7 +37,7 @@ def _torchrun(
     command += ["--out", cfg.out, "--no-progress", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.returncode == 0) == ok, done.stderr[-3000:]
     return done
 
 
@@ -149,3 +149,27 @@ def test_fsdp_shards_compiled_blocks(tmp_path):
     b = load_training_checkpoint(checkpoint_path(two.out, 3))
     assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), rel=1e-5)
     assert_state_equal(a.model, b.model, exact=False)
+
+
+LOW_MEMORY_ON_RANK_1 = """
+import os
+import sys
+import ditkit.training.memory as memory
+if os.environ["RANK"] == "1":  # this process sees 1 MiB free
+    memory.available_bytes = lambda device: 2**20
+from ditkit.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_memory_refusal_in_one_process_stops_every_process_with_the_same_line(tmp_path):
+    """Each process checks its own device's memory; one refusing stops all, before the model is built,
+    each with the refusal's one line (rank 0 was killed by torchrun mid-setup instead: issue 28)."""
+    cfg = tiny_config(tmp_path, out=str(tmp_path / "two"), steps=3)
+    script = tmp_path / "low_memory_on_rank_1.py"
+    script.write_text(LOW_MEMORY_ON_RANK_1)
+    done = _torchrun(cfg, "ddp", entry=(str(script),), ok=False)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and len(set(errors)) == 1, done.stderr[-3000:]
+    assert "but only 0.0 GiB is free" in errors[0], errors
+    assert not (tmp_path / "two" / "checkpoints").exists()

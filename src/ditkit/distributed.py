@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from ditkit.errors import UserError
+
+T = TypeVar("T")
 
 # Generous, so that a slow checkpoint write on rank 0 does not time out the other ranks.
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=30)
@@ -133,6 +135,25 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def agree(check: Callable[[], T]) -> T:
+    """Run `check` on every process and stop them all when any refuses: a UserError raised on one
+    process is raised on every one (the lowest rank's message), so that all stop with the same line
+    instead of one stopping and the others waiting for it in their first collective.
+
+    All processes must call it; alone it is `check()`.
+    """
+    try:
+        result, refusal = check(), None
+    except UserError as err:
+        if not is_distributed():
+            raise
+        result, refusal = None, str(err)
+    refusals = [r for r in all_gather_objects(refusal) if r is not None]
+    if refusals:
+        raise UserError(refusals[0])
+    return result  # type: ignore[return-value]
 
 
 def barrier() -> None:

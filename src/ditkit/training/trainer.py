@@ -121,15 +121,19 @@ class Trainer:
         self.total_steps = config.total_steps(self.order.num_items)
         self.precision = default_precision(ctx.device) if config.precision == "auto" else config.precision
         check_precision(self.precision, ctx.device)
-        near = check_train_memory(
-            self.model_config,
-            self.layout.micro_batch,
-            self.precision,
-            ctx.device,
-            world_size=ctx.world_size,
-            parallel=config.parallel,
-            freeze=config.freeze,
-        )  # before the model is built: a run that cannot fit is refused, naming the option that fits
+        # Before the model is built: a run that cannot fit is refused, naming the option that fits; each
+        # process reads its own device's free memory, and a refusal on any stops them all.
+        near = D.agree(
+            lambda: check_train_memory(
+                self.model_config,
+                self.layout.micro_batch,
+                self.precision,
+                ctx.device,
+                world_size=ctx.world_size,
+                parallel=config.parallel,
+                freeze=config.freeze,
+            )
+        )
         if near is not None:
             echo(f"warning: {near}")
         self.compile = default_compile(ctx.device) if config.compile == "auto" else config.compile
