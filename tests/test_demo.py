@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from helpers import write_fake_fmnist
 from PIL import Image
 
 from ditkit.checkpoints import load_model
+from ditkit.cli.main import SIGPIPE_EXIT
 from ditkit.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from ditkit.demo.recipe import DEMO_RECIPE, DIFFUSION_DEMO_RECIPE, GUIDANCE_INTERVAL, DemoRecipe
 from ditkit.demo.report import lowest_class, training_outcome, verdict
@@ -312,3 +316,20 @@ def test_lowest_class_names_the_class_and_its_standard_error():
     )
     at_300 = lowest_class({**report, "samples_per_class": 300})
     assert at_300 == ("77.0%", "Shirt; ±2.5 points, the standard error of 300 samples at the bar")
+
+
+def test_demo_piped_into_head_still_finishes_and_saves(tmp_path):
+    """`ditkit demo 2>&1 | head -1`: the reader leaves after the first line, the demo still trains, samples,
+    scores and writes its report, and the status says output was lost (issue 28, item 7)."""
+    data = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "ditkit", "demo", "--data-dir", str(data), "--out", str(out)]
+    command += ["--steps", "2", "--num-per-class", "1", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout.readline().startswith("training ")
+    proc.stdout.close()  # as `head -1` does once it has its line
+    assert proc.wait(timeout=300) == SIGPIPE_EXIT
+    report = json.loads((out / "report.json").read_text())
+    assert report["training"]["steps"] == 2 and report["samples_per_class"] == 1
+    assert (out / "checkpoint").is_dir() and (out / "samples.npz").is_file()
