@@ -190,6 +190,7 @@ SAME_CONCEPT = [
     ("reference", "--image-size", "--resolution", "image_size"),
     ("demo", "--num-per-class", "--per-class", "per_class"),
     ("sample", "--num-per-class", None, "num_per_class"),
+    ("train", "--sample-guidance-scale", "--sample-cfg-scale", "sample_guidance_scale"),
 ]
 
 
@@ -198,7 +199,12 @@ def test_one_name_per_concept_old_spelling_hidden(command, flag, old, dest, caps
     from ditkit.cli.main import build_parser
 
     parser = build_parser()
-    base = {"sample": ["ckpt"], "study": ["guidance"], "reference": ["--fashion-mnist", "--out", "r.npz"]}
+    base = {
+        "sample": ["ckpt"],
+        "study": ["guidance"],
+        "reference": ["--fashion-mnist", "--out", "r.npz"],
+        "train": ["--out", "run"],
+    }
     for spelling in filter(None, (flag, old)):
         args = parser.parse_args([command, *base.get(command, []), spelling, "7"])
         assert getattr(args, dest) == 7
@@ -208,6 +214,17 @@ def test_one_name_per_concept_old_spelling_hidden(command, flag, old, dest, caps
     assert flag in text
     if old is not None:
         assert f"{old} " not in text and f"{old}\n" not in text and f"{old}," not in text
+
+
+def test_a_run_folder_recorded_with_the_old_name_still_loads():
+    """train_config.json files written before the rename keep their preview guidance scale; given again
+    under the new name on resume, the new value wins (issue 28, item 10)."""
+    from ditkit.training.config import TrainConfig, resumed_config
+
+    old = {**TrainConfig(out="run", steps=3).to_dict(), "sample_cfg_scale": 2.5}
+    del old["sample_guidance_scale"]
+    assert TrainConfig.from_dict(old).sample_guidance_scale == 2.5
+    assert resumed_config(old, {"sample_guidance_scale": 6.0}).sample_guidance_scale == 6.0
 
 
 def test_a_required_flag_shows_no_default(capsys):

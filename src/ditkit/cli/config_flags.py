@@ -13,9 +13,11 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import MISSING
 from typing import Any
 
+from ditkit.cli.formatting import add_hidden_alias
 from ditkit.options import docstring_help, field_default, option_spec
 
 
@@ -73,13 +75,19 @@ def _kwargs(annotation: Any, spec_choices: tuple[Any, ...] | None) -> dict[str, 
 
 
 def add_config_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    skip: tuple[str, ...] = (),
+    renamed: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Add a flag for every field of the dataclass `cls` (but `skip` and `cli=False` ones).
 
     Flags default to `argparse.SUPPRESS` (absent from the namespace unless given); `--help` shows the
-    config's default. Returns the argument groups by title, to add more flags to them.
+    config's default. `renamed` maps old field names to new ones: the old flag parses, hidden. Returns
+    the argument groups by title, to add more flags to them.
     """
+    old_names = {new: old for old, new in (renamed or {}).items()}
     hints = typing.get_type_hints(cls)
     docs = docstring_help(cls)
     groups: dict[str, Any] = {}
@@ -100,6 +108,10 @@ def add_config_arguments(
         groups[spec.group].add_argument(
             *flags, dest=f.name, default=argparse.SUPPRESS, required=spec.required, help=text, **kwargs
         )
+        if f.name in old_names:
+            add_hidden_alias(
+                parser, flag_name(old_names[f.name]), f.name, default=argparse.SUPPRESS, **kwargs
+            )
     return groups
 
 

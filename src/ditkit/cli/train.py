@@ -42,11 +42,11 @@ checkpoints/<step>/ (config.json, model.safetensors, ema.safetensors, train_stat
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ditkit.training.config import OPTIMISATION, RUN, TrainConfig
+    from ditkit.training.config import OPTIMISATION, RENAMED_OPTIONS, RUN, TrainConfig
     from ditkit.training.recipes import TRAIN_RECIPES
 
     p = add_command(subparsers, "train", run, SUMMARY, DESCRIPTION, EPILOG)
-    groups = add_config_arguments(p, TrainConfig)
+    groups = add_config_arguments(p, TrainConfig, renamed=RENAMED_OPTIONS)
     groups[OPTIMISATION].add_argument(
         "--recipe",
         choices=tuple(TRAIN_RECIPES),

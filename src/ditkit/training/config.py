@@ -71,6 +71,10 @@ FINETUNE = "fine-tuning (--init)"
 OPTIMISATION = "optimisation"
 RUN = "run"
 
+# Fields renamed since a run folder could record them: old name -> field. Old train_config.json files
+# load, and `--sample-cfg-scale` parses, hidden, for one release (the guidance scale has one name).
+RENAMED_OPTIONS = {"sample_cfg_scale": "sample_guidance_scale"}
+
 
 @dataclass
 class TrainConfig:
@@ -179,7 +183,7 @@ class TrainConfig:
         log_every: period in steps of the metrics.jsonl lines (0: only at the end).
         sample_every: period in steps of the EMA preview grids (0: never).
         keep_checkpoints: keep only the newest N checkpoints (0: keep all).
-        sample_cfg_scale: guidance scale of the preview grids (default: the objective's: 4 for diffusion and
+        sample_guidance_scale: guidance scale of the preview grids (default: the objective's: 4 for diffusion and
             flow, 1 for MeanFlow, which folds guidance into training).
         sample_steps: steps of the preview grids (DDIM; the Euler ODE for flow models).
         logger: where metrics go besides metrics.jsonl (always written): jsonl (nowhere else) or
@@ -251,7 +255,7 @@ class TrainConfig:
     log_every: int = option(50, group=RUN)
     sample_every: int = option(0, group=RUN)
     keep_checkpoints: int = option(0, group=RUN)
-    sample_cfg_scale: float | None = option(None, group=RUN)
+    sample_guidance_scale: float | None = option(None, group=RUN)
     sample_steps: int = option(25, group=RUN)
     logger: str = option("jsonl", choices=LOGGERS, group=RUN)
     num_workers: int = option(0, group=RUN)
@@ -416,8 +420,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """The config of a `to_dict` record."""
-        return from_record(cls, d, "unknown training options")
+        """The config of a `to_dict` record (an older record's renamed keys read under their new names)."""
+        record = dict(d)
+        for old, new in RENAMED_OPTIONS.items():
+            if old in record:
+                value = record.pop(old)
+                record.setdefault(new, value)  # the new name, when given too, wins
+        return from_record(cls, record, "unknown training options")
 
     def save(self, folder: str | Path) -> Path:
         """Write the resolved options to `folder/train_config.json` (atomically)."""

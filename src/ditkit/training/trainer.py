@@ -411,7 +411,7 @@ class Trainer:
                 encoder = first_stage_from_dict(self.data.first_stage)
             path = self.out / SAMPLES_DIR / f"step_{self.step:07d}.png"
             objective = self.train_step.objective
-            scale = self.config.sample_cfg_scale
+            scale = self.config.sample_guidance_scale
             write_preview(
                 path,
                 self.model_config,
