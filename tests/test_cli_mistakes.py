@@ -124,6 +124,11 @@ def test_a_negative_guidance_scale_is_refused(checkpoint, capsys):
     _one_line(["sample", checkpoint, "--guidance-scale", "-1"], capsys, "guidance")
 
 
+def test_a_negative_preview_guidance_scale_is_refused_before_any_work(tmp_path, capsys):
+    argv = ["train", "--out", str(tmp_path / "run"), "--steps", "1", "--sample-guidance-scale", "-1"]
+    _one_line(argv, capsys, "--sample-guidance-scale must be 0 or more")
+
+
 @pytest.mark.parametrize("content", [b"hello\n", b""])
 def test_a_text_file_as_checkpoint_says_what_it_is(content, tmp_path, capsys):
     path = tmp_path / "notes.pt"

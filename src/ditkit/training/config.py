@@ -330,6 +330,10 @@ class TrainConfig:
                 raise UserError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise UserError(f"--time-budget-minutes must be positive, got {self.time_budget_minutes}")
+        if self.sample_guidance_scale is not None and not self.sample_guidance_scale >= 0:
+            raise UserError(
+                f"--sample-guidance-scale must be 0 or more (1: no guidance), got {self.sample_guidance_scale}"
+            )
 
     def _check_classes(self) -> None:
         if self.classes is None:
