@@ -181,6 +181,10 @@ def _status(driver, elem_id):
     return text if text.startswith("error:") or "frames" in text or "images" in text else ""
 
 
+# Whether an element's text runs past its box (hidden or cut with an ellipsis).
+CUT_SHORT = "return arguments[0].scrollWidth > arguments[0].clientWidth"
+
+
 def _requested_urls(driver):
     urls = []
     for entry in driver.get_log("performance"):
@@ -261,6 +265,10 @@ def test_generate_and_walk_in_the_browser(server, browser, tmp_path):
     } == {(SHOWN_SIDE, SHOWN_SIDE)}
     gallery_text = browser.find_element(By.ID, "generate-gallery").text
     assert "sneaker (7) · seed 42" in gallery_text
+    # each caption is shown whole, wrapped, not cut short with an ellipsis (issue 28, item 4)
+    captions = browser.find_elements(By.CSS_SELECTOR, "#generate-gallery .caption-label")
+    cut = [c.text for c in captions if browser.execute_script(CUT_SHORT, c)]
+    assert len(captions) == 4 and cut == []
     browser.save_screenshot(str(tmp_path / "generate.png"))
 
     browser.find_element(By.XPATH, "//button[@role='tab'][contains(., 'Walk')]").click()
