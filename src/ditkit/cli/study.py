@@ -83,6 +83,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--inception", metavar="PATH", help="local Inception weights for those metrics (no download)"
     )
     p.add_argument("--plan", action="store_true", help="list the runs (parameters, Gflops) and stop")
+    p.add_argument(
+        "--only",
+        type=lambda text: tuple(n.strip() for n in text.split(",") if n.strip()),
+        default=(),
+        metavar="NAMES",
+        help="train and evaluate only these runs or configurations (comma-separated, as --plan names "
+        "them; a configuration means all its seeds); the results cover every run finished so far",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         reference=args.reference,
         inception=args.inception,
         progress=not args.no_progress,
+        only=args.only,
     )
     run_study(spec, options)
     return 0

@@ -21,7 +21,7 @@ from ditkit.model.blocks import BLOCK_DESIGNS
 from ditkit.model.presets import PAPER_PATCHES, PAPER_SIZES
 from ditkit.study.spec import OBJECTIVES, StudySpec, axis_names, load_spec, spec_from_dict
 
-STUDIES = ("scaling", "blocks", "guidance", "objectives")
+STUDIES = ("scaling", "blocks", "guidance", "objectives", "techniques")
 SCALES = ("cpu", "gpu")
 
 # CPU: the demo's training recipe (diffusion); 4 blocks at widths 64, 128, 192 with heads of 64
@@ -50,6 +50,33 @@ CPU_EVAL: dict[str, Any] = {
 CPU_GUIDANCE_SCALES = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
 # MeanFlow's jumps in the objectives study: two, its better few-step setting (Geng et al. 2025, Table 2).
 MEANFLOW_STUDY_JUMPS = 2
+
+# `techniques` (issue 26): the demo's own recipe (flow matching, Muon, the rate decayed over each run's
+# second half) against the block pieces and the loss of LightningDiT (Yao et al. 2025), each alone and
+# together, at equal training time: half the demo's (its 3,000 steps), i.e. the baseline's 1,500 steps
+# and, for each other variant, the steps that cost as much on the CPU measured.
+TECHNIQUE_BASE_STEPS = 1500
+LIGHTNING_BLOCK = {"norm": "rmsnorm", "mlp": "swiglu", "rope": True}  # their XL config: no QK-norm
+TECHNIQUES: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "rmsnorm": {"norm": "rmsnorm"},
+    "swiglu": {"mlp": "swiglu"},
+    "rope": {"rope": True},
+    "qk-norm": {"qk_norm": True},
+    "cosine-loss": {"cosine_loss": True},
+    "lightningdit": {**LIGHTNING_BLOCK, "cosine_loss": True},
+    "lightningdit+qk-norm": {**LIGHTNING_BLOCK, "qk_norm": True, "cosine_loss": True},
+}
+# CPU time of a training step relative to the baseline's. Measured by scripts/technique_costs.py on a
+# 2-core Intel Xeon (Sapphire Rapids, avx512_bf16), 2026-12-07 (docs/studies/techniques/costs.json):
+# every variant within 5% of the baseline (0.96-1.05), less than the 15% that one round differed from
+# the next on that shared machine, so the variants train equal steps there. Put measured ratios here
+# for a CPU where they differ beyond the noise.
+TECHNIQUE_RELATIVE_COST = {name: 1.0 for name in TECHNIQUES}
+# The demo's evaluation (`ditkit.demo.recipe.DEMO_RECIPE.sampling`: Heun 15, guidance 3 on flow times
+# 0.16-0.78) on 100 samples per class, as the demo's bars are measured.
+TECHNIQUE_SAMPLES = 1000
+
 
 # GPU: the paper's 12 models (Table 4) at 50K of its 400K steps, FID-10K with its sampler (250 DDPM steps).
 GPU_STEPS = 50_000
@@ -91,6 +118,52 @@ def _gpu_base() -> dict[str, Any]:
     return {"model": "DiT-XL/2", "data": DATA_REQUIRED, "steps": GPU_STEPS, "ckpt_every": 0, "log_every": 100}
 
 
+def technique_variants() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The techniques study's base (the demo's recipe) and its variants' fields (without their steps)."""
+    from ditkit.demo.recipe import DEMO_RECIPE
+
+    config = DEMO_RECIPE.train_config(None, "unused", "auto", TECHNIQUE_BASE_STEPS).to_dict()
+    for field_name in ("out", "keep_checkpoints", "data_dir", "time_budget_minutes", "device"):
+        config.pop(field_name)
+    config["ckpt_every"] = 0
+    return config, {name: dict(fields) for name, fields in TECHNIQUES.items()}
+
+
+def _techniques_spec(scale: str) -> dict[str, Any]:
+    if scale != "cpu":
+        raise UserError(
+            "the techniques study has a CPU preset only; on GPUs give a spec file with your model "
+            "(docs/studies.md shows one)"
+        )
+    from ditkit.demo.recipe import DEMO_RECIPE
+
+    base, variants = technique_variants()
+    for name, fields in variants.items():  # equal training time: steps in inverse proportion to cost
+        fields["steps"] = round(TECHNIQUE_BASE_STEPS / TECHNIQUE_RELATIVE_COST[name])
+    sampling = DEMO_RECIPE.sampling
+    return {
+        "name": "techniques",
+        "description": (
+            "the demo's recipe against LightningDiT's block pieces, its cosine loss and bf16, at equal "
+            "training time (half the demo's); Fashion-MNIST 28x28 pixels (CPU preset)."
+        ),
+        "seeds": CPU_SEEDS,
+        "base": base,
+        "axes": {"technique": variants},
+        "eval": {
+            "fractions": [1.0],  # the rate decays to each run's end: only the end is a finished training
+            "num_samples": TECHNIQUE_SAMPLES,
+            "sampler": sampling.sampler,
+            "sample_steps": sampling.steps,
+            "guidance_scale": [sampling.guidance_scale],
+            "guidance_interval": [list(sampling.guidance_interval or ())]
+            if sampling.guidance_interval
+            else [None],
+            "batch_size": 250,
+        },
+    }
+
+
 def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
     """The built-in study `name` ("scaling", "blocks", "guidance", "objectives") at `scale` ("cpu", "gpu")."""
     if name not in STUDIES:
@@ -99,6 +172,8 @@ def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
         )
     if scale not in SCALES:
         raise UserError(f"unknown study scale {scale!r}; choose one of {', '.join(SCALES)}")
+    if name == "techniques":
+        return spec_from_dict(_techniques_spec(scale), "built-in study 'techniques'")
     cpu = scale == "cpu"
     base = _cpu_base(name) if cpu else _gpu_base()
     evals = dict(CPU_EVAL if cpu else GPU_EVAL)
@@ -160,6 +235,24 @@ def _require_objective() -> None:
         )
 
 
+def _scaled_steps(spec: StudySpec, steps: int) -> dict[str, Any]:
+    """The axes with named variants' own steps scaled as the base's are (`--steps` for a smoke run keeps
+    the techniques study's equal-time ratios)."""
+    old = int(spec.base.get("steps") or steps)
+    axes: dict[str, Any] = {}
+    for key, values in spec.axes.items():
+        if isinstance(values, dict):
+            values = {
+                name: {
+                    **fields,
+                    **({"steps": max(1, round(fields["steps"] * steps / old))} if "steps" in fields else {}),
+                }
+                for name, fields in values.items()
+            }
+        axes[key] = values
+    return axes
+
+
 def load_study(
     study: str,
     *,
@@ -190,6 +283,7 @@ def load_study(
             raise UserError(f"--set {key}: not a TrainConfig or model field; see `ditkit train --help`")
         base[key] = value
     if steps is not None:
+        spec = dataclasses.replace(spec, axes=_scaled_steps(spec, steps))
         base["steps"] = steps
     if data is not None:
         base["data"] = data

@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,8 @@ class StudyOptions:
         inception: local Inception weights for those metrics (None: the cached or downloaded ones).
         fashion_mnist: score with the Fashion-MNIST classifier (None: when the data is Fashion-MNIST).
         progress: progress bars (the first worker only).
+        only: train and evaluate only these runs or configurations (names as `--plan` lists them, a
+            configuration standing for all its seeds); the results cover every run finished so far.
     """
 
     out: str
@@ -64,6 +66,7 @@ class StudyOptions:
     inception: str | None = None
     fashion_mnist: bool | None = None
     progress: bool = True
+    only: tuple[str, ...] = ()
 
 
 def _stderr(message: str) -> None:
@@ -127,6 +130,21 @@ def _what(record: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def selected(plans: list[RunPlan], only: Sequence[str]) -> list[RunPlan]:
+    """The plans `only` names (by run or configuration name); all of them when it names none.
+
+    Raises:
+        UserError: a name that is no run or configuration of the study.
+    """
+    if not only:
+        return plans
+    known = {p.name for p in plans} | {p.configuration for p in plans}
+    unknown = [name for name in only if name not in known]
+    if unknown:
+        raise UserError(f"--only {unknown[0]!r} is no run of this study; `--plan` lists them")
+    return [p for p in plans if p.name in only or p.configuration in only]
+
+
 def claim_folder(spec: StudySpec, options: StudyOptions) -> None:
     """Write DIR/study.json, or check that the study already there is this one."""
     out = Path(options.out)
@@ -163,19 +181,21 @@ def run_study(
     from ditkit.study.results import write_results
 
     plans = plan_runs(spec, options)
-    model_configs(plans)  # a run that cannot be built fails now, not after the others trained
+    todo = selected(plans, options.only)
+    model_configs(todo)  # a run that cannot be built fails now, not after the others trained
     Path(options.out).mkdir(parents=True, exist_ok=True)
     claim_folder(spec, options)
-    jobs = options.jobs if options.jobs is not None else default_jobs(options.device, len(plans))
+    jobs = options.jobs if options.jobs is not None else default_jobs(options.device, len(todo))
     echo(
-        f"study {spec.name}: {plural(len(plans), 'run')} -> {options.out}"
+        f"study {spec.name}: {plural(len(todo), 'run')} -> {options.out}"
         + (f" ({jobs} workers)" if jobs > 1 else "")
+        + (f" (--only: {len(todo)} of {len(plans)})" if options.only else "")
     )
     if jobs > 1:
         _run_workers(options, jobs, echo)
     else:
         evaluators: dict[str, Evaluator] = {}
-        for plan in plans:
+        for plan in todo:
             run_one(plan, spec, options, echo=echo, evaluators=evaluators)
             write_results(spec, plans, options.out, plots=False)  # the tables grow run by run
     rows = write_results(spec, plans, options.out)
@@ -258,7 +278,7 @@ def run_worker(out: str, index: int, jobs: int) -> None:
     record = json.loads((Path(out) / STUDY_FILE).read_text(encoding="utf-8"))
     spec = spec_from_dict(record["spec"], str(Path(out) / STUDY_FILE))
     options = StudyOptions(**{**record["options"], "jobs": 1, "progress": False})
-    plans = plan_runs(spec, options)
+    plans = selected(plan_runs(spec, options), record["options"].get("only") or ())
     costs = run_costs(plans)
     evaluators: dict[str, Evaluator] = {}
     if fcntl is None:

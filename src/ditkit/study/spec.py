@@ -11,6 +11,9 @@ A spec file (TOML or JSON) has four tables; only `axes` is required:
     hidden_size = [64, 128]
     "patch_size" = [4, 7]
     "depth,num_heads" = [[2, 2], [4, 4]]    # a comma-joined key varies several fields together
+    [axes.technique]            # named variants: a table of name = {fields}; each is compared with the first
+    baseline = {}
+    rmsnorm = {norm = "rmsnorm"}
     [eval]                      # EvalSettings fields
     fractions = [0.5, 1.0]
     cfg_scale = [1.0, 4.0]      # guidance scales (also spelled guidance_scale); a list is swept
@@ -105,7 +108,8 @@ class StudySpec:
     Attributes:
         name: the study's name (used in titles).
         base: TrainConfig fields shared by every run; DiT fields in MODEL_FIELDS go to model_overrides.
-        axes: axis key -> values; a key "a,b" takes [a, b] pairs (fields varied together).
+        axes: axis key -> values; a key "a,b" takes [a, b] pairs (fields varied together); a table
+            {name: {field: value}} is an axis of named variants (compared with its first).
         eval: the evaluation settings.
         description: one line for the results page.
         seeds: training seeds of every configuration: base.seed, base.seed + 1, ... (each a run).
@@ -113,7 +117,7 @@ class StudySpec:
 
     name: str
     base: dict[str, Any]
-    axes: dict[str, list[Any]]
+    axes: dict[str, Any]
     eval: EvalSettings = field(default_factory=EvalSettings)
     description: str = ""
     seeds: int = 1
@@ -151,17 +155,30 @@ class StudySpec:
         plans, names = [], set()
         ranges = [range(len(self.axes[k])) for k in keys]
         for position in itertools.product(*ranges):
-            values: dict[str, Any] = {}
+            values: dict[str, Any] = {}  # the fields the run sets
+            labels: dict[str, Any] = {}  # what the run's name and the results show
             for key, i in zip(keys, position, strict=True):
-                values.update(_split_axis(key, self.axes[key][i]))
-            configuration = "-".join(_slug(k, v) for k, v in values.items()) or "base"
+                axis = self.axes[key]
+                if isinstance(axis, dict):  # named variants: the name stands for its fields
+                    variant_name, fields = list(axis.items())[i]
+                    values.update(fields)
+                    labels[key] = variant_name
+                else:
+                    labels.update(_split_axis(key, axis[i]))
+                    values.update(_split_axis(key, axis[i]))
+            configuration = (
+                "-".join(
+                    _slug(k, v, k in self.axes and isinstance(self.axes[k], dict)) for k, v in labels.items()
+                )
+                or "base"
+            )
             if configuration in names:
                 raise UserError(f"two runs of study {self.name!r} would both be called {configuration!r}")
             names.add(configuration)
             for seed in self.seed_list():
                 name = configuration if self.seeds == 1 else f"{configuration}-seed{seed}"
                 config = self._config(name, {**values, "seed": seed} if self.seeds > 1 else values)
-                plans.append(RunPlan(name, values, config, configuration, position))
+                plans.append(RunPlan(name, {**labels, **values}, config, configuration, position))
         return plans
 
     def _config(self, name: str, values: dict[str, Any]) -> TrainConfig:
@@ -223,11 +240,11 @@ def _split_axis(key: str, value: Any) -> dict[str, Any]:
     return dict(zip(parts, value, strict=True))
 
 
-def _slug(key: str, value: Any) -> str:
+def _slug(key: str, value: Any, named: bool = False) -> str:
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
     if key == "model":
         text = text.removeprefix("DiT-")
-    label = text if key in VALUE_ONLY else f"{ABBREVIATIONS.get(key, key)}{text}"
+    label = text if named or key in VALUE_ONLY else f"{ABBREVIATIONS.get(key, key)}{text}"
     return re.sub(r"[^A-Za-z0-9._=+]+", "-", label).strip("-")
 
 
@@ -235,13 +252,16 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def check_axes(axes: Any, source: str) -> dict[str, list[Any]]:
+def check_axes(axes: Any, source: str) -> dict[str, Any]:
     """Validate the axes table: known field names, non-empty lists of values."""
     if not isinstance(axes, dict) or not axes:
         raise UserError(f"{source}: needs an [axes] table with at least one axis (field = [values])")
     allowed = axis_names()
-    out = {}
+    out: dict[str, Any] = {}
     for key, values in axes.items():
+        if isinstance(values, dict):
+            out[key] = _check_variants(key, values, allowed, source)
+            continue
         for part in key.split(","):
             if part.strip() not in allowed:
                 raise UserError(
@@ -252,6 +272,24 @@ def check_axes(axes: Any, source: str) -> dict[str, list[Any]]:
             raise UserError(f"{source}: axis {key!r} needs a non-empty list of values")
         out[",".join(p.strip() for p in key.split(","))] = values
     return out
+
+
+def _check_variants(key: str, variants: dict[str, Any], allowed: set[str], source: str) -> dict[str, Any]:
+    """A named-variants axis: {name: {field: value}}, its label not itself a field."""
+    if key in allowed or "," in key:
+        raise UserError(f"{source}: the named variants' axis {key!r} needs a label that is no field name")
+    if not variants:
+        raise UserError(f"{source}: axis {key!r} needs at least one named variant")
+    for name, fields in variants.items():
+        if not isinstance(fields, dict):
+            raise UserError(f"{source}: variant {key}.{name} must be a table of fields, got {fields!r}")
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise UserError(
+                f"{source}: variant {key}.{name} sets unknown field {unknown[0]!r}; fields are TrainConfig "
+                f"fields (see `ditkit train --help`) or model fields ({', '.join(MODEL_FIELDS)})"
+            )
+    return {str(name): dict(fields) for name, fields in variants.items()}
 
 
 def axis_names() -> set[str]:
