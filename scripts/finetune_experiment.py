@@ -8,10 +8,9 @@ run is one `scripts/demo_experiment.py` call (the same training and scoring code
 is already there, so the script resumes after an interruption:
 
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/finetune_experiment.py --seeds 0,1,2 \\
-        --finetune-steps 250,500 --scratch-steps 1000 --more-scratch-steps 2000 --variant-steps 500 \\
-        --variant lr1e-3:lr=1e-3 --variant warmup20:warmup_steps=20 \\
-        --variant adaln:freeze='"all-but-adaln"' --variant first-blocks:freeze='"x_embedder,blocks.0,blocks.1"' \\
-        --variant rowcopy:init_class_map=null
+        --finetune-steps 250,500,750 --scratch-steps 1000 --more-scratch-steps 1500 --variant-steps 500 \\
+        --variant rowcopy:init_class_map=null --variant 'adaln:freeze="all-but-adaln"' \\
+        --variant lr1e-3:lr=1e-3 --variant warmup20:warmup_steps=20
 
 Results: runs/finetune/NAME.json per run, docs/finetune/results.json (every point and each seed's
 verdict) and docs/finetune/curve.png (distance and agreement against steps, both runs, every seed).
@@ -63,27 +62,26 @@ def passes(row: dict) -> bool:
 
 
 def verdict(finetune: list[dict], scratch: list[dict]) -> dict:
-    """Steps each run needs (the shortest passing length) and whether fine-tuning needs at most half.
+    """Whether fine-tuning needs at most half the steps scratch needs, from runs of several lengths.
 
-    Scratch needs more than its longest failing length F below its first pass: the target is met
-    when fine-tuning passes at F / 2 or fewer steps, whatever scratch needs between F and its pass.
+    Each kind needs more steps than its longest failing run and at most its shortest passing one, so
+    the target is met when fine-tuning passes at L steps and scratch fails at 2L or more, and missed
+    when fine-tuning fails at L and scratch passes at 2L or fewer; otherwise these lengths do not say.
     """
     ft_pass = min((r["steps"] for r in finetune if passes(r)), default=None)
+    ft_fail = max((r["steps"] for r in finetune if not passes(r)), default=None)
     sc_pass = min((r["steps"] for r in scratch if passes(r)), default=None)
-    below = [r["steps"] for r in scratch if not passes(r) and (sc_pass is None or r["steps"] < sc_pass)]
-    sc_fail = max(below, default=None)
-    if ft_pass is None or sc_fail is None:
-        met = None  # not determined by these lengths
-    elif ft_pass <= sc_fail / 2:
+    sc_fail = max((r["steps"] for r in scratch if not passes(r)), default=None)
+    met = None
+    if ft_pass is not None and sc_fail is not None and 2 * ft_pass <= sc_fail:
         met = True
-    elif sc_pass is not None and ft_pass > sc_pass / 2:
+    elif ft_fail is not None and sc_pass is not None and 2 * ft_fail >= sc_pass:
         met = False
-    else:
-        met = None
     return {
-        "finetune_steps": ft_pass,
+        "finetune_passes_at": ft_pass,
+        "finetune_fails_at": ft_fail,
+        "scratch_passes_at": sc_pass,
         "scratch_fails_at": sc_fail,
-        "scratch_steps": sc_pass,
         "target_met": met,
     }
 
