@@ -7,7 +7,8 @@ LightningDiT's files (hustvl/LightningDiT `models/lightningdit.py`) use the same
 `blocks.N.norm{1,2}.weight` and `final_layer.norm_final.weight` (RMSNorm), `blocks.N.mlp.{w12,w3}.*`
 (SwiGLU), `blocks.N.attn.{q,k}_norm.*` (QK-norm) and `feat_rope.freqs_{cos,sin}` (rotary angles).
 Everything in a `DiTConfig` can be read from the tensor shapes except the number of attention
-heads (and, for a non-square grid, the input's aspect ratio); those come from a hint or an override.
+heads (and, for a non-square grid, the input's aspect ratio); those come from a hint or an override,
+or for the heads from LightningDiT's saved rotary angles, one column per feature of a head.
 One layout is ambiguous: a block modulation 4 x hidden wide is DiT's `adaln` design (shift and scale)
 or LightningDiT's adaLN-Zero without shift (scale and gate); such a file is refused until the
 caller says which (`block` or `adaln_shift`).
@@ -105,7 +106,8 @@ def block_design(
         raise UserError(
             "the blocks regress 4 modulation vectors: DiT's 'adaln' blocks (shift and scale) or "
             "LightningDiT's adaLN-Zero without shift (scale and gate, wo_shift); say which with "
-            "config={'adaln_shift': False} (LightningDiT) or config={'block': 'adaln'}"
+            "--set adaln_shift=false (LightningDiT) or --set block=adaln (in Python "
+            "config={'adaln_shift': False} or config={'block': 'adaln'})"
         )
     if "blocks.0.cross_attn.q.weight" in state_dict:
         return "cross-attention", True
@@ -161,7 +163,7 @@ def guess_num_heads(depth: int, hidden_size: int) -> tuple[int, str]:
         )
     raise UserError(
         f"cannot tell the number of attention heads of a DiT with depth {depth} and hidden size {hidden_size}; "
-        "pass it explicitly (--num-heads, or config={'num_heads': ...})"
+        "pass it explicitly (--set num_heads=N, or config={'num_heads': N} in Python)"
     )
 
 
@@ -210,10 +212,13 @@ def infer_config(
         )
     table = state_dict.get("y_embedder.embedding_table.weight")
     notes: list[str] = []
+    rope_angles = state_dict.get(ROPE_KEYS[0])  # LightningDiT saves them: (tokens, head size)
     if "num_heads" in overrides:
         heads = int(overrides["num_heads"])
     elif num_heads_hint is not None:
         heads = num_heads_hint
+    elif rope_angles is not None and rope_angles.ndim == 2 and hidden % rope_angles.shape[-1] == 0:
+        heads = hidden // rope_angles.shape[-1]
     else:
         heads, note = guess_num_heads(depth, hidden)
         notes.append(note)

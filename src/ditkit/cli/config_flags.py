@@ -37,6 +37,21 @@ def key_value(text: str) -> tuple[str, Any]:
         return key.replace("-", "_"), value
 
 
+def add_model_overrides(parser: argparse.ArgumentParser) -> None:
+    """`--set KEY=VALUE`, repeatable, into `args.model_overrides` (a list of pairs): DiTConfig fields that
+    a checkpoint does not record, as `ditkit train --set` changes those of a preset."""
+    parser.add_argument(
+        "--set",
+        dest="model_overrides",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a DiTConfig field the checkpoint does not record, for an official .pt whose shapes do not "
+        "tell: num_heads=16, adaln_shift=false (LightningDiT's wo_shift layout); repeatable",
+    )
+
+
 def show_default(value: Any, flags: tuple[str, ...]) -> str | None:
     """How `--help` shows a default: None (not shown) for None/empty, the flag for booleans."""
     if value is MISSING or value is None or value == {} or value == ():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ditkit.cli.config_flags import add_model_overrides
 from ditkit.cli.formatting import add_command
 
 SUMMARY = "convert a DiT checkpoint (official .pt, diffusers, ditkit) to ditkit or diffusers"
@@ -56,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     size.add_argument("--image-size", type=int, help="image size in pixels; the input is 1/8 of it (SD VAE)")
     p.add_argument("--num-heads", type=int, help="attention heads (official files do not record them)")
+    add_model_overrides(p)
     p.add_argument(
         "--num-classes",
         type=int,
@@ -67,7 +69,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ditkit.checkpoints.convert import convert_checkpoint, overrides_from_cli
 
-    overrides = overrides_from_cli(args.input_size, args.image_size, args.num_heads, args.num_classes)
+    overrides = {
+        **dict(args.model_overrides),
+        **overrides_from_cli(args.input_size, args.image_size, args.num_heads, args.num_classes),
+    }
     for line in convert_checkpoint(
         args.src,
         args.dst,

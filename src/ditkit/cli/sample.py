@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from ditkit.choices import COMPILE_CHOICES, OBJECTIVES, PRECISION_MODES
+from ditkit.cli.config_flags import add_model_overrides
 from ditkit.cli.formatting import add_command, add_hidden_alias, plural, positive_int
 from ditkit.cli.sampling_flags import add_sampling_arguments, given_sampling
 
@@ -102,6 +103,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
         help="classes of an official .pt without training arguments, when its label table has no "
         "null-class row (trained without label dropout); default: the last row is the null class",
     )
+    add_model_overrides(p)
     p.add_argument(
         "--objective",
         choices=OBJECTIVES,
@@ -229,6 +231,9 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
         args.checkpoint = str(newest)
         if rank() == 0:
             print(f"note: using the run's newest checkpoint, {newest}")
+    config = dict(args.model_overrides)  # --set KEY=VALUE
+    if args.num_classes is not None:
+        config["num_classes"] = args.num_classes
     pipe = DiTPipeline.from_pretrained(
         args.checkpoint,
         device=device,  # type: ignore[arg-type]  # a str or torch.device
@@ -238,7 +243,7 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
         first_stage=args.first_stage,
         image_size=args.image_size,
         which=args.weights,
-        config={"num_classes": args.num_classes} if args.num_classes is not None else None,
+        config=config,
         objective=args.objective,
     )
     if rank() == 0:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ditkit.choices import TIME_SHIFT_SAMPLERS
 from ditkit.diffusion.gaussian import ModelFn
 from ditkit.diffusion.noise import SeededNoise
 from ditkit.distributed import pick_device
@@ -195,13 +196,16 @@ class DiTPipeline:
         (default: the pipeline's `sampling`), the sampler named and the guidance scale set.
 
         The base's steps go with the base's sampler: naming another sampler without steps takes that
-        sampler's own default (None where it picks its own, as dopri5).
+        sampler's own default (None where it picks its own, as dopri5). So does the timestep shift of a
+        base euler or heun: a sampler whose time grid no shift bends (dopri5, the SDEs) samples unshifted.
         """
         base = self.sampling if base is None else base
         given = {k: v for k, v in given.items() if v is not None}
         sampler = given.get("sampler") or base.sampler or self.objective.default_sampler
-        if "steps" not in given and sampler != base.sampler:
-            given["steps"] = None
+        if sampler != base.sampler:
+            given.setdefault("steps", None)
+            if base.sampler in TIME_SHIFT_SAMPLERS and sampler not in TIME_SHIFT_SAMPLERS:
+                given.setdefault("timestep_shift", 1.0)
         s = base.replace(**{**given, "sampler": sampler})
         if s.guidance_scale is None:
             s = s.replace(guidance_scale=self.objective.default_guidance_scale)

@@ -85,13 +85,7 @@ def sample_to_folder(
     record = {
         "settings": {
             **(extra or {}),
-            "guidance_scale": s.guidance_scale,
-            "num_steps": s.steps,
-            "sampler": s.sampler,
-            "guided_channels": s.guided_channels,
-            "guidance_interval": s.guidance_interval,
-            "eta": s.eta,
-            "seed": s.seed,
+            **s.to_record(),
             "per_class": per_class,
             "image_size": list(pipe.image_size),
             **pipe.objective_record(),

@@ -34,7 +34,7 @@ from ditkit.atomic import atomic_write_text
 from ditkit.errors import UserError
 from ditkit.evaluation.npz_io import read_npz, to_rgb, write_npz, write_npz_streamed
 from ditkit.generation.pipeline import DiTPipeline
-from ditkit.samplers.settings import SamplingSettings
+from ditkit.samplers.settings import RECORDED_STEPS, SamplingSettings
 from ditkit.visual import images_to_uint8
 
 # Samples per shard file: 50,000 samples -> 50 shards, each small enough to redo after a crash.
@@ -103,28 +103,22 @@ class ShardedSettings:
     def to_dict(self) -> dict[str, Any]:
         """The manifest's record: the sampling fields flat beside the others, under the keys manifests
         have always had (`num_steps` for the steps), so that runs begun by older versions resume."""
-        s = self.sampling
         return {
             "num_samples": self.num_samples,
-            "seed": s.seed,
             "label_mode": self.label_mode,
             "classes": None if self.classes is None else list(self.classes),
             "shard_size": self.shard_size,
-            "guidance_scale": s.guidance_scale,
-            "num_steps": s.steps,
-            "sampler": s.sampler,
-            "guided_channels": s.guided_channels,
-            "guidance_interval": None if s.guidance_interval is None else list(s.guidance_interval),
-            "eta": s.eta,
+            **self.sampling.to_record(),
         }
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> ShardedSettings:
-        """Read `to_dict`'s record back (a manifest's "settings")."""
+        """Read `to_dict`'s record back (a manifest's "settings"); sampling fields it lacks (a manifest
+        older than the field, e.g. `timestep_shift`) take their defaults."""
         d = dict(record)
         sampling = {key: d.pop(key) for key in _SAMPLING_KEYS if key in d}
-        if "num_steps" in d:
-            sampling["steps"] = d.pop("num_steps")
+        if RECORDED_STEPS in d:
+            sampling["steps"] = d.pop(RECORDED_STEPS)
         classes = d.pop("classes", None)
         return cls(
             **d,
@@ -133,8 +127,8 @@ class ShardedSettings:
         )
 
 
-# The sampling fields a manifest records under their own names (the steps as "num_steps").
-_SAMPLING_KEYS = ("seed", "guidance_scale", "sampler", "guided_channels", "guidance_interval", "eta")
+# The sampling fields a manifest records under their own names (the steps as RECORDED_STEPS).
+_SAMPLING_KEYS = tuple(f.name for f in dataclasses.fields(SamplingSettings) if f.name != "steps")
 
 
 @dataclass
@@ -201,11 +195,14 @@ def _manifest(pipe: DiTPipeline, settings: ShardedSettings) -> dict[str, Any]:
 
 
 def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
-    """An older manifest in today's terms (its "autocast" entry as a "precision")."""
-    if "precision" in old or "autocast" not in old:
-        return old
-    new = {k: v for k, v in old.items() if k != "autocast"}
-    new["precision"] = _AUTOCAST_PRECISION.get(old["autocast"], old["autocast"])
+    """An older manifest in today's terms: its "autocast" entry as a "precision", and the sampling
+    fields it predates (e.g. `timestep_shift`) at their defaults, which it was sampled with."""
+    new = dict(old)
+    if isinstance(old.get("settings"), dict):
+        new["settings"] = {**SamplingSettings().to_record(), **old["settings"]}
+    if "precision" not in old and "autocast" in old:
+        del new["autocast"]
+        new["precision"] = _AUTOCAST_PRECISION.get(old["autocast"], old["autocast"])
     return new
 
 

@@ -18,6 +18,8 @@ from ditkit.options import check_choices, option
 
 # `--help` section of the sampling flags.
 SAMPLING = "sampling"
+# The key of `steps` in the sample records (samples.json, FID manifests; `to_record`).
+RECORDED_STEPS = "num_steps"
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,17 @@ class SamplingSettings:
             out["guidance_interval"] = list(self.guidance_interval)
         return out
 
+    def to_record(self) -> dict[str, Any]:
+        """`to_dict` under the keys of the sample records (samples.json, FID manifests): the steps as
+        "num_steps", as those files have always named them."""
+        out = self.to_dict()
+        out[RECORDED_STEPS] = out.pop("steps")
+        return out
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SamplingSettings:
-        """Read a record (a checkpoint's `extra["sampling"]`); keys it does not know are an error."""
+        """Read a record (a checkpoint's `extra["sampling"]`); keys it does not know are an error, and
+        fields it lacks (a record older than the field, e.g. `timestep_shift`) take their defaults."""
         data = dict(data or {})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
