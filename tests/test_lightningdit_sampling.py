@@ -28,6 +28,7 @@ from ditkit.generation.sharded import MANIFEST_FILE, ShardedSettings, check_or_w
 from ditkit.model.dit import DiTConfig
 from ditkit.objectives import as_objective
 from ditkit.samplers.settings import SamplingSettings
+from ditkit.serve.jobs import request_settings
 
 # Their configs/reproductions/lightningdit_xl_vavae_f16d32_800ep_cfg.yaml: sample.timestep_shift,
 # cfg_scale and cfg_interval_start; their forward_with_cfg guides channels [:3].
@@ -159,6 +160,9 @@ def test_checkpoint_records_keep_the_shift_and_older_ones_read_as_unshifted():
     # the shift goes with the recorded euler, as its steps do: dopri5 named alone samples unshifted
     assert pipe.settings(sampler="dopri5") == pipe.settings(SamplingSettings(sampler="dopri5"))
     assert pipe.settings(sampler="dopri5", timestep_shift=2.0).timestep_shift == 2.0  # then refused
+    # so does the page of `ditkit serve`: its sampler menu keeps the shift for heun, not for dopri5
+    assert request_settings(flow, pipe.settings(), 4.0, "heun", 5).timestep_shift == SHIFT
+    assert request_settings(flow, pipe.settings(), 4.0, "dopri5", None).timestep_shift == 1.0
 
 
 def test_fid_manifests_record_the_shift_and_older_ones_resume(tmp_path):

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ditkit.atomic import atomic_path
+from ditkit.choices import TIME_SHIFT_SAMPLERS
 from ditkit.errors import UserError, plural
 from ditkit.generation.images import save_gif, to_pil
 from ditkit.generation.pipeline import DiTPipeline
@@ -287,7 +288,7 @@ def request_settings(
     """One request's settings: the page's fields over the served ones (`base`, e.g. `pipe.settings()`).
 
     The fields the page does not show (guided channels, guidance interval) are the base's; its eta goes
-    with its sampler. An empty steps field is the sampler's own count; a sampler that picks its own steps
+    with its sampler, and its timestep shift with euler and heun (the samplers whose grid it bends). An empty steps field is the sampler's own count; a sampler that picks its own steps
     (the objective names no default, as for dopri5) takes none, whatever the field holds (its box is
     disabled, and Gradio sends an empty number as 0).
 
@@ -302,6 +303,7 @@ def request_settings(
         sampler=sampler,
         steps=check_steps(steps),
         eta=base.eta if sampler == base.sampler else 0.0,
+        timestep_shift=base.timestep_shift if sampler in TIME_SHIFT_SAMPLERS else 1.0,
         seed=base.seed if seed is None else seed,
     )
 
