@@ -197,3 +197,13 @@ def test_convert_takes_the_same_set_flags(tmp_path):
     loaded = load_checkpoint(tmp_path / "ours")
     assert loaded.config == model.config and loaded.weights == "ema"
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+
+
+def test_a_latent_model_read_as_pixels_is_one_line_before_sampling(tmp_path, capsys):
+    ckpt = tmp_path / "theirs.pt"
+    _save_their_checkpoint(ckpt, CASES[0][1], "plain")
+    argv = ["sample", str(ckpt), "--objective", "flow", "--first-stage", "identity", "--class", "0"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{TINY['in_channels']}-channel images" in err and "--first-stage" in err
+    assert not (tmp_path / "out").exists()

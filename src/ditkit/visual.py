@@ -46,13 +46,17 @@ def images_to_uint8(images: torch.Tensor) -> np.ndarray:
     return scaled.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, C)
 
 
+# Channels of an image a PNG holds: grey or RGB.
+IMAGE_CHANNELS = (1, 3)
+
+
 def _as_nhwc(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise ValueError(f"grid images must be uint8, got {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]  # (N, H, W) -> (N, H, W, 1)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
+    if images.ndim != 4 or images.shape[-1] not in IMAGE_CHANNELS or len(images) == 0:
         raise ValueError(f"expected uint8 images (N, H, W[, 1|3]) with N > 0, got shape {images.shape}")
     return images
 

@@ -224,7 +224,9 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
 
     from ditkit.checkpoints.loader import newest_in_run
     from ditkit.distributed import rank
+    from ditkit.errors import UserError
     from ditkit.generation.pipeline import DiTPipeline
+    from ditkit.visual import IMAGE_CHANNELS
 
     newest = newest_in_run(Path(args.checkpoint))
     if newest is not None:  # a run folder: record the checkpoint actually used
@@ -246,6 +248,12 @@ def open_pipeline(args: argparse.Namespace, device: object) -> DiTPipeline:
         config=config,
         objective=args.objective,
     )
+    channels = pipe.first_stage.image_channels
+    if channels not in IMAGE_CHANNELS:  # a latent model read with the identity first stage
+        raise UserError(
+            f"this model's {pipe.first_stage.kind} first stage gives {channels}-channel images, which no PNG "
+            f"holds; name the first stage that decodes its latents with --first-stage"
+        )
     if rank() == 0:
         for note in pipe.notes:
             print(f"note: {note}")
