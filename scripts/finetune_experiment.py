@@ -10,7 +10,7 @@ is already there, so the script resumes after an interruption:
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/finetune_experiment.py --seeds 0,1,2 \\
         --finetune-steps 250,500,750 --scratch-steps 1000 --more-scratch-steps 1500 --variant-steps 500 \\
         --variant rowcopy:init_class_map=null --variant 'adaln:freeze="all-but-adaln"' \\
-        --variant lr1e-3:lr=1e-3 --variant warmup20:warmup_steps=20
+        --variant lr1e-3:lr=1e-3 --variant lr8e-3:lr=8e-3 --variant warmup20:warmup_steps=20
 
 Results: runs/finetune/NAME.json per run, docs/finetune/results.json (every point and each seed's
 verdict) and docs/finetune/curve.png (distance and agreement against steps, both runs, every seed).
