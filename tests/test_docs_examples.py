@@ -82,6 +82,7 @@ FIXTURES = (
     "samples.npz",
     "~/fmnist",
     "docs/studies/example.toml",
+    "fresh.json",
 )
 
 
@@ -276,6 +277,7 @@ def stand_ins(tmp_path_factory):
         assert main([*train, "--out", str(root / "runs/fmnist"), *quiet]) == 0
         assert main([*train, "--objective", "flow", "--out", str(root / "runs/flow"), *quiet]) == 0
     shutil.copy(root / "runs/demo/samples.npz", root / "samples.npz")
+    (root / "fresh.json").write_text("{}\n")  # an --init-class-map that maps no row
     (root / "docs/studies").mkdir(parents=True)
     shutil.copy(ROOT / "docs/studies/example.toml", root / "docs/studies/example.toml")  # the real file
     (root / "home").mkdir()
