@@ -138,3 +138,5 @@ DEFAULT_COMPARE_VARIANTS = ("official", "official-bf16", "ditkit", "ditkit-bf16"
 # How glibc's malloc treats freed CPU memory (`ditkit.cpu_memory`): kept for reuse (the default) or
 # returned to the kernel as glibc does by default.
 CPU_MALLOC_MODES = ("keep", "system")
+# The built-in studies of `ditkit study` (`ditkit.study.presets`).
+STUDIES = ("scaling", "blocks", "guidance", "objectives", "techniques")

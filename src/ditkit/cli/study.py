@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-SUMMARY = "run the paper's studies (scaling, blocks, guidance, objectives) or a spec file; tables and plots"
+from ditkit.choices import STUDIES
+
+SUMMARY = f"run the paper's studies ({', '.join(STUDIES)}) or a spec file; tables and plots"
 DESCRIPTION = (
     "Train every run of a study with the normal trainer, evaluate each at fixed fractions of "
     "training with the same sampler, seeds and samples, and write results.json, results.md and the "
@@ -15,6 +17,7 @@ EPILOG = """examples:
   ditkit study scaling --out runs/study-scaling
   ditkit study blocks --data-dir /usr/share/datasets/fashion-mnist --out runs/study-blocks
   ditkit study guidance --out runs/study-guidance
+  ditkit study techniques --plan     # LightningDiT's pieces vs the demo's recipe, at equal training time
   # a quick smoke run of a preset: fewer steps, samples and seeds
   ditkit study guidance --out runs/smoke --steps 40 --num-samples 20 --seeds 1
   # the paper's grid on ImageNet-256 latents (GPUs; one run per GPU side by side)
@@ -37,9 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from ditkit.cli.formatting import add_command, add_data_dir_flag, add_hidden_alias
 
     p = add_command(subparsers, "study", run, SUMMARY, DESCRIPTION, EPILOG)
-    p.add_argument(
-        "study", metavar="NAME|SPEC", help="scaling, blocks, guidance, objectives, or a .toml/.json spec"
-    )
+    p.add_argument("study", metavar="NAME|SPEC", help=f"{', '.join(STUDIES)}, or a .toml/.json spec")
     p.add_argument(
         "--data",
         help="training data of every run, as `ditkit train --data`: fashion-mnist (the CPU presets), "

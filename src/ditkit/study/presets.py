@@ -16,12 +16,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ditkit.choices import STUDIES
 from ditkit.errors import UserError
 from ditkit.model.blocks import BLOCK_DESIGNS
 from ditkit.model.presets import PAPER_PATCHES, PAPER_SIZES
 from ditkit.study.spec import OBJECTIVES, StudySpec, axis_names, load_spec, spec_from_dict
 
-STUDIES = ("scaling", "blocks", "guidance", "objectives", "techniques")
 SCALES = ("cpu", "gpu")
 
 # CPU: the demo's training recipe (diffusion); 4 blocks at widths 64, 128, 192 with heads of 64
