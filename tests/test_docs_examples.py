@@ -54,7 +54,7 @@ SKIPS: list[tuple[str, str]] = [
     ),
     (r"ditkit bench (train|sample) --model DiT-XL/2", "needs a GPU (DiT-XL/2 timing)"),
     (
-        r"^ditkit study (scaling|blocks|guidance|objectives)(?!.*(--plan|--steps))",
+        r"^ditkit study (scaling|blocks|guidance|objectives|techniques)(?!.*(--plan|--steps))",
         "tens of minutes: a full CPU study preset (tests/test_study.py runs a tiny study; a --steps smoke runs)",
     ),
     (

@@ -130,6 +130,7 @@ def test_only_runs_the_named_runs_and_the_results_gather_every_finished_one(tmp_
     trained = sorted(p.name for p in (out / "runs").iterdir() if not p.name.startswith("."))
     assert trained == ["cos-seed0", "plain-seed0", "plain-seed1"]
     run_study(spec, StudyOptions(str(out), jobs=1, progress=False, only=("cos-seed1",)))
+    assert (out / "final.png").is_file()  # one point per configuration: their final evaluations side by side
     results = (out / "results.md").read_text()
     assert "cos" in results and "plain" in results
     rows = json.loads((out / "results.json").read_text())["rows"]

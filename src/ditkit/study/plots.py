@@ -112,6 +112,51 @@ def _figure(
     return path
 
 
+def _final_by_configuration(path: Path, final: Sequence[Row], metrics: Sequence[str], title: str) -> Path:
+    """Each configuration's last evaluation: the seeds' mean as a bar, their range as an error bar and
+    every seed as a dot; the first configuration's mean as a dashed line to compare with."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(len(metrics), PANELS_PER_ROW)
+    nrows = math.ceil(len(metrics) / cols)
+    width = max(5.2, 0.55 * len(final) + 1.5)
+    fig, axes = plt.subplots(nrows, cols, figsize=(width * cols, 4.6 * nrows), dpi=100, squeeze=False)
+    names = [r["configuration"] for r in final]
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        scored = [(i, r) for i, r in enumerate(final) if r.get(metric) is not None]
+        for i, r in scored:
+            low, high = r["spread"][metric]
+            ax.errorbar(
+                i,
+                r[metric],
+                yerr=[[r[metric] - low], [high - r[metric]]],
+                fmt="s",
+                ms=6,
+                capsize=4,
+                color="C0",
+            )
+            seeds = list(r["per_seed"].get(metric, {}).values())
+            ax.plot([i] * len(seeds), seeds, "o", ms=3, color="C1", alpha=0.8)
+        if scored:
+            ax.axhline(scored[0][1][metric], ls="--", lw=1, color="0.5")
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel(METRIC_LABELS[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+        ax.grid(True, axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.subplots_adjust(
+        left=0.07, right=0.98, bottom=0.3 / nrows, top=1 - 0.1 / nrows, wspace=0.3, hspace=0.6
+    )
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
 def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
     """Draw every plot the rows (one per run and evaluation) support, their seeds averaged; returns
     the files written."""
@@ -150,6 +195,15 @@ def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
             )
         )
     final = _final(main)
+    if len(final) > 1 and len({r["step"] for r in main}) == 1:  # no curves: each configuration's one point
+        written.append(
+            _final_by_configuration(
+                out / "final.png",
+                final,
+                metrics,
+                f"{study}: last evaluation (squares: mean and range; dots: seeds; dashed: {final[0]['configuration']})",
+            )
+        )
     if len({(r["hidden_size"], r["depth"], r["patch_size"]) for r in final}) > 1:  # sizes or patches vary
         written.append(
             _figure(

@@ -144,8 +144,8 @@ def _techniques_spec(scale: str) -> dict[str, Any]:
     return {
         "name": "techniques",
         "description": (
-            "the demo's recipe against LightningDiT's block pieces, its cosine loss and bf16, at equal "
-            "training time (half the demo's); Fashion-MNIST 28x28 pixels (CPU preset)."
+            "the demo's recipe against LightningDiT's block pieces and its cosine loss, alone and together, "
+            "at equal training time (half the demo's); Fashion-MNIST 28x28 pixels (CPU preset)."
         ),
         "seeds": CPU_SEEDS,
         "base": base,

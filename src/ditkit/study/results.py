@@ -179,7 +179,7 @@ def markdown(
         "",
         *([spec.description, ""] if spec.description else []),
         f"{plural(len(plans), 'run')} ({len(done)} evaluated so far); axes: "
-        + ", ".join(f"{k} = {v}" for k, v in spec.axes.items())
+        + ", ".join(f"{k} = {list(v) if isinstance(v, dict) else v}" for k, v in spec.axes.items())
         + (
             f"; every configuration trained with {plural(len(seeds), 'seed')} ({', '.join(map(str, seeds))})."
             if len(seeds) > 1
