@@ -47,6 +47,37 @@ def _final(rows: Sequence[Row]) -> list[Row]:
     return [r for r in rows if r["step"] == last[r["configuration"]]]
 
 
+def _panels(metrics: Sequence[str], width: float, height: float) -> tuple[Any, Any]:
+    """A figure with one panel per metric, PANELS_PER_ROW to a row: (figure, axes grid)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    cols = min(len(metrics), PANELS_PER_ROW)
+    nrows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(width * cols, height * nrows), dpi=100, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Any, axes: Any, used: int, title: str, path: Path, *, bottom: float, hspace: float) -> Path:
+    """Hide the unused panels, title the figure, write it atomically as a PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    nrows = axes.shape[0]
+    # fixed margins: tight_layout costs seconds per figure
+    fig.subplots_adjust(
+        left=0.08, right=0.98, bottom=bottom / nrows, top=1 - 0.1 / nrows, wspace=0.3, hspace=hspace
+    )
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
 def _figure(
     path: Path,
     rows: Sequence[Row],
@@ -59,15 +90,9 @@ def _figure(
     log_x: bool = False,
     annotate: bool = False,
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; must precede pyplot's import
-    import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    cols = min(len(metrics), PANELS_PER_ROW)
-    nrows = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), dpi=100, squeeze=False)
+    fig, axes = _panels(metrics, 5.2, 4.0)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for label, series in _series(rows, group).items():
             scored = sorted((r for r in series if r.get(metric) is not None), key=lambda r: r[x])
@@ -99,31 +124,13 @@ def _figure(
         ax.set_ylabel(METRIC_LABELS[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.set_visible(False)
-    fig.suptitle(title)
-    # fixed margins: tight_layout costs seconds per figure
-    fig.subplots_adjust(
-        left=0.08, right=0.98, bottom=0.12 / nrows, top=1 - 0.1 / nrows, wspace=0.3, hspace=0.35
-    )
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, axes, len(metrics), title, path, bottom=0.12, hspace=0.35)
 
 
 def _final_by_configuration(path: Path, final: Sequence[Row], metrics: Sequence[str], title: str) -> Path:
     """Each configuration's last evaluation: the seeds' mean as a bar, their range as an error bar and
     every seed as a dot; the first configuration's mean as a dashed line to compare with."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = min(len(metrics), PANELS_PER_ROW)
-    nrows = math.ceil(len(metrics) / cols)
-    width = max(5.2, 0.55 * len(final) + 1.5)
-    fig, axes = plt.subplots(nrows, cols, figsize=(width * cols, 4.6 * nrows), dpi=100, squeeze=False)
+    fig, axes = _panels(metrics, max(5.2, 0.55 * len(final) + 1.5), 4.6)  # room for the names
     names = [r["configuration"] for r in final]
     for ax, metric in zip(axes.flat, metrics, strict=False):
         scored = [(i, r) for i, r in enumerate(final) if r.get(metric) is not None]
@@ -145,16 +152,7 @@ def _final_by_configuration(path: Path, final: Sequence[Row], metrics: Sequence[
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel(METRIC_LABELS[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
         ax.grid(True, axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.set_visible(False)
-    fig.suptitle(title)
-    fig.subplots_adjust(
-        left=0.07, right=0.98, bottom=0.3 / nrows, top=1 - 0.1 / nrows, wspace=0.3, hspace=0.6
-    )
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, axes, len(metrics), title, path, bottom=0.3, hspace=0.6)  # room for slanted names
 
 
 def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
