@@ -128,7 +128,7 @@ def _figure(
 
 
 def _final_by_configuration(path: Path, final: Sequence[Row], metrics: Sequence[str], title: str) -> Path:
-    """Each configuration's last evaluation: the seeds' mean as a bar, their range as an error bar and
+    """Each configuration's last evaluation: the seeds' mean as a square, their range as an error bar and
     every seed as a dot; the first configuration's mean as a dashed line to compare with."""
     fig, axes = _panels(metrics, max(5.2, 0.55 * len(final) + 1.5), 4.6)  # room for the names
     names = [r["configuration"] for r in final]
