@@ -19,6 +19,8 @@ from ditkit.study.results import train_compute
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
+DATA = Path(__file__).parent / "data"
+
 RUNS = ("w16-h1", "w32-h2")
 
 
@@ -380,26 +382,25 @@ def test_default_jobs_use_every_cpu_core(monkeypatch):
 
 
 @pytest.mark.parametrize("study", ["scaling", "blocks"])
-def test_the_committed_results_still_load(study, tmp_path):
-    """docs/studies/<study>/results.json, written before the guidance scale had one name in the code:
-    its [eval] table reads back (and writes out) as it is, and its rows draw the same plots."""
+def test_one_seed_results_from_before_the_rename_still_load(study, tmp_path):
+    """The one-seed results once committed in docs/studies (tests/data/study_one_seed), written before the
+    guidance scale had one name in the code: the [eval] table reads back (and writes out) as it is, and
+    the rows draw the same plots."""
     from ditkit.study.plots import write_plots
     from ditkit.study.spec import GUIDANCE_KEY, EvalSettings
 
-    doc = json.loads((Path(__file__).parents[1] / "docs" / "studies" / study / "results.json").read_text())
+    doc = json.loads((DATA / "study_one_seed" / f"{study}.json").read_text())
     settings = EvalSettings.from_dict(doc["eval"], study)
     assert json.loads(json.dumps(settings.to_dict())) == doc["eval"] and settings.guidance_scale == (1.0,)
     assert {row[GUIDANCE_KEY] for row in doc["rows"]} == {1.0}
     assert write_plots(doc["rows"], tmp_path, study)
 
 
-def test_the_gflops_correlation_is_the_committed_scalings():
-    """Fig. 8's number from the rows: -0.97 on the one-seed CPU scaling results (docs/studies)."""
+def test_the_gflops_correlation_of_the_one_seed_scaling_results():
+    """Fig. 8's number from the rows: -0.97 on the one-seed CPU scaling results once committed."""
     from ditkit.study.spread import gflops_correlation
 
-    doc = json.loads(
-        (Path(__file__).parents[1] / "docs" / "studies" / "scaling" / "results.json").read_text()
-    )
+    doc = json.loads((DATA / "study_one_seed" / "scaling.json").read_text())
     r, per_seed = gflops_correlation(doc["rows"], "fmnist_frechet")
     assert r == pytest.approx(-0.973, abs=1e-3) and per_seed == [r]
     assert gflops_correlation(doc["rows"][:6], "fmnist_frechet") is None  # two models: no correlation
