@@ -27,8 +27,6 @@ from ditkit.evaluation.knn import knn_agreement
 from ditkit.generation.pipeline import DiTPipeline
 
 PER_CLASS = 100
-# Model calls a sampler makes per step (Heun: two; guidance batches both branches into one call).
-CALLS_PER_STEP = {"heun": 2, "euler": 1, "meanflow": 1, "ddim": 1, "dpm++2m": 1}
 
 
 def main() -> None:
@@ -60,7 +58,7 @@ def main() -> None:
         point = {
             "sampler": settings.sampler,
             "steps": steps,
-            "model_calls": steps * CALLS_PER_STEP.get(str(settings.sampler), 1),
+            "model_calls": pipe.objective.model_calls(str(settings.sampler), steps),
             "guidance_scale": settings.guidance_scale,
             "agreement": scores["agreement"],
             "frechet_distance": scores["frechet_distance"],

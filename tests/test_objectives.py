@@ -101,6 +101,38 @@ def test_samplers_and_guidance_times_belong_to_the_objective():
     assert torch.equal(old, new)
 
 
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_model_calls_are_the_forward_passes_the_samplers_make(name):
+    """`Objective.model_calls` against a model that counts its calls, guided (both branches in one call)."""
+    objective = as_objective(name)
+    calls = []
+
+    def model(x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        calls.append(1)
+        return torch.zeros_like(x)
+
+    for sampler in objective.samplers:
+        for steps in (2, 3):
+            calls.clear()
+            expected = objective.model_calls(sampler, steps)
+            if expected is None:  # adaptive (dopri5): no count to give
+                continue
+            sample(
+                model,
+                (2, 1, 4, 4),
+                labels=[0, 1],
+                objective=objective,
+                sampler=sampler,
+                steps=steps,
+                guidance_scale=2.0,
+                null_label=10,
+                progress=False,
+            )
+            assert len(calls) == expected, (sampler, steps)
+    if name == "flow":
+        assert objective.model_calls("heun", 3) == 6 and objective.model_calls("dopri5", 3) is None
+
+
 class X0Objective:
     """A third objective, defined here only: predict the clean sample from x_t = (1 - t) noise + t x,
     sampled by a fixed-step Euler walk along the implied velocity. Nothing in ditkit names it."""
@@ -121,6 +153,9 @@ class X0Objective:
 
     def default_steps(self, sampler: str) -> int | None:
         return 4
+
+    def model_calls(self, sampler: str, steps: int) -> int | None:
+        return steps
 
     def training_times(self) -> TimeDistribution:
         return TimeDistribution("uniform", 0.0, 0.9)

@@ -252,6 +252,123 @@ def test_guidance_variants_get_their_own_files(tmp_path, fmnist):
     assert [(c["varies"], c["compared"]) for c in claims] == [("guidance", ["guidance 1.0", "guidance 3.0"])]
 
 
+# A valid spec's axes and base, for the [eval] cases below.
+BLOCK_SPEC = '[axes]\nblock = ["adaln"]\n[base]\nsteps = 10\n'
+
+
+def test_records_from_before_the_steps_were_kept_get_them_from_the_spec(tmp_path, fmnist):
+    """An evaluation record written before the sampler, steps and model calls were recorded reads back
+    with those of the spec (a folder holds one spec, so its one count per objective is the one drawn)."""
+    from ditkit.study.results import collect_rows
+    from ditkit.study.runner import plan_runs
+
+    d = tiny_spec_dict(fmnist)
+    d["axes"] = {"hidden_size,num_heads": [[16, 1]]}
+    d["eval"].update(fractions=[1.0], num_samples=10)
+    spec = spec_from_dict(d, "test")
+    out = tmp_path / "old"
+    rows = run_study(spec, StudyOptions(str(out), jobs=1, progress=False))
+    assert [(r["sampler"], r["sample_steps"], r["model_calls"]) for r in rows] == [("ddim", 2, 2)]
+    record_path = out / "runs" / "w16-h1" / "eval_4.json"
+    record = json.loads(record_path.read_text())
+    for key in ("sampler", "sample_steps", "model_calls"):
+        del record[key]
+    record_path.write_text(json.dumps(record))
+    assert collect_rows(plan_runs(spec, StudyOptions(str(out))), spec.eval) == rows
+
+
+def test_a_sweep_of_sample_steps_draws_every_count_and_compares_each_objective_at_its_best(tmp_path, fmnist):
+    """Flow (Heun) and MeanFlow, each drawn at its own list of step counts: a row per count with its model
+    calls, the files tagged by the steps, the best count per configuration and the plot against calls."""
+    d = tiny_spec_dict(fmnist)
+    d["axes"] = {"method": {"flow": {"objective": "flow"}, "meanflow": {"objective": "meanflow", "steps": 2}}}
+    d["eval"] = {
+        "fractions": [1.0],
+        "num_samples": 10,
+        "sampler": {"flow": "heun", "meanflow": "meanflow"},
+        "sample_steps": {"flow": [1, 2], "meanflow": [1, 2, 3]},
+    }
+    out = tmp_path / "sweep"
+    rows = run_study(spec_from_dict(d, "test"), StudyOptions(str(out), jobs=1, progress=False))
+    drawn = [(r["run"], r["step"], r["sampler"], r["sample_steps"], r["model_calls"]) for r in rows]
+    assert drawn == [
+        ("flow", 4, "heun", 1, 2),
+        ("flow", 4, "heun", 2, 4),
+        ("meanflow", 2, "meanflow", 1, 1),
+        ("meanflow", 2, "meanflow", 2, 2),
+        ("meanflow", 2, "meanflow", 3, 3),
+    ]
+    assert (out / "runs" / "flow" / "samples_4_s2.npz").is_file() and (out / "vs_calls.png").is_file()
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["best_steps"]) == {"flow", "meanflow"}
+    best = doc["best_steps"]["meanflow"]["sample_steps"]
+    assert best == min(
+        (1, 2, 3),
+        key=lambda n: next(
+            r["fmnist_frechet"] for r in rows if r["sample_steps"] == n and r["run"] == "meanflow"
+        ),
+    )
+    [claim] = doc["claims"]["last_step"]
+    assert claim["compared"] == ["flow", "meanflow"] and "calls (meanflow, " in claim["at"]
+    md = (out / "results.md").read_text()
+    assert "## Model calls" in md and "lowest mean Frechet distance" in md and "| model calls |" in md
+
+
+def test_orderings_compare_configurations_each_at_its_best_number_of_calls(tmp_path):
+    """Hand-made rows: flow is worse than MeanFlow at one step each but better at each one's best count
+    (Heun 4 steps, 8 calls; MeanFlow 2 jumps, tied with 4 jumps and fewer calls): the orderings say so."""
+    from ditkit.study.plots import write_plots
+    from ditkit.study.results import markdown
+    from ditkit.study.spread import best_steps, comparisons, representative, summarize
+
+    spec = spec_from_dict(
+        {
+            "seeds": 3,
+            "base": {"model": "DiT-T/2", "steps": 10, "image_size": 28, "first_stage": "identity"},
+            "axes": {"method": {"flow": {"objective": "flow"}, "meanflow": {"objective": "meanflow"}}},
+            "eval": {
+                "fractions": [1.0],
+                "sampler": {"flow": "heun", "meanflow": "meanflow"},
+                "sample_steps": {"flow": [1, 2, 4], "meanflow": [1, 2, 4]},
+            },
+        },
+        "test",
+    )
+    plans = spec.runs()
+    distance = {"flow": {1: 50.0, 2: 20.0, 4: 5.0}, "meanflow": {1: 12.0, 2: 6.0, 4: 6.0}}
+    rows = [
+        {
+            "run": plan.name,
+            "configuration": plan.configuration,
+            "seed": plan.seed,
+            "step": 10,
+            **{"hidden_size": 16, "depth": 1, "patch_size": 14, "gflops": 1.0, "train_compute_flops": 1.0},
+            "sampler": "heun" if plan.configuration == "flow" else "meanflow",
+            "sample_steps": n,
+            "model_calls": 2 * n if plan.configuration == "flow" else n,
+            "cfg_scale": 1.0,
+            "guided_channels": "all",
+            "guidance_interval": None,
+            "fmnist_frechet": value + 0.1 * plan.seed,
+        }
+        for plan in plans
+        for n, value in distance[plan.configuration].items()
+    ]
+    assert best_steps(rows) == best_steps(summarize(rows)) == {"flow": 4, "meanflow": 2}
+    assert {(r["configuration"], r["sample_steps"]) for r in representative(rows)} == {
+        ("flow", 4),
+        ("meanflow", 2),
+    }
+    [found] = comparisons(summarize(rows), plans, list(spec.axes), ["method"])
+    assert found.where == "step 10; 8 calls (heun, 4 steps) vs 2 calls (meanflow, 2 steps)"
+    verdict = found.verdicts(["fmnist_frechet"])["fmnist_frechet"]
+    assert (verdict.better, verdict.level) == ("flow", "beyond the spread")
+    page = markdown(spec, plans, rows, [])
+    assert "Best: flow at 8 calls (heun, 4 steps), meanflow at 2 calls (meanflow, 2 steps)." in page
+    assert "each configuration at its best number of model calls" in page
+    assert {p.name for p in write_plots(rows, tmp_path, "t")} == {"final.png", "vs_calls.png"}
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -277,6 +394,12 @@ def _write(path: Path, text: str) -> Path:
         ('[axes]\nblock = ["adaln"]\n', "number of `steps`"),
         ("[axes\nblock = 1", "not valid TOML"),
         ('colour = "red"\n[axes]\nblock = ["adaln"]\n', "unknown key 'colour'"),
+        (f"{BLOCK_SPEC}[eval]\nsample_steps = 0\n", "eval sample_steps must be a whole number >= 1"),
+        (f"{BLOCK_SPEC}[eval]\nsample_steps = []\n", "eval sample_steps must be a whole number >= 1"),
+        (f"{BLOCK_SPEC}[eval]\nsample_steps = [4, 2.5]\n", "eval sample_steps must be a whole number"),
+        (f"{BLOCK_SPEC}[eval]\nsample_steps = {{flow = [2, 2]}}\n", "sample_steps.flow must be .* distinct"),
+        (f"{BLOCK_SPEC}[eval]\nsample_steps = {{sde = 2}}\n", "sample_steps tables are keyed by objective"),
+        (f"{BLOCK_SPEC}[eval]\nsample_steps = {{}}\n", "sample_steps tables are keyed by objective"),
     ],
 )
 def test_spec_validation_gives_one_clear_line(tmp_path, text, message):
@@ -328,19 +451,26 @@ def test_builtin_cpu_presets_plan(fmnist):
         load_study("blocks", scale="gpu")
 
 
-def test_objectives_study_waits_for_the_objective_option():
-    import dataclasses
+def test_the_objectives_preset_trains_for_equal_time_and_sweeps_model_calls():
+    """Issue 29: MeanFlow trains the steps that cost what flow's do (`--steps` keeps the ratio), and each
+    objective is drawn at a sweep of sample steps by its own sampler."""
+    from ditkit.study.presets import CPU_FINAL_STEPS, MEANFLOW_RELATIVE_COST
 
-    from ditkit.training.config import TrainConfig
-
-    if "objective" in {f.name for f in dataclasses.fields(TrainConfig)}:
-        spec = builtin_study("objectives")
-        objectives = [r.values["objective"] for r in spec.runs() if r.seed == 0]
-        assert objectives == ["diffusion", "flow", "meanflow"]
-        assert spec.eval.sampler["meanflow"] == "meanflow" and spec.eval.sample_steps["meanflow"] == 2
-    else:
-        with pytest.raises(UserError, match="needs the trainer's `objective` option"):
-            builtin_study("objectives")
+    spec = load_study("objectives")
+    runs = spec.runs()
+    assert [r.name for r in runs[:4]] == ["flow-seed0", "flow-seed1", "flow-seed2", "diffusion-seed0"]
+    steps = {r.values["objective"]: r.config.steps for r in runs}
+    base = CPU_FINAL_STEPS["objectives"]
+    assert steps == {"flow": base, "diffusion": base, "meanflow": round(base / MEANFLOW_RELATIVE_COST)}
+    assert 1.5 < MEANFLOW_RELATIVE_COST < 3  # docs/meanflow.md: two to two and a half flow steps
+    assert all(r.config.objective == r.values["objective"] for r in runs)
+    assert spec.eval.sampler == {"flow": "heun", "diffusion": "dpm++2m", "meanflow": "meanflow"}
+    assert spec.eval.sample_steps["meanflow"] == (1, 2, 4, 8) and spec.eval.fractions == (1.0,)
+    assert [v.steps for v in spec.eval.variants("flow")] == [1, 2, 4, 8, 16]
+    smoke = {r.values["objective"]: r.config.steps for r in load_study("objectives", steps=30).runs()}
+    assert smoke == {"flow": 30, "diffusion": 30, "meanflow": round(steps["meanflow"] * 30 / base)}
+    gpu = builtin_study("objectives", "gpu")
+    assert {r.config.steps for r in gpu.runs()} == {50_000} and gpu.eval.sample_steps["meanflow"] == (1, 2)
 
 
 def test_the_documented_example_spec_loads():
@@ -388,12 +518,15 @@ def test_one_seed_results_from_before_the_rename_still_load(study, tmp_path):
     the rows draw the same plots."""
     from ditkit.study.plots import write_plots
     from ditkit.study.spec import GUIDANCE_KEY, EvalSettings
+    from ditkit.study.spread import best_steps, representative
 
     doc = json.loads((DATA / "study_one_seed" / f"{study}.json").read_text())
     settings = EvalSettings.from_dict(doc["eval"], study)
     assert json.loads(json.dumps(settings.to_dict())) == doc["eval"] and settings.guidance_scale == (1.0,)
     assert {row[GUIDANCE_KEY] for row in doc["rows"]} == {1.0}
     assert write_plots(doc["rows"], tmp_path, study)
+    # no sample steps recorded: one count, so no best count, and every row stands for its configuration
+    assert best_steps(doc["rows"]) == {} and representative(doc["rows"]) == doc["rows"]
 
 
 def test_the_gflops_correlation_of_the_one_seed_scaling_results():

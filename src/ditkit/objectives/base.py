@@ -4,7 +4,8 @@ The trainer, the pipeline, the previews, the demo, the studies and the CLI hold 
 it; none of them compares its name. An objective owns:
 
 - its training loss with its time draws and weighting (`training_times`, `losses`);
-- its samplers, their defaults and how guidance times are read (`samplers`, `default_steps`, `sample`);
+- its samplers, their defaults, their cost and how guidance times are read (`samplers`, `default_steps`,
+  `model_calls`, `sample`);
 - how it is recorded in a checkpoint and read back (`record`, and `from_record` in the registry).
 
 A new objective is a class with these members, registered in `ditkit.objectives.registry.OBJECTIVE_TYPES`.
@@ -128,6 +129,11 @@ class Objective(Protocol):
 
     def default_steps(self, sampler: str) -> int | None:
         """The steps `sampler` takes when none are given (None: it picks its own)."""
+        ...
+
+    def model_calls(self, sampler: str, steps: int) -> int | None:
+        """Model calls (forward passes) one sample costs with `sampler` in `steps` steps (None: adaptive);
+        guidance batches both branches into one call, as the samplers call the model."""
         ...
 
     def training_times(self) -> Any:

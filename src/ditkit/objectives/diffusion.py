@@ -118,6 +118,9 @@ class DiffusionObjective:
     def default_steps(self, sampler: str) -> int | None:
         return DEFAULT_STEPS.get(sampler)
 
+    def model_calls(self, sampler: str, steps: int) -> int | None:
+        return steps  # one call per kept timestep, for each of the samplers
+
     def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
         check_named_sampler(self, sampler, eta)
 

@@ -20,7 +20,7 @@ from ditkit.objectives.base import (
     settings_record,
 )
 from ditkit.transport.settings import DEFAULT_FLOW_STEPS, LOGIT_NORMAL_MEAN, LOGIT_NORMAL_STD, FlowSettings
-from ditkit.transport.solvers import check_flow_sampler, sample_flow
+from ditkit.transport.solvers import check_flow_sampler, flow_model_calls, sample_flow
 from ditkit.transport.time_sampling import TimeDistribution
 from ditkit.transport.transport import Transport
 
@@ -126,6 +126,9 @@ class FlowObjective(FlowTimes):
 
     def default_steps(self, sampler: str) -> int | None:
         return DEFAULT_FLOW_STEPS.get(sampler)
+
+    def model_calls(self, sampler: str, steps: int) -> int | None:
+        return flow_model_calls(sampler, steps)
 
     def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
         check_named_sampler(self, sampler, eta)

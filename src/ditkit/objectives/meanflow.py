@@ -219,6 +219,9 @@ class MeanFlowObjective(FlowTimes):
     def default_steps(self, sampler: str) -> int | None:
         return DEFAULT_MEANFLOW_STEPS
 
+    def model_calls(self, sampler: str, steps: int) -> int | None:
+        return steps  # one call per jump
+
     def check_sampler(self, sampler: str, steps: Any, eta: float) -> None:
         check_named_sampler(self, sampler, eta)
         if steps is not None and (not isinstance(steps, int) or steps < 1):

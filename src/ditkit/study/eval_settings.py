@@ -14,6 +14,8 @@ from ditkit.samplers.settings import SamplingSettings
 # The guidance scale's key in spec files' [eval] tables and in the evaluation records and results rows
 # (written since the first studies; `guidance_scale` is its name in the code).
 GUIDANCE_KEY = "cfg_scale"
+# Sample steps: one count, or several (a sweep; a spec's list, held as a tuple).
+Steps = int | tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class EvalSettings:
         num_samples: images per evaluation; image i has label i % num_classes and seed `seed + i`.
         sampler, sample_steps: the sampler of `ditkit.samplers` and its steps; or a table keyed by the
             training objective ({"diffusion": "dpm++2m", "flow": "heun"}), for studies that mix them.
+            Steps may be a list, swept as the guidance scales are ({"flow": [2, 4, 8], "meanflow": [1, 2]}).
         guidance_scale: guidance scales; several are swept (each evaluation draws every one). The spec
             file's key is `cfg_scale` (`guidance_scale` is read too).
         guided_channels: "all" or "first3"; several are swept.
@@ -37,7 +40,7 @@ class EvalSettings:
     fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     num_samples: int = 500
     sampler: str | dict[str, str] = "dpm++2m"
-    sample_steps: int | dict[str, int] = 20
+    sample_steps: Steps | dict[str, Steps] = 20
     guidance_scale: tuple[float, ...] = (1.0,)
     guided_channels: tuple[str, ...] = ("all",)
     guidance_interval: tuple[tuple[float, float] | None, ...] = (None,)
@@ -48,18 +51,17 @@ class EvalSettings:
     def check(self) -> None:
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise UserError(f"eval fractions must lie in (0, 1], got {list(self.fractions)}")
-        steps = self.sample_steps.values() if isinstance(self.sample_steps, dict) else [self.sample_steps]
-        if self.num_samples < 2 or min(steps, default=0) < 1 or self.batch_size < 1:
-            raise UserError("eval num_samples must be >= 2, sample_steps and batch_size >= 1")
+        if self.num_samples < 2 or self.batch_size < 1:
+            raise UserError("eval num_samples must be >= 2 and batch_size >= 1")
+        _check_steps(self.sample_steps)
         known = known_samplers()
         for name in self.sampler.values() if isinstance(self.sampler, dict) else [self.sampler]:
             if name not in known:
                 raise UserError(f"unknown eval sampler {name!r}; choose one of {', '.join(known)}")
-        for table in (self.sampler, self.sample_steps):
-            if isinstance(table, dict) and not set(table) <= set(OBJECTIVES):
-                raise UserError(
-                    f"eval sampler tables are keyed by objective ({', '.join(OBJECTIVES)}), got {list(table)}"
-                )
+        if isinstance(self.sampler, dict) and not set(self.sampler) <= set(OBJECTIVES):
+            raise UserError(
+                f"eval sampler tables are keyed by objective ({', '.join(OBJECTIVES)}), got {list(self.sampler)}"
+            )
         if not self.guidance_scale or any(not s >= 1.0 for s in self.guidance_scale):
             raise UserError(f"eval {GUIDANCE_KEY} values must be >= 1, got {list(self.guidance_scale)}")
         bad = [c for c in self.guided_channels if c not in GUIDED_CHANNELS]
@@ -71,21 +73,29 @@ class EvalSettings:
                     f"eval guidance_interval must be [t_lo, t_hi] with t_lo < t_hi, got {interval}"
                 )
 
-    def sampler_for(self, objective: str) -> tuple[str, int]:
-        """The sampler and its steps for a model trained with `objective`."""
+    def sampler_for(self, objective: str) -> tuple[str, tuple[int, ...]]:
+        """The sampler and its step counts (one, or the sweep) for a model trained with `objective`."""
         sampler = self.sampler if isinstance(self.sampler, str) else self.sampler.get(objective)
-        steps = self.sample_steps if isinstance(self.sample_steps, int) else self.sample_steps.get(objective)
+        steps = self.sample_steps.get(objective) if isinstance(self.sample_steps, dict) else self.sample_steps
         if sampler is None or steps is None:
             raise UserError(f"the eval sampler table names no sampler or steps for {objective} models")
-        return sampler, steps
+        return sampler, steps if isinstance(steps, tuple) else (steps,)
 
-    def variants(self) -> list[SamplingSettings]:
-        """Every guidance setting drawn at each evaluation step (scale x channels x interval), with the
-        evaluation's seed; the sampler and steps are the model's (`sampler_for`), set when drawing."""
+    def variants(self, objective: str) -> list[SamplingSettings]:
+        """Every setting drawn at each evaluation step of a model trained with `objective`: its sampler at
+        each step count x guidance scale x channels x interval, with the evaluation's seed."""
+        sampler, counts = self.sampler_for(objective)
         return [
-            SamplingSettings(guidance_scale=s, guided_channels=c, guidance_interval=i, seed=self.seed)
-            for s, c, i in itertools.product(
-                self.guidance_scale, self.guided_channels, self.guidance_interval
+            SamplingSettings(
+                sampler=sampler,
+                steps=n,
+                guidance_scale=s,
+                guided_channels=c,
+                guidance_interval=i,
+                seed=self.seed,
+            )
+            for n, s, c, i in itertools.product(
+                counts, self.guidance_scale, self.guided_channels, self.guidance_interval
             )
         ]
 
@@ -111,6 +121,11 @@ class EvalSettings:
         for name in ("fractions", "guidance_scale", "guided_channels"):
             if name in d:
                 d[name] = tuple(_as_list(d[name]))
+        steps = d.get("sample_steps")
+        if isinstance(steps, dict):
+            d["sample_steps"] = {k: _tuple(v) for k, v in steps.items()}
+        elif steps is not None:
+            d["sample_steps"] = _tuple(steps)
         if "guidance_interval" in d:
             d["guidance_interval"] = _intervals(d["guidance_interval"], source)
         try:
@@ -149,3 +164,28 @@ def _intervals(value: Any, source: str) -> tuple[tuple[float, float] | None, ...
 
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _tuple(value: Any) -> Any:
+    """A list as a tuple (what the frozen settings hold); anything else as it is, for `check`."""
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def _check_steps(steps: Any) -> None:
+    """One count >= 1, a non-empty list of distinct ones, or a table of those keyed by objective."""
+    if isinstance(steps, dict):
+        if not steps or not set(steps) <= set(OBJECTIVES):
+            raise UserError(
+                f"eval sample_steps tables are keyed by objective ({', '.join(OBJECTIVES)}), got {list(steps)}"
+            )
+        entries = [(f"sample_steps.{key}", value) for key, value in steps.items()]
+    else:
+        entries = [("sample_steps", steps)]
+    for where, value in entries:
+        counts = list(value) if isinstance(value, list | tuple) else [value]
+        whole = all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts)
+        if not counts or not whole or len(set(counts)) < len(counts):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise UserError(
+                f"eval {where} must be a whole number >= 1 or a list of distinct ones, got {shown!r}"
+            )

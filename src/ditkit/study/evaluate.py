@@ -48,13 +48,15 @@ METRIC_LABELS = {
 LOWER_IS_BETTER = ("fid", "sfid", "fmnist_frechet")
 
 
-# The fields told apart by the file names of an evaluation's guidance variants.
-VARIANT_FIELDS = ("guidance_scale", "guided_channels", "guidance_interval")
+# The fields told apart by the file names of an evaluation's variants: sample steps and guidance.
+VARIANT_FIELDS = ("steps", "guidance_scale", "guided_channels", "guidance_interval")
 
 
 def variant_tag(variant: SamplingSettings, varying: set[str]) -> str:
-    """A file-name suffix for the guidance settings that differ between variants ("" when only one)."""
+    """A file-name suffix for the settings that differ between variants ("" when only one)."""
     parts = []
+    if "steps" in varying:
+        parts.append(f"s{variant.steps}")
     if "guidance_scale" in varying:
         parts.append(f"cfg{variant.guidance_scale:g}")
     if "guided_channels" in varying:
@@ -65,10 +67,17 @@ def variant_tag(variant: SamplingSettings, varying: set[str]) -> str:
     return "".join(f"_{p}" for p in parts)
 
 
-def variant_record(variant: SamplingSettings) -> dict[str, Any]:
-    """The guidance settings as evaluation records and results rows hold them."""
+def variant_record(variant: SamplingSettings, objective: str) -> dict[str, Any]:
+    """The sampler and guidance settings as evaluation records and results rows hold them, with the model
+    calls one sample cost (`Objective.model_calls`) for a model trained with `objective`."""
+    from ditkit.objectives.registry import as_objective
+
     interval = variant.guidance_interval
+    sampler, steps = str(variant.sampler), int(variant.steps or 0)
     return {
+        "sampler": sampler,
+        "sample_steps": steps,
+        "model_calls": as_objective(objective).model_calls(sampler, steps),
         GUIDANCE_KEY: variant.guidance_scale,
         "guided_channels": variant.guided_channels,
         "guidance_interval": None if interval is None else list(interval),
@@ -121,9 +130,10 @@ class Evaluator:
         record = json.loads(path.read_text(encoding="utf-8"))
         return record if self.expected_metrics() <= set(record.get("metrics", {})) else None
 
-    def evaluate(self, checkpoint: Path, run_dir: Path, step: int) -> list[dict[str, Any]]:
-        """Every guidance variant of one checkpoint; returns their records (read back when done)."""
-        variants = self.settings.variants()
+    def evaluate(self, checkpoint: Path, run_dir: Path, step: int, objective: str) -> list[dict[str, Any]]:
+        """Every variant (sample steps x guidance) of one checkpoint of a model trained with `objective`;
+        returns their records (read back when done)."""
+        variants = self.settings.variants(objective)
         varying = {k for k in VARIANT_FIELDS if len({getattr(v, k) for v in variants}) > 1}
         pipe = None
         records = []
@@ -131,7 +141,7 @@ class Evaluator:
             tag = variant_tag(variant, varying)
             saved = self.done(run_dir, step, tag)
             if saved is not None:  # finished before (a metric added since is scored from the samples)
-                records.append(saved)
+                records.append({**variant_record(variant, objective), **saved})  # older ones lack the steps
                 continue
             t0 = time.time()
             path = samples_path(run_dir, step, tag)
@@ -143,7 +153,7 @@ class Evaluator:
             record = {
                 "step": step,
                 "tag": tag,
-                **variant_record(variant),
+                **variant_record(variant, objective),
                 "samples": path.name,
                 "metrics": self._score(path),
                 "sample_seconds": t1 - t0,
@@ -161,12 +171,11 @@ class Evaluator:
     def _draw(self, pipe: Any, variant: SamplingSettings, path: Path) -> None:
         s = self.settings
         n = s.num_samples
-        sampler, steps = s.sampler_for(pipe.objective.name)
         labels = [i % pipe.num_classes for i in range(n)] if pipe.num_classes > 0 else None
         images = pipe(
             labels,
             seeds=variant.seeds(n),
-            settings=variant.replace(sampler=sampler, steps=steps),
+            settings=variant,
             batch_size=s.batch_size,
             progress=self.progress,
         )

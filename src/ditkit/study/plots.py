@@ -3,11 +3,14 @@
 - `curves.png`: metric vs training steps, one line per configuration (Fig. 5's block designs, Fig. 6's sizes);
 - `vs_gflops.png`: final metric vs forward Gflops, log x, one line per patch size (Fig. 8);
 - `vs_compute.png`: metric vs training compute, log x, one line per configuration (Fig. 9);
-- `vs_guidance.png`: metric vs guidance scale at the last step, one line per configuration.
+- `vs_guidance.png`: metric vs guidance scale at the last step, one line per configuration;
+- `vs_calls.png`: metric vs model calls per sample at the last step, log x, one line per configuration
+  (where several numbers of sample steps were drawn).
 
-With several seeds a line is the mean over them and the shaded band (error bars on `vs_gflops.png`)
-their range, min to max. FID-like metrics (lower is better) use a log y axis, as the paper's FID
-plots do.
+Where several numbers of sample steps were drawn, the other plots show each configuration at its best
+count (`ditkit.study.spread.best_steps`). With several seeds a line is the mean over them and the
+shaded band (error bars on `vs_gflops.png`) their range, min to max. FID-like metrics (lower is better)
+use a log y axis, as the paper's FID plots do.
 """
 
 from __future__ import annotations
@@ -20,17 +23,11 @@ from typing import Any
 from ditkit.atomic import atomic_path
 from ditkit.study.evaluate import LOWER_IS_BETTER, METRIC_KEYS, METRIC_LABELS
 from ditkit.study.spec import GUIDANCE_KEY
-from ditkit.study.spread import SPREAD, summarize, variant
+from ditkit.study.spread import SPREAD, best_steps, guidance, representative, summarize
 
 Row = dict[str, Any]
 # At most this many metric panels per row of a figure.
 PANELS_PER_ROW = 3
-
-
-def _main_variant(rows: Sequence[Row]) -> list[Row]:
-    """Rows of the first guidance setting only (the step and compute plots compare runs, not settings)."""
-    first = variant(rows[0])
-    return [r for r in rows if variant(r) == first]
 
 
 def _series(rows: Sequence[Row], key: Callable[[Row], str]) -> dict[str, list[Row]]:
@@ -165,10 +162,15 @@ def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
     seeds = max(len(s["seeds"]) for s in summaries)
     if seeds > 1:
         study = f"{study}, mean of {seeds} seeds (shaded or bars: {SPREAD})"
-    main = _main_variant(summaries)
+    main = representative(summaries)  # the step and compute plots compare runs, not settings
+    swept = best_steps(summaries)
+    at_best = ", each at its best model calls" if swept else ""
     by_run: Callable[[Row], str] = lambda r: r["configuration"]  # noqa: E731
     written = []
-    if len({r["step"] for r in main}) > 1:
+    final = _final(main)
+    # curves where a configuration was evaluated at several steps (not where equal-time runs end apart)
+    curves = len(main) > len(final)
+    if curves:
         written.append(
             _figure(
                 out / "curves.png",
@@ -176,7 +178,7 @@ def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
                 metrics,
                 x="step",
                 xlabel="training steps",
-                title=f"{study}: metric vs training steps",
+                title=f"{study}: metric vs training steps{at_best}",
                 group=by_run,
             )
         )
@@ -187,19 +189,19 @@ def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
                 metrics,
                 x="train_compute_flops",
                 xlabel="training compute (FLOPs, = 3 x forward Gflops x batch x steps)",
-                title=f"{study}: metric vs training compute",
+                title=f"{study}: metric vs training compute{at_best}",
                 group=by_run,
                 log_x=True,
             )
         )
-    final = _final(main)
-    if len(final) > 1 and len({r["step"] for r in main}) == 1:  # no curves: each configuration's one point
+    if len(final) > 1 and not curves:  # each configuration's one point
         written.append(
             _final_by_configuration(
                 out / "final.png",
                 final,
                 metrics,
-                f"{study}: last evaluation (squares: mean and range; dots: seeds; dashed: {final[0]['configuration']})",
+                f"{study}: last evaluation{at_best} (squares: mean and range; dots: seeds; dashed: "
+                f"{final[0]['configuration']})",
             )
         )
     if len({(r["hidden_size"], r["depth"], r["patch_size"]) for r in final}) > 1:  # sizes or patches vary
@@ -210,7 +212,7 @@ def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
                 metrics,
                 x="gflops",
                 xlabel="forward Gflops per image",
-                title=f"{study}: metric vs model Gflops (last step)",
+                title=f"{study}: metric vs model Gflops (last step{at_best})",
                 group=lambda r: f"patch {r['patch_size']}",
                 log_x=True,
                 annotate=True,
@@ -228,7 +230,22 @@ def write_plots(rows: Sequence[Row], out: Path, study: str) -> list[Path]:
                 title=f"{study}: metric vs guidance scale (last step)",
                 group=lambda r: (
                     f"{r['configuration']} {r['guided_channels']} {r['guidance_interval'] or ''}".strip()
+                    + (f" {r.get('sample_steps')} steps" if swept else "")
                 ),
+            )
+        )
+    calls = [r for r in sweep if guidance(r) == guidance(sweep[0]) and r.get("model_calls") is not None]
+    if swept and calls:
+        written.append(
+            _figure(
+                out / "vs_calls.png",
+                calls,
+                metrics,
+                x="model_calls",
+                xlabel="model calls per sample (forward passes)",
+                title=f"{study}: metric vs model calls (last step)",
+                group=by_run,
+                log_x=True,
             )
         )
     return written

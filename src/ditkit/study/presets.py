@@ -6,8 +6,10 @@ docs/studies/). The patch sizes 7 and 4 give 16 and 49 tokens, as the paper's /8
 latents (16 and 64 tokens). `scaling` and `blocks` draw curves over training, so they train as the
 paper does, at a constant rate after warmup, and every evaluation is a finished training at its
 compute; `guidance` and `objectives` compare final models only and decay the rate to each run's end.
-GPU presets use the paper's recipe (`TrainConfig` defaults: AdamW 1e-4, batch 256, EMA 0.9999,
-learned sigma) on a latent cache made by `ditkit prepare`, at fewer steps than its 400K.
+`objectives` trains each objective for the same CPU time (MeanFlow's step costs about two flow steps:
+`MEANFLOW_RELATIVE_COST`) and samples each at a sweep of model calls, so that each is judged at its best
+number of calls. GPU presets use the paper's recipe (`TrainConfig` defaults: AdamW 1e-4, batch 256, EMA
+0.9999, learned sigma) on a latent cache made by `ditkit prepare`, at fewer steps than its 400K.
 """
 
 from __future__ import annotations
@@ -48,8 +50,30 @@ CPU_EVAL: dict[str, Any] = {
     "batch_size": 250,
 }
 CPU_GUIDANCE_SCALES = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
-# MeanFlow's jumps in the objectives study: two, its better few-step setting (Geng et al. 2025, Table 2).
-MEANFLOW_STUDY_JUMPS = 2
+
+# `objectives` (issue 29): diffusion, flow matching and MeanFlow on one backbone at equal training time,
+# each with its own sampler at a sweep of model calls (results.md compares each at its best count). Flow
+# comes first, the variant the others are compared with: it trains CPU_FINAL_STEPS["objectives"] steps,
+# and each other objective the steps that cost as much on the CPU measured.
+OBJECTIVE_SAMPLERS = {"flow": "heun", "diffusion": "dpm++2m", "meanflow": "meanflow"}
+# The label of its axis of named variants (not `objective`: a label may not be a field's name).
+OBJECTIVE_AXIS = "method"
+# MeanFlow's CPU time per training step relative to flow's (its Jacobian-vector product), measured by
+# `OMP_NUM_THREADS=1 taskset -c 1 python scripts/technique_costs.py --study objectives --rounds 6 --steps 40`
+# on a 2-core Intel Xeon (Sapphire Rapids, avx512_bf16), one core shared with a running study, in CPU time
+# of one thread, 2026-12-07 (docs/studies/objectives/costs.json): flow 109 ms a step, MeanFlow 235 ms
+# (2.155, rounds 2.06-2.29). Diffusion's step cost 1.006 of flow's (rounds 0.98-1.06), within the noise
+# between rounds, so diffusion trains flow's steps.
+MEANFLOW_RELATIVE_COST = 2.16
+OBJECTIVE_RELATIVE_COST = {"flow": 1.0, "diffusion": 1.0, "meanflow": MEANFLOW_RELATIVE_COST}
+# Sample steps swept on the CPU: 2 to 32 model calls for diffusion (DPM-Solver++(2M): one a step) and for
+# flow (Heun: two a step), 1 to 8 for MeanFlow (one a jump): about a minute of sampling and scoring per
+# run on one core (500 samples at 20 calls took 18 s).
+CPU_OBJECTIVE_SAMPLE_STEPS = {
+    "flow": [1, 2, 4, 8, 16],
+    "diffusion": [2, 4, 8, 16, 32],
+    "meanflow": [1, 2, 4, 8],
+}
 
 # `techniques` (issue 26): the demo's own recipe (flow matching, Muon, the rate decayed over each run's
 # second half) against the block pieces and the loss of LightningDiT (Yao et al. 2025), each alone and
@@ -89,6 +113,9 @@ GPU_EVAL: dict[str, Any] = {
     "batch_size": 250,
 }
 GPU_GUIDANCE_SCALES = [1.0, 1.25, 1.5, 2.0, 3.0, 4.0]
+# `objectives` on GPUs: the paper's 250 DDPM steps, Heun at as many model calls, and MeanFlow in one and two
+# jumps (Geng et al. 2025, Table 2); equal steps, as no GPU's relative cost was measured.
+GPU_OBJECTIVE_SAMPLE_STEPS: dict[str, Any] = {"flow": 125, "diffusion": 250, "meanflow": [1, 2]}
 # The paper's block-design comparison (Fig. 5) is at XL/2; this preset uses B/2 to keep it affordable.
 GPU_BLOCK_MODEL = "DiT-B/2"
 
@@ -127,6 +154,21 @@ def technique_variants() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         config.pop(field_name)
     config["ckpt_every"] = 0
     return config, {name: dict(fields) for name, fields in TECHNIQUES.items()}
+
+
+def objective_variants(scale: str = "cpu") -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The objectives study's base (the paper's recipe at the demo's width on the CPU) and its variants'
+    fields, each with its equal-time steps (flow's first: the others are compared with it)."""
+    _require_objective()
+    if scale == "cpu":
+        base = _cpu_base("objectives")
+        base.update(hidden_size=CPU_BLOCK_WIDTH[0], num_heads=CPU_BLOCK_WIDTH[1])
+        cost = OBJECTIVE_RELATIVE_COST
+    else:
+        base, cost = _gpu_base(), dict.fromkeys(OBJECTIVES, 1.0)
+    steps = int(base["steps"])
+    variants = {name: {"objective": name, "steps": round(steps / cost[name])} for name in OBJECTIVE_SAMPLERS}
+    return base, variants
 
 
 def _techniques_spec(scale: str) -> dict[str, Any]:
@@ -177,7 +219,7 @@ def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
     cpu = scale == "cpu"
     base = _cpu_base(name) if cpu else _gpu_base()
     evals = dict(CPU_EVAL if cpu else GPU_EVAL)
-    axes: dict[str, list[Any]]
+    axes: dict[str, Any]  # lists of values, or a table of named variants
     if name == "scaling":
         if cpu:
             axes = {"hidden_size,num_heads": [list(w) for w in CPU_WIDTHS], "patch_size": list(CPU_PATCHES)}
@@ -200,17 +242,17 @@ def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
         evals.update(fractions=[1.0], guidance_scale=CPU_GUIDANCE_SCALES if cpu else GPU_GUIDANCE_SCALES)
         what = "one model sampled at a sweep of guidance scales"
     else:
-        _require_objective()
-        if cpu:
-            base.update(hidden_size=CPU_BLOCK_WIDTH[0], num_heads=CPU_BLOCK_WIDTH[1])
-        axes = {"objective": list(OBJECTIVES)}
-        # each objective's own sampler: diffusion and flow at the same number of model evaluations
-        # (Heun: 2 per step), MeanFlow in the two jumps it is made for
-        evals.update(sampler={"diffusion": evals["sampler"], "flow": "heun", "meanflow": "meanflow"})
+        base, variants = objective_variants(scale)
+        axes = {OBJECTIVE_AXIS: variants}
+        # each objective's own sampler (diffusion: the scale's), at a sweep of model calls
+        evals.update(sampler={**OBJECTIVE_SAMPLERS, "diffusion": evals["sampler"]})
+        evals.update(sample_steps=CPU_OBJECTIVE_SAMPLE_STEPS if cpu else GPU_OBJECTIVE_SAMPLE_STEPS)
         evals.update(fractions=[1.0])  # the rate decays to the end: only the end is a finished training
-        steps = evals["sample_steps"]
-        evals.update(sample_steps={"diffusion": steps, "flow": steps // 2, "meanflow": MEANFLOW_STUDY_JUMPS})
-        what = "diffusion vs flow matching vs MeanFlow on the same backbone"
+        what = (
+            "flow matching vs diffusion vs MeanFlow on the same backbone"
+            + (" at equal training time" if cpu else "")
+            + ", each at its best number of model calls"
+        )
     data = "Fashion-MNIST 28x28 pixels (CPU preset)" if cpu else "ImageNet-256 latents (GPU preset)"
     return spec_from_dict(
         {
@@ -237,7 +279,7 @@ def _require_objective() -> None:
 
 def _scaled_steps(spec: StudySpec, steps: int) -> dict[str, Any]:
     """The axes with named variants' own steps scaled as the base's are (`--steps` for a smoke run keeps
-    the techniques study's equal-time ratios)."""
+    the equal-time ratios of the techniques and objectives studies)."""
     old = int(spec.base.get("steps") or steps)
     axes: dict[str, Any] = {}
     for key, values in spec.axes.items():

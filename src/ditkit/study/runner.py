@@ -360,7 +360,7 @@ def run_one(
             raise UserError(
                 f"run {plan.name} has no checkpoint at step {step} ({checkpoint}); remove {run_dir}"
             )
-        for record in evaluator.evaluate(checkpoint, run_dir, step):
+        for record in evaluator.evaluate(checkpoint, run_dir, step, plan.config.objective):
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
             setting = f" ({record['tag'].lstrip('_').replace('_', ', ')})" if record["tag"] else ""
             echo(f"run {plan.name} step {step}{setting}: {shown}")

@@ -13,6 +13,10 @@ Its verdict per metric (`verdict`) is one of:
   the ranges overlap;
 - "within the spread": neither of those; no ordering is claimed;
 - "one seed": a single seed each, so there is no spread to judge by.
+
+Configurations are compared at the first guidance setting and, where several numbers of sample steps
+were drawn, each at its own best count (`best_steps`: the lowest mean Frechet distance), so that models
+sampled by different samplers are not judged at counts that suit one of them only.
 """
 
 from __future__ import annotations
@@ -22,12 +26,18 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ditkit.errors import plural
 from ditkit.study.evaluate import LOWER_IS_BETTER, METRIC_KEYS, METRIC_LABELS
 from ditkit.study.spec import GUIDANCE_KEY, RunPlan
 
 Row = dict[str, Any]
 SPREAD = "min-max over seeds"
-VARIANT_KEYS = (GUIDANCE_KEY, "guided_channels", "guidance_interval")
+# What tells a configuration's evaluations at one step apart: the sample steps and the guidance setting.
+VARIANT_KEYS = ("sample_steps", GUIDANCE_KEY, "guided_channels", "guidance_interval")
+GUIDANCE_KEYS = VARIANT_KEYS[1:]
+# The metric a configuration's best number of sample steps is picked by: the first of these scored
+# (lower is better; the classifier's Frechet distance on Fashion-MNIST, FID on ImageNet).
+BEST_BY = ("fmnist_frechet", "fid")
 # Models whose Gflops differ by less than this factor are not compared at equal compute.
 COMPUTE_GFLOPS_RATIO = 1.1
 LEVELS = ("beyond the spread", "on every seed", "within the spread", "one seed")
@@ -39,8 +49,61 @@ def configuration(row: Row) -> str:
 
 
 def variant(row: Row) -> str:
-    """The guidance setting of a row, as one comparable string."""
+    """The sample steps and guidance setting of a row, as one comparable string (rows written before the
+    steps were recorded have None there)."""
     return repr(tuple(str(row.get(k)) for k in VARIANT_KEYS))
+
+
+def guidance(row: Row) -> str:
+    """The guidance setting of a row alone, as one comparable string."""
+    return repr(tuple(str(row.get(k)) for k in GUIDANCE_KEYS))
+
+
+def best_metric(rows: Sequence[Row]) -> str | None:
+    """The metric best counts are picked by: the first of BEST_BY the rows score (None: none)."""
+    return next((m for m in BEST_BY if any(r.get(m) is not None for r in rows)), None)
+
+
+def best_steps(rows: Sequence[Row]) -> dict[str, Any]:
+    """Each configuration drawn at several numbers of sample steps -> its best count: the one with the
+    lowest mean `best_metric` over its seeds at its last evaluation and the first guidance setting (ties:
+    the fewer model calls; with no such metric, its first count). Rows or their summaries both serve."""
+    if not rows:
+        return {}
+    first, metric = guidance(rows[0]), best_metric(rows)
+    best = {}
+    for config in dict.fromkeys(configuration(r) for r in rows):
+        mine = [r for r in rows if configuration(r) == config and guidance(r) == first]
+        last = max(r["step"] for r in mine)
+        final = [r for r in mine if r["step"] == last]
+        counts = list(dict.fromkeys(r.get("sample_steps") for r in final))
+        if len(counts) > 1:
+            ranked = counts if metric is None else sorted(counts, key=lambda n: _rank(final, n, metric))
+            best[config] = ranked[0]
+    return best
+
+
+def _rank(rows: Sequence[Row], steps: Any, metric: str) -> tuple[float, float]:
+    """(mean metric, model calls) of the rows drawn at `steps`: lower is better."""
+    mine = [r for r in rows if r.get("sample_steps") == steps]
+    values = [float(r[metric]) for r in mine if r.get(metric) is not None]
+    calls = mine[0].get("model_calls")
+    return (sum(values) / len(values) if values else math.inf), (math.inf if calls is None else calls)
+
+
+def representative(rows: Sequence[Row]) -> list[Row]:
+    """The rows that stand for each configuration where configurations are compared: those of the first
+    guidance setting and, for a configuration drawn at several numbers of sample steps, of its best
+    count (`best_steps`, chosen at its last evaluation and kept at every step)."""
+    if not rows:
+        return []
+    first, best = guidance(rows[0]), best_steps(rows)
+    return [
+        r
+        for r in rows
+        if guidance(r) == first
+        and (configuration(r) not in best or r.get("sample_steps") == best[configuration(r)])
+    ]
 
 
 def summarize(rows: Sequence[Row]) -> list[Row]:
@@ -163,25 +226,42 @@ def comparisons(
     """Neighbours on every axis at their last evaluation, then neighbouring guidance settings."""
     if not summaries:
         return []
-    main = [s for s in summaries if variant(s) == variant(summaries[0])]
+    main, best = representative(summaries), best_steps(summaries)
     out = []
     for axis, a, b in neighbours(plans, axes, named):
         ra, rb = _final(main, a), _final(main, b)
         if ra is not None and rb is not None:
             where = f"step {ra['step']}" if ra["step"] == rb["step"] else f"steps {ra['step']}, {rb['step']}"
+            if best or ra.get("sample_steps") != rb.get("sample_steps"):
+                where += f"; {calls_text(ra)} vs {calls_text(rb)}"
             out.append(Comparison(axis, (a, b), where, ra["per_seed"], rb["per_seed"]))
     for config in dict.fromkeys(s["configuration"] for s in summaries):
         last = max(s["step"] for s in summaries if s["configuration"] == config)
         sweep = [s for s in summaries if s["configuration"] == config and s["step"] == last]
-        sweep.sort(key=lambda s: (str(s["guided_channels"]), str(s["guidance_interval"]), s[GUIDANCE_KEY]))
+        sweep.sort(
+            key=lambda s: (
+                s.get("sample_steps") or 0,
+                str(s["guided_channels"]),
+                str(s["guidance_interval"]),
+                s[GUIDANCE_KEY],
+            )
+        )
         for ra, rb in zip(sweep, sweep[1:], strict=False):
             if variant({**ra, GUIDANCE_KEY: None}) != variant({**rb, GUIDANCE_KEY: None}):
-                continue  # neighbours in the scale, the channels and interval equal
+                continue  # neighbours in the scale; the steps, channels and interval equal
             names = (_setting(ra), _setting(rb))
-            out.append(
-                Comparison("guidance", names, f"{config}, step {last}", ra["per_seed"], rb["per_seed"])
-            )
+            where = f"{config}, step {last}" + (f", {calls_text(ra)}" if config in best else "")
+            out.append(Comparison("guidance", names, where, ra["per_seed"], rb["per_seed"]))
     return out
+
+
+def calls_text(row: Row) -> str:
+    """A row's sampling cost: "8 calls (heun, 4 steps)"."""
+    if row.get("sample_steps") is None:
+        return "steps not recorded"
+    calls = row.get("model_calls")
+    cost = "? calls" if calls is None else plural(calls, "call")
+    return f"{cost} ({row.get('sampler')}, {plural(row['sample_steps'], 'step')})"
 
 
 def _setting(row: Row) -> str:
@@ -209,7 +289,7 @@ def equal_compute(
     reached (each seed's curve interpolated in log compute between its evaluations)."""
     if not rows:
         return []
-    main = [r for r in rows if variant(r) == variant(rows[0])]
+    main = representative(rows)
     out = []
     for axis, a, b in neighbours(plans, axes, named):
         curves = [_curves(main, a), _curves(main, b)]
@@ -259,7 +339,7 @@ def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
 def gflops_correlation(rows: Sequence[Row], metric: str) -> tuple[float, list[float]] | None:
     """Fig. 8's number: the correlation of log Gflops with a metric at each configuration's last step,
     of the means over seeds and of each seed alone; None with fewer than three model costs."""
-    final = [r for r in rows if variant(r) == variant(rows[0]) and r.get(metric) is not None]
+    final = [r for r in representative(rows) if r.get(metric) is not None]
     last = {
         configuration(r): max(x["step"] for x in final if configuration(x) == configuration(r)) for r in final
     }

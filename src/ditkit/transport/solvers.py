@@ -41,6 +41,16 @@ def check_flow_sampler(sampler: str, steps: int | None) -> None:
         raise UserError(f"steps must be positive, got {steps}")
 
 
+def flow_model_calls(sampler: str, steps: int) -> int | None:
+    """Model calls of one sample with a named flow sampler in `steps` steps (None: dopri5, adaptive)."""
+    per_step = 2 if sampler.endswith("heun") else 1
+    if sampler in ("euler", "heun"):
+        return per_step * steps  # torchdiffeq's heun2 evaluates the end of its last step too
+    if sampler in ("sde-euler", "sde-heun"):
+        return per_step * (steps - 1) + 1  # steps - 1 SDE steps, then the last step's one call
+    return None
+
+
 def sample_flow(
     model: ModelFn,
     x: Tensor,
