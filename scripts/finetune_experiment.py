@@ -120,6 +120,12 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def parse_fields(spec: str) -> tuple[str, dict[str, Any]]:
+    """`NAME:FIELD=JSON[;FIELD=JSON]` -> (NAME, {FIELD: value})."""
+    name, _, fields = spec.partition(":")
+    return name, {k: json.loads(v) for k, v in (f.split("=", 1) for f in fields.split(";"))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrain-classes", default="0,1,2,3,4")
@@ -138,6 +144,13 @@ def main() -> None:
         help="NAME:FIELD=JSON[;FIELD=JSON]: a fine-tuning run on the first seed with these TrainConfig fields",
     )
     p.add_argument("--variant-steps", type=int, default=500)
+    for kind in ("finetune", "scratch"):
+        p.add_argument(
+            f"--{kind}-recipe",
+            metavar="TAG:FIELD=JSON[;FIELD=JSON]",
+            help=f"the {kind} runs with these TrainConfig fields (names {kind}-TAG-s<seed>-<steps>); "
+            "default: the demo's recipe",
+        )
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--out", default="runs/finetune")
     p.add_argument("--results", default="docs/finetune/results.json")
@@ -153,21 +166,25 @@ def main() -> None:
     fresh_rows = out / "fresh-rows.json"
     fresh_rows.write_text("{}\n")
     finetune_sets = {"classes": a.classes, "init": str(out / pre_name), "init_class_map": str(fresh_rows)}
+    arms = {}
+    for kind, sets, recipe in (
+        ("finetune", finetune_sets, a.finetune_recipe),
+        ("scratch", {"classes": a.classes}, a.scratch_recipe),
+    ):
+        tag, extra = parse_fields(recipe) if recipe else ("", {})
+        arms[kind] = (f"{kind}-{tag}" if tag else kind, {**sets, **extra})
     rows = []
     for seed in seeds:
-        for kind, lengths, sets in (
-            ("finetune", a.finetune_steps, finetune_sets),
-            ("scratch", a.scratch_steps, {"classes": a.classes}),
-        ):
+        for kind, lengths in (("finetune", a.finetune_steps), ("scratch", a.scratch_steps)):
             if kind == "scratch" and seed == seeds[0] and a.more_scratch_steps:
                 lengths += "," + a.more_scratch_steps
+            prefix, sets = arms[kind]
             for steps in (int(s) for s in lengths.split(",")):
-                row = experiment(out, f"{kind}-s{seed}-{steps}", steps, seed, sets, a.per_class)
+                row = experiment(out, f"{prefix}-s{seed}-{steps}", steps, seed, sets, a.per_class)
                 rows.append({"kind": kind, **row})
     variants = []
     for spec in a.variant:
-        name, _, fields = spec.partition(":")
-        extra = {k: json.loads(v) for k, v in (f.split("=", 1) for f in fields.split(";"))}
+        name, extra = parse_fields(spec)
         row = experiment(
             out,
             f"{name}-s{seeds[0]}-{a.variant_steps}",
@@ -189,6 +206,7 @@ def main() -> None:
         "sampling": DEMO_RECIPE.sampling_text(),
         "samples_per_class": a.per_class,
         "command": " ".join(sys.argv),
+        "recipes": {kind: {"runs": prefix, "set": sets} for kind, (prefix, sets) in arms.items()},
         "pretrain": pretrain,
         "runs": rows,
         "variants": variants,
