@@ -546,3 +546,37 @@ def test_the_eval_guidance_scales_have_two_spellings_but_one_value():
         assert EvalSettings.from_dict({key: [1.0, 3.0]}, "spec").guidance_scale == (1.0, 3.0)
     with pytest.raises(UserError, match="once"):
         EvalSettings.from_dict({"cfg_scale": [1.0], "guidance_scale": [2.0]}, "spec")
+
+
+@pytest.mark.parametrize(
+    ("axes", "drawn"),
+    [
+        ({"hidden_size,num_heads": [[16, 1], [32, 2], [48, 3]]}, True),
+        ({"block": ["adaln-zero", "adaln", "in-context"]}, False),
+    ],
+)
+def test_the_gflops_correlation_is_drawn_only_across_model_sizes(fmnist, axes, drawn):
+    """Fig. 8 relates size to quality: across block designs a Gflops difference is a design's overhead,
+    and a correlation there (the CPU blocks study's r = 0.86) would read as "more compute is worse"."""
+    from ditkit.study.results import _claims
+
+    spec = spec_from_dict({**tiny_spec_dict(fmnist), "axes": axes}, "test")
+    plans = spec.runs()
+    rows = [
+        {
+            "run": plan.name,
+            "configuration": plan.configuration,
+            "seed": plan.seed,
+            "step": 4,
+            "gflops": float(2**i),
+            "train_compute_flops": float(2**i) * 4,
+            "cfg_scale": 1.0,
+            "guided_channels": "all",
+            "guidance_interval": None,
+            "fmnist_frechet": 30.0 - 5 * i,
+        }
+        for i, plan in enumerate(plans)
+    ]
+    text = "\n".join(_claims(spec, plans, rows, ["fmnist_frechet"]))
+    assert ("Correlation of log Gflops" in text) is drawn
+    assert ("r = -1.00" in text) is drawn

@@ -324,7 +324,10 @@ def _claims(
             claims_table(found["last_step"], metrics),
             "",
         ]
-    correlations = [(m, gflops_correlation(rows, m)) for m in metrics]
+    # Fig. 8 relates model size to quality: across block designs or objectives a Gflops difference is a
+    # design's overhead, not a bigger model, so no correlation is drawn there
+    sizes = _varies_model_size(spec)
+    correlations = [(m, gflops_correlation(rows, m) if sizes else None) for m in metrics]
     lines += [
         f"Correlation of log Gflops with the last {METRIC_LABELS[m]} (Fig. 8): r = {r[0]:.2f} over the "
         "configurations' means"
@@ -341,7 +344,8 @@ def _claims(
             "",
             "Neighbouring configurations of different Gflops at the largest training compute both "
             "reached, each seed's curve interpolated in log compute between its evaluations; the "
-            "verdicts as above. The paper finds the model with more Gflops better at equal compute.",
+            "verdicts as above."
+            + (" The paper finds the model with more Gflops better at equal compute." if sizes else ""),
             "",
             claims_table(found["equal_compute"], metrics),
             "",
@@ -357,6 +361,15 @@ def _sampling_text(settings: EvalSettings, objective: str) -> str:
     calls = [as_objective(objective).model_calls(sampler, n) for n in counts]
     text = f"{sampler} {', '.join(map(str, counts))} steps"
     return text if calls == list(counts) else f"{text} ({', '.join(map(_fmt, calls))} calls)"
+
+
+# The fields that make a model bigger or smaller in the paper's sense (Table 4: size and patch).
+MODEL_SIZE_FIELDS = frozenset({"model", "hidden_size", "depth", "num_heads", "patch_size", "mlp_ratio"})
+
+
+def _varies_model_size(spec: StudySpec) -> bool:
+    """Whether an axis of `spec` changes the model's size or patch (an axis may name several fields)."""
+    return any(set(axis.split(",")) & MODEL_SIZE_FIELDS for axis in spec.axes)
 
 
 def plan_table(spec: StudySpec) -> str:
