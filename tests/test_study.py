@@ -252,6 +252,28 @@ def test_guidance_variants_get_their_own_files(tmp_path, fmnist):
     assert [(c["varies"], c["compared"]) for c in claims] == [("guidance", ["guidance 1.0", "guidance 3.0"])]
 
 
+def test_a_guidance_interval_is_drawn_at_guided_scales_and_compared_with_guidance_everywhere(
+    tmp_path, fmnist
+):
+    """Scale 1 is no guidance, so it is drawn once (not once per interval); at each guided scale the
+    interval is compared with guiding every step, beside the neighbouring scales."""
+    d = tiny_spec_dict(fmnist)
+    d["axes"] = {"hidden_size,num_heads": [[16, 1]]}
+    d["eval"].update(fractions=[1.0], cfg_scale=[1.0, 2.0, 3.0], guidance_interval=[None, [200, 700]])
+    d["eval"].update(num_samples=10)
+    out = tmp_path / "g"
+    rows = run_study(spec_from_dict(d, "test"), StudyOptions(str(out), jobs=1, progress=False))
+    drawn = sorted((r["cfg_scale"], str(r["guidance_interval"])) for r in rows)
+    assert drawn == [(1.0, "None"), (2.0, "None"), (2.0, "[200.0, 700.0]"), (3.0, "None"), (3.0, "[200.0, 700.0]")]
+    assert (out / "runs" / "w16-h1" / "samples_4_cfg3_t200-700.npz").is_file()
+    claims = json.loads((out / "results.json").read_text())["claims"]["last_step"]
+    pairs = [(c["varies"], *c["compared"]) for c in claims]
+    assert ("guided where", "guidance 2.0", "guidance 2.0 on t 200-700") in pairs
+    assert ("guided where", "guidance 3.0", "guidance 3.0 on t 200-700") in pairs
+    assert ("guidance", "guidance 2.0", "guidance 3.0") in pairs
+    assert not any(c[0] == "guided where" and "1.0" in c[1] for c in pairs)
+
+
 # A valid spec's axes and base, for the [eval] cases below.
 BLOCK_SPEC = '[axes]\nblock = ["adaln"]\n[base]\nsteps = 10\n'
 

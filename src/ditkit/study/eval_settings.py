@@ -83,8 +83,10 @@ class EvalSettings:
 
     def variants(self, objective: str) -> list[SamplingSettings]:
         """Every setting drawn at each evaluation step of a model trained with `objective`: its sampler at
-        each step count x guidance scale x channels x interval, with the evaluation's seed."""
+        each step count x guidance scale x channels x interval, with the evaluation's seed. Scale 1 is no
+        guidance, where channels and intervals change nothing: it is drawn once, with the first of each."""
         sampler, counts = self.sampler_for(objective)
+        first = (self.guided_channels[0], self.guidance_interval[0])
         return [
             SamplingSettings(
                 sampler=sampler,
@@ -97,6 +99,7 @@ class EvalSettings:
             for n, s, c, i in itertools.product(
                 counts, self.guidance_scale, self.guided_channels, self.guidance_interval
             )
+            if s != 1.0 or (c, i) == first
         ]
 
     def to_dict(self) -> dict[str, Any]:

@@ -50,6 +50,10 @@ CPU_EVAL: dict[str, Any] = {
     "batch_size": 250,
 }
 CPU_GUIDANCE_SCALES = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
+# ... each everywhere and only on an interval of noise levels (Kynkaanniemi et al. 2024): sigma 0.28 to
+# 5.4, their EDM2 interval and the demo's flow times 0.16-0.78, which is DDPM timesteps 83-574 of the
+# linear schedule (1,000 steps, betas 1e-4 to 0.02; sigma = sqrt((1 - alpha_bar) / alpha_bar)).
+CPU_GUIDANCE_INTERVALS = [None, [83, 574]]
 
 # `objectives` (issue 29): diffusion, flow matching and MeanFlow on one backbone at equal training time,
 # each with its own sampler at a sweep of model calls (results.md compares each at its best count). Flow
@@ -240,7 +244,11 @@ def builtin_study(name: str, scale: str = "cpu") -> StudySpec:
             base.update(hidden_size=CPU_BLOCK_WIDTH[0], num_heads=CPU_BLOCK_WIDTH[1])
         axes = {"block": ["adaln-zero"]}
         evals.update(fractions=[1.0], guidance_scale=CPU_GUIDANCE_SCALES if cpu else GPU_GUIDANCE_SCALES)
-        what = "one model sampled at a sweep of guidance scales"
+        if cpu:  # the GPU preset: scales only (an interval doubles its 10K-sample evaluations)
+            evals.update(guidance_interval=CPU_GUIDANCE_INTERVALS)
+        what = "one model sampled at a sweep of guidance scales" + (
+            ", each on every step and on an interval of noise levels" if cpu else ""
+        )
     else:
         base, variants = objective_variants(scale)
         axes = {OBJECTIVE_AXIS: variants}

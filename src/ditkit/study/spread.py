@@ -252,6 +252,18 @@ def comparisons(
             names = (_setting(ra), _setting(rb))
             where = f"{config}, step {last}" + (f", {calls_text(ra)}" if config in best else "")
             out.append(Comparison("guidance", names, where, ra["per_seed"], rb["per_seed"]))
+        # at each guided scale, every guided-channel or interval setting against guidance everywhere
+        plain = {
+            (str(s.get("sample_steps")), s[GUIDANCE_KEY]): s
+            for s in sweep
+            if s.get("guided_channels") in (None, "all") and not s.get("guidance_interval")
+        }
+        for rb in sweep:
+            ra = plain.get((str(rb.get("sample_steps")), rb[GUIDANCE_KEY]))
+            if ra is not None and rb is not ra and rb[GUIDANCE_KEY] != 1.0:
+                where = f"{config}, step {last}" + (f", {calls_text(ra)}" if config in best else "")
+                names = (_setting(ra), _setting(rb))
+                out.append(Comparison("guided where", names, where, ra["per_seed"], rb["per_seed"]))
     return out
 
 
@@ -269,7 +281,7 @@ def _setting(row: Row) -> str:
     if row.get("guided_channels") not in (None, "all"):
         text += f" {row['guided_channels']}"
     if row.get("guidance_interval"):
-        text += " on t {}-{}".format(*row["guidance_interval"])
+        text += " on t {:g}-{:g}".format(*row["guidance_interval"])
     return text
 
 
