@@ -246,12 +246,19 @@ def comparisons(
                 s[GUIDANCE_KEY],
             )
         )
+
         for ra, rb in zip(sweep, sweep[1:], strict=False):
             if variant({**ra, GUIDANCE_KEY: None}) != variant({**rb, GUIDANCE_KEY: None}):
                 continue  # neighbours in the scale; the steps, channels and interval equal
-            names = (_setting(ra), _setting(rb))
-            where = f"{config}, step {last}" + (f", {calls_text(ra)}" if config in best else "")
-            out.append(Comparison("guidance", names, where, ra["per_seed"], rb["per_seed"]))
+            out.append(
+                Comparison(
+                    "guidance",
+                    (_setting(ra), _setting(rb)),
+                    _sweep_where(config, last, ra, config in best),
+                    ra["per_seed"],
+                    rb["per_seed"],
+                )
+            )
         # at each guided scale, every guided-channel or interval setting against guidance everywhere
         plain = {
             (str(s.get("sample_steps")), s[GUIDANCE_KEY]): s
@@ -261,10 +268,22 @@ def comparisons(
         for rb in sweep:
             ra = plain.get((str(rb.get("sample_steps")), rb[GUIDANCE_KEY]))
             if ra is not None and rb is not ra and rb[GUIDANCE_KEY] != 1.0:
-                where = f"{config}, step {last}" + (f", {calls_text(ra)}" if config in best else "")
                 names = (_setting(ra), _setting(rb))
-                out.append(Comparison("guided where", names, where, ra["per_seed"], rb["per_seed"]))
+                out.append(
+                    Comparison(
+                        "guided where",
+                        names,
+                        _sweep_where(config, last, ra, config in best),
+                        ra["per_seed"],
+                        rb["per_seed"],
+                    )
+                )
     return out
+
+
+def _sweep_where(config: str, step: int, row: Row, with_calls: bool) -> str:
+    """Where two settings of one configuration's sweep are compared (with the calls when counts vary)."""
+    return f"{config}, step {step}" + (f", {calls_text(row)}" if with_calls else "")
 
 
 def calls_text(row: Row) -> str:
