@@ -264,7 +264,13 @@ def test_a_guidance_interval_is_drawn_at_guided_scales_and_compared_with_guidanc
     out = tmp_path / "g"
     rows = run_study(spec_from_dict(d, "test"), StudyOptions(str(out), jobs=1, progress=False))
     drawn = sorted((r["cfg_scale"], str(r["guidance_interval"])) for r in rows)
-    assert drawn == [(1.0, "None"), (2.0, "None"), (2.0, "[200.0, 700.0]"), (3.0, "None"), (3.0, "[200.0, 700.0]")]
+    assert drawn == [
+        (1.0, "None"),
+        (2.0, "None"),
+        (2.0, "[200.0, 700.0]"),
+        (3.0, "None"),
+        (3.0, "[200.0, 700.0]"),
+    ]
     assert (out / "runs" / "w16-h1" / "samples_4_cfg3_t200-700.npz").is_file()
     claims = json.loads((out / "results.json").read_text())["claims"]["last_step"]
     pairs = [(c["varies"], *c["compared"]) for c in claims]
