@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,10 @@ def fashion_mnist_missing(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true" or os.environ.get(REQUIRE_DATA_ENV) == "1":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def ctrl_c_reaches_it() -> None:
+    """A subprocess `preexec_fn`: SIGINT back to its default, as in a terminal. A shell without job
+    control starts background jobs with SIGINT ignored and children inherit that, so under `make test &`
+    a server would never see the Ctrl+C a test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import sampling_dit
+from helpers import ctrl_c_reaches_it, sampling_dit
 from PIL import Image
 
 from ditkit.cli.main import main
@@ -409,7 +409,9 @@ def _start_server(tmp_path, *extra):
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115  # closed by the caller's process end
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
     command = [sys.executable, "-m", "ditkit", "serve", str(tmp_path / "ckpt"), "--port", str(port), *extra]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=ctrl_c_reaches_it
+    )
     deadline = time.monotonic() + 180
     while "Ctrl+C stops" not in (tmp_path / "server.log").read_text():
         assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()

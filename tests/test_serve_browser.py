@@ -18,7 +18,7 @@ import time
 import urllib.request
 
 import pytest
-from helpers import sampling_dit
+from helpers import ctrl_c_reaches_it, sampling_dit
 from PIL import Image
 
 from ditkit.checkpoints import save_model
@@ -87,15 +87,8 @@ def _serve(folder, extra):
         "--device",
         "cpu",
     ]
-    # A shell without job control starts background jobs with SIGINT ignored, and children inherit that:
-    # `make test &` would give a server that Ctrl+C cannot reach. A terminal's Ctrl+C is what is tested.
     process = subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, text=True, preexec_fn=ctrl_c_reaches_it
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + START_TIMEOUT_S
