@@ -58,10 +58,8 @@ class EvalSettings:
         for name in self.sampler.values() if isinstance(self.sampler, dict) else [self.sampler]:
             if name not in known:
                 raise UserError(f"unknown eval sampler {name!r}; choose one of {', '.join(known)}")
-        if isinstance(self.sampler, dict) and not set(self.sampler) <= set(OBJECTIVES):
-            raise UserError(
-                f"eval sampler tables are keyed by objective ({', '.join(OBJECTIVES)}), got {list(self.sampler)}"
-            )
+        if isinstance(self.sampler, dict):
+            _check_objective_keys("sampler", self.sampler)
         if not self.guidance_scale or any(not s >= 1.0 for s in self.guidance_scale):
             raise UserError(f"eval {GUIDANCE_KEY} values must be >= 1, got {list(self.guidance_scale)}")
         bad = [c for c in self.guided_channels if c not in GUIDED_CHANNELS]
@@ -177,10 +175,7 @@ def _tuple(value: Any) -> Any:
 def _check_steps(steps: Any) -> None:
     """One count >= 1, a non-empty list of distinct ones, or a table of those keyed by objective."""
     if isinstance(steps, dict):
-        if not steps or not set(steps) <= set(OBJECTIVES):
-            raise UserError(
-                f"eval sample_steps tables are keyed by objective ({', '.join(OBJECTIVES)}), got {list(steps)}"
-            )
+        _check_objective_keys("sample_steps", steps, allow_empty=False)
         entries = [(f"sample_steps.{key}", value) for key, value in steps.items()]
     else:
         entries = [("sample_steps", steps)]
@@ -192,3 +187,11 @@ def _check_steps(steps: Any) -> None:
             raise UserError(
                 f"eval {where} must be a whole number >= 1 or a list of distinct ones, got {shown!r}"
             )
+
+
+def _check_objective_keys(field: str, table: dict[str, Any], allow_empty: bool = True) -> None:
+    """A per-objective table (`sampler`, `sample_steps`) has no key but objectives' names."""
+    if (not table and not allow_empty) or not set(table) <= set(OBJECTIVES):
+        raise UserError(
+            f"eval {field} tables are keyed by objective ({', '.join(OBJECTIVES)}), got {list(table)}"
+        )
